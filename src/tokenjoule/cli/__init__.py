@@ -1,0 +1,1 @@
+"""The `tokenjoule` command line. One module per subcommand; heavy imports inside commands."""

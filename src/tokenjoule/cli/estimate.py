@@ -1,0 +1,7 @@
+"""Placeholder: this subcommand module is being written."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

@@ -1,0 +1,105 @@
+"""The specification of one measured cell (`RunSpec`) and its canonical hash.
+
+The hash is the key that sweeps resume on: two specs with the same hash describe the same
+experiment. Only fields that change what is measured go into it (not output paths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tokenjoule.errors import UnknownNameError
+
+ENGINE_MODES: dict[str, tuple[str, ...]] = {
+    "hf": ("eager", "compile", "cudagraphs"),
+    "vllm": ("eager", "graphs"),
+}
+DECODING_STRATEGIES = ("greedy", "sample", "beam", "speculative")
+GPU_ONLY_MODES = {("hf", "compile"), ("hf", "cudagraphs"), ("vllm", "eager"), ("vllm", "graphs")}
+
+
+class DecodingSpec(BaseModel):
+    """How tokens are chosen. Fields that do not apply to a strategy are ignored by it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Literal["greedy", "sample", "beam", "speculative"] = "greedy"
+    temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    num_beams: int = Field(4, ge=2)
+    draft_model: str | None = None  # preset or HF id of the draft model (speculative)
+    lookahead_tokens: int = Field(4, ge=1)  # draft tokens proposed per step (speculative)
+    ngram: bool = False  # vLLM n-gram speculation instead of a draft model
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _known_strategy(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in DECODING_STRATEGIES:
+            raise UnknownNameError("decoding", v, DECODING_STRATEGIES)
+        return v
+
+    def canonical(self) -> dict[str, Any]:
+        """Only the fields that matter for this strategy (so hashes don't depend on unused ones)."""
+        keep: dict[str, tuple[str, ...]] = {
+            "greedy": (),
+            "sample": ("temperature", "top_p"),
+            "beam": ("num_beams",),
+            "speculative": ("draft_model", "lookahead_tokens", "ngram"),
+        }
+        out: dict[str, Any] = {"strategy": self.strategy}
+        for k in keep[self.strategy]:
+            out[k] = getattr(self, k)
+        return out
+
+
+class RunSpec(BaseModel):
+    """One cell: a model on an engine, a batch of identical-length requests, a decoding strategy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str  # preset name (random weights) or Hugging Face id
+    engine: str = "hf"
+    mode: str = "eager"
+    decoding: DecodingSpec = DecodingSpec()
+    batch_size: int = Field(8, ge=1)
+    input_tokens: int = Field(512, ge=1)
+    output_tokens: int = Field(64, ge=1)
+    warmup: int = Field(3, ge=0)
+    repeats: int = Field(3, ge=1)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 on GPU, float32 on CPU) | bfloat16 | float16 | float32
+    seed: int = 0
+    tensor_parallel: int = Field(1, ge=1)
+    pipeline_parallel: int = Field(1, ge=1)
+    min_window_s: float = Field(2.0, ge=0)  # repeat a short batch inside one window up to this
+    split_prefill: bool = True  # also measure a 1-output-token run for the prefill/decode split
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_engine_and_mode(self) -> "RunSpec":
+        if self.engine not in ENGINE_MODES:
+            raise UnknownNameError("engine", self.engine, list(ENGINE_MODES))
+        if self.mode not in ENGINE_MODES[self.engine]:
+            raise UnknownNameError(f"mode for engine {self.engine}", self.mode, ENGINE_MODES[self.engine])
+        return self
+
+    def canonical(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["decoding"] = self.decoding.canonical()
+        return data
+
+    def spec_hash(self) -> str:
+        """sha256 (first 16 hex digits) of the canonical JSON of the spec."""
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.model} {self.engine}/{self.mode} {self.decoding.strategy} "
+            f"b{self.batch_size} in{self.input_tokens} out{self.output_tokens}"
+        )
