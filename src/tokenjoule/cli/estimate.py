@@ -1,7 +1,235 @@
-"""Placeholder: this subcommand module is being written."""
+"""`tokenjoule estimate` (binned energy of a trace from measured cells) and `tokenjoule savings`.
+
+Both exit 1, listing exactly which cells are missing and printing (or writing, with
+--emit-sweep) the sweep config that measures them, when a bin of the workload has no
+measurement: an estimate is never completed with a guess.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from tokenjoule.cli.workload import FORMAT_HELP, load_workload
+
+DB_HELP = "Results database (SQLite) to read measured cells from."
+
+
+def _open_store(db: Path):
+    from tokenjoule.errors import TokenjouleError
+    from tokenjoule.store.db import ResultStore
+
+    if not db.is_file():
+        raise TokenjouleError(f"no results database at {db}; measure cells first (tokenjoule sweep) or pass --db PATH")
+    return ResultStore(db)
+
+
+def _setup(engine: str, mode: Optional[str], decoding: str):
+    """--engine may be engine or engine:mode[:decoding]; --mode/--decoding fill what it omits."""
+    from tokenjoule.analysis.savings import parse_setup
+
+    parts = engine.split(":")
+    if len(parts) == 1:
+        return parse_setup(f"{engine}:{mode or 'eager'}:{decoding}")
+    if len(parts) == 2:
+        return parse_setup(f"{engine}:{decoding}")
+    return parse_setup(engine)
+
+
+def _console(stderr: bool = False) -> Console:
+    """Rich console; 140 columns when not a terminal so wide tables don't wrap in logs/pipes."""
+    import sys
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 140)
+
+
+def _j(x: Optional[float]) -> str:
+    if x is None:
+        return "n/a"
+    for unit, scale in (("MJ", 1e6), ("kJ", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:,.3f} {unit}"
+    return f"{x:,.3f} J"
+
+
+def _estimate_table(res) -> Table:
+    table = Table(title=f"{res.workload}: {res.model} {res.engine}/{res.mode} {res.decoding}")
+    for col in ("input", "output", "requests", "batch", "batches", "J/batch", "energy", "energy N/B", "cell"):
+        table.add_column(col, justify="right")
+    for r in res.rows:
+        table.add_row(str(r.input_tokens), str(r.output_tokens), f"{r.n_requests:,}", str(r.batch_size),
+                      f"{r.batches_rounded:,}", _j(r.energy_per_batch_j), _j(r.energy_j),
+                      _j(r.energy_unrounded_j), str(r.cell_id))
+    for m in res.missing:
+        table.add_row(str(m.input_tokens), str(m.output_tokens), f"{m.n_requests:,}", "-", "-", "missing", "-", "-", "-")
+    return table
+
+
+def _print_summary(console: Console, res) -> None:
+    if res.complete:
+        console.print(f"total: {_j(res.total_energy_j)} = {res.total_kwh:.6f} kWh (sum of ceil(N/B) x E_batch); "
+                      f"unrounded N/B form: {_j(res.total_energy_unrounded_j)}; "
+                      f"per request: {res.energy_per_request_j:,.3f} J")
+    else:
+        console.print(f"incomplete: {len(res.missing)} bin(s) unmeasured; measured bins sum to "
+                      f"{_j(res.partial_energy_j)} (not a total)")
+    console.print(f"coverage: {res.n_covered:,} of {res.n_total:,} requests ({100 * res.coverage_share:.1f}%); "
+                  f"dropped {res.n_dropped:,} beyond the largest bins" +
+                  (f"; clipped {res.n_clipped:,}" if res.n_clipped else ""))
+    console.print(f"batch policy: {res.batch_policy}")
+    for note in res.notes:
+        console.print(f"note: {note}")
+
+
+def _report_missing(console: Console, results, emit_sweep: Optional[Path], batch) -> None:
+    from tokenjoule.workloads.sweep_config import sweep_yaml, write_sweep
+
+    cells, seen = [], set()
+    for res in results:
+        for cell in res.missing_cells(batch):
+            key = tuple(sorted(cell.items(), key=lambda kv: kv[0]))
+            if key not in seen:
+                seen.add(key)
+                cells.append(cell)
+    console.print(f"missing {len(cells)} cell(s):")
+    for c in cells:
+        console.print(f"  {c['model']} {c['engine']}/{c['mode']} {c['decoding']} "
+                      f"input_tokens={c['input_tokens']} output_tokens={c['output_tokens']}")
+    comments = ["cells missing for: " + ", ".join(sorted({r.workload for r in results if r.missing})),
+                "measure them with: tokenjoule sweep FILE"]
+    if emit_sweep is not None:
+        write_sweep(emit_sweep, cells, comments)
+        console.print(f"wrote the sweep config for them to {emit_sweep}")
+    else:
+        console.print("sweep config to measure them:")
+        typer.echo(sweep_yaml(cells, comments), nl=False)
+
+
+def _binning(input_bins, output_bins):
+    from tokenjoule.workloads.binning import Bins
+
+    return Bins.parse(input_bins, output_bins)
+
+
+def estimate_cmd(
+    trace: List[str] = typer.Option(..., "--trace", help="Trace name, path or task:NAME (repeatable)."),
+    model: str = typer.Option(..., "--model", help="Model preset or id the cells were measured with."),
+    engine: List[str] = typer.Option(["hf"], "--engine", help="Engine, or engine:mode[:decoding] (repeatable)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Engine mode for engines given without one (default eager)."),
+    decoding: str = typer.Option("greedy", "--decoding", help="Decoding strategy of the cells."),
+    db: Path = typer.Option(Path("tokenjoule.db"), "--db", help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    compare_theory: bool = typer.Option(False, "--compare-theory", help="Also show the Table-4 view vs theory."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU table row for theory (default: the cells' GPU)."),
+    gpu_name: Optional[str] = typer.Option(None, "--gpu-name", help="Use only cells measured on this GPU (NVML name)."),
+    input_bins: Optional[str] = typer.Option(None, "--input-bins", help="Input bin edges, comma-separated."),
+    output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges, comma-separated."),
+    overflow: str = typer.Option("drop", "--overflow", help="Requests beyond the largest bin: drop or clip."),
+    emit_sweep: Optional[Path] = typer.Option(None, "--emit-sweep", help="Write the missing cells' sweep config here."),
+    batch: str = typer.Option("max", "--batch", help="Batch size of emitted missing cells: integer or max."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """Energy of a trace from measured cells: sum over bins of ceil(N/B) x E_batch."""
+    from tokenjoule.analysis.estimate import binned_estimate
+    from tokenjoule.cli.workload import parse_batch
+    from tokenjoule.workloads.binning import bin_workload
+
+    bins = _binning(input_bins, output_bins)
+    setups = [_setup(e, mode, decoding) for e in engine]
+    batch_value = parse_batch(batch)
+    store = _open_store(db)
+    results = []
+    with store:
+        for t in trace:
+            binned = bin_workload(load_workload(t, fmt), bins, overflow)
+            for s in setups:
+                results.append(binned_estimate(binned, store, model=model, engine=s.engine, mode=s.mode,
+                                               decoding=s.decoding, gpu_name=gpu_name))
+    complete = [r for r in results if r.complete]
+    comparisons = []
+    if compare_theory and complete:
+        from tokenjoule.analysis.floors import compare_theory as compare
+
+        comparisons = [compare(r, gpu=gpu) for r in complete]
+    console = _console(stderr=as_json)
+    if as_json:
+        typer.echo(json.dumps({"estimates": [r.to_dict() for r in results],
+                               "theory": [c.to_dict() for c in comparisons],
+                               "missing_cells": [c for r in results for c in r.missing_cells(batch_value)]}, indent=2))
+    else:
+        for res in results:
+            console.print(_estimate_table(res))
+            _print_summary(console, res)
+        if comparisons:
+            console.print(_theory_table(comparisons))
+    if len(complete) < len(results):
+        _report_missing(console, results, emit_sweep, batch_value)
+        raise typer.Exit(code=1)
+
+
+def _theory_table(comparisons) -> Table:
+    c0 = comparisons[0]
+    table = Table(title=f"measured (binned) vs theoretical: {c0.model} on {c0.gpu} ({c0.precision})")
+    for col in ("trace", "engine", "measured", "theory (TDP/peak x FLOPs)", "theory % of measured",
+                "measured / theory", "roofline floor x TDP", "roofline floor x active P"):
+        table.add_column(col, justify="right" if col not in ("trace", "engine") else "left")
+    for c in comparisons:
+        table.add_row(c.workload, f"{c.engine}/{c.mode}", _j(c.measured_energy_j), _j(c.theoretical_energy_j),
+                      f"{c.theory_percent_of_measured:.1f}%", f"{c.measured_multiple_of_theory:.1f}x",
+                      _j(c.floor_energy_tdp_j), _j(c.floor_energy_active_j))
+    return table
+
+
+def savings_cmd(
+    trace: str = typer.Option(..., "--trace", help="Trace name, path or task:NAME."),
+    baseline: str = typer.Option(..., "--baseline", help="Baseline setup engine:mode[:decoding], e.g. hf:eager."),
+    optimized: str = typer.Option(..., "--optimized", help="Optimized setup engine:mode[:decoding], e.g. vllm:graphs."),
+    model: str = typer.Option(..., "--model", help="Model preset or id the cells were measured with."),
+    db: Path = typer.Option(Path("tokenjoule.db"), "--db", help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    gpu_name: Optional[str] = typer.Option(None, "--gpu-name", help="Use only cells measured on this GPU (NVML name)."),
+    input_bins: Optional[str] = typer.Option(None, "--input-bins", help="Input bin edges, comma-separated."),
+    output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges, comma-separated."),
+    overflow: str = typer.Option("drop", "--overflow", help="Requests beyond the largest bin: drop or clip."),
+    emit_sweep: Optional[Path] = typer.Option(None, "--emit-sweep", help="Write the missing cells' sweep config here."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """Percentage of energy saved: 1 - E_optimized / E_baseline on the same binned trace."""
+    from tokenjoule.analysis.savings import compare_setups, parse_setup
+
+    base, opt = parse_setup(baseline), parse_setup(optimized)
+    bins = _binning(input_bins, output_bins)
+    workload = load_workload(trace, fmt)
+    with _open_store(db) as store:
+        result = compare_setups(workload, store, model=model, baseline=base, optimized=opt, bins=bins,
+                                overflow=overflow, gpu_name=gpu_name)
+    console = _console(stderr=as_json)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        table = Table(title=f"{workload.name}: {model}")
+        for col in ("setup", "energy", "energy N/B", "per request", "coverage"):
+            table.add_column(col, justify="right" if col != "setup" else "left")
+        for label, res in (("baseline", result.baseline), ("optimized", result.optimized)):
+            table.add_row(f"{label} {res.engine}:{res.mode}:{res.decoding}", _j(res.total_energy_j),
+                          _j(res.total_energy_unrounded_j),
+                          "n/a" if res.energy_per_request_j is None else f"{res.energy_per_request_j:,.3f} J",
+                          f"{100 * res.coverage_share:.1f}%")
+        console.print(table)
+        if result.complete:
+            console.print(f"saved: {100 * result.saved_fraction:.1f}% ({_j(result.saved_j)}) = 1 - "
+                          f"{result.optimized.total_energy_j:,.1f} / {result.baseline.total_energy_j:,.1f}")
+    if not result.complete:
+        _report_missing(console, [result.baseline, result.optimized], emit_sweep, "max")
+        raise typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("estimate")(estimate_cmd)
+    app.command("savings")(savings_cmd)

@@ -1,7 +1,199 @@
-"""Placeholder: this subcommand module is being written."""
+"""`tokenjoule workload stats|bins`: statistics and length bins of a trace or task profile.
+
+TRACE is a built-in trace name (azure-code-2023, azure-conv-2023, mooncake-conversation), a
+file path (format detected, or --format), or task:NAME (translation, generation,
+classification, summarization).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+workload_app = typer.Typer(help="Inspect request traces: statistics, length bins, sweep cells.",
+                           no_args_is_help=True)
+
+FORMAT_HELP = "Trace format: azure, mooncake, burstgpt, csv, jsonl (default: detected)."
+
+
+def load_workload(trace: str, fmt: Optional[str] = None, trace_model: Optional[str] = None,
+                  log_type: Optional[str] = None):
+    """The workload a CLI TRACE argument names (see the module docstring)."""
+    from tokenjoule.workloads.traces import resolve_workload
+
+    kwargs = {"fmt": fmt, "model": trace_model, "log_type": log_type}
+    if trace.startswith("task:"):
+        from tokenjoule.errors import TokenjouleError
+
+        if fmt or trace_model or log_type:
+            raise TokenjouleError("--format/--trace-model/--log-type do not apply to task profiles")
+        kwargs = {}
+    return resolve_workload(trace, **kwargs)
+
+
+def _removed_lines(workload) -> list[str]:
+    prov = workload.provenance
+    lines = [f"filter: {f}" for f in prov.get("filters", [])]
+    lines += [f"removed {n} row(s): {reason}" for reason, n in prov.get("removed", {}).items()]
+    return lines
+
+
+def _fmt(x, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{x:,.{digits}f}"
+
+
+@workload_app.command("stats")
+def stats_cmd(
+    trace: str = typer.Argument(..., help="Trace name, file path, or task:NAME."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    trace_model: Optional[str] = typer.Option(None, "--trace-model", help="BurstGPT: keep this model's rows."),
+    log_type: Optional[str] = typer.Option(None, "--log-type", help="BurstGPT: keep this log type's rows."),
+) -> None:
+    """Requests, input/output lengths, duration, arrival rate, burstiness, length correlation."""
+    from tokenjoule.workloads.stats import workload_stats
+
+    workload = load_workload(trace, fmt, trace_model, log_type)
+    s = workload_stats(workload)
+    if as_json:
+        typer.echo(json.dumps(s.to_dict(), indent=2))
+        return
+    console = Console()
+    table = Table(title=f"{s.name}: {s.requests:,} requests")
+    for col in ("tokens", "mean ± std", "median", "p90", "p99", "max"):
+        table.add_column(col, justify="right" if col != "tokens" else "left")
+    for label, ls in (("input", s.input_tokens), ("output", s.output_tokens)):
+        table.add_row(label, f"{ls.mean:,.1f} ± {ls.std:,.1f}", _fmt(ls.median), _fmt(ls.p90), _fmt(ls.p99), f"{ls.max:,}")
+    console.print(table)
+    console.print(f"duration: {_fmt(s.duration_s)} s   mean rate: {_fmt(s.mean_rate_rps, 3)} req/s   "
+                  f"burstiness (CV of gaps): {_fmt(s.burstiness, 3)}   "
+                  f"input/output correlation: {_fmt(s.input_output_correlation, 3)}")
+    for line in _removed_lines(workload) + s.notes:
+        console.print(line)
+
+
+def bins_table(binned) -> Table:
+    """Counts (and share of kept requests) per (input bin, output bin)."""
+    table = Table(title=f"{binned.name}: requests per bin (rows: input ≤ edge, columns: output ≤ edge)")
+    table.add_column("in\\out", justify="right")
+    for o in binned.bins.output_edges:
+        table.add_column(str(o), justify="right")
+    table.add_column("share", justify="right")
+    for i in binned.bins.input_edges:
+        counts = [binned.counts.get((i, o), 0) for o in binned.bins.output_edges]
+        share = sum(counts) / binned.n_kept if binned.n_kept else 0.0
+        table.add_row(str(i), *[f"{c:,}" if c else "·" for c in counts], f"{100 * share:.1f}%")
+    return table
+
+
+def plot_cdfs(binned, path: Path) -> Path:
+    """Real vs binned CDFs of input and output lengths (the paper's Figure 7)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    pairs = (("input", binned.real_input_tokens, binned.binned_input_tokens),
+             ("output", binned.real_output_tokens, binned.binned_output_tokens))
+    for ax, (label, real, binned_vals) in zip(axes, pairs):
+        for values, name, style in ((real, "real", "-"), (binned_vals, "binned", "--")):
+            v = np.sort(np.asarray(values))
+            if len(v):
+                ax.step(np.maximum(v, 1), np.arange(1, len(v) + 1) / len(v), style, where="post", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"{label} tokens")
+        ax.set_ylabel("CDF")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{binned.name}: {binned.n_kept:,} requests kept, {binned.n_dropped:,} dropped ({binned.overflow})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+@workload_app.command("bins")
+def bins_cmd(
+    trace: str = typer.Argument(..., help="Trace name, file path, or task:NAME."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Write real vs binned length CDFs to this PNG."),
+    emit_sweep: Optional[Path] = typer.Option(None, "--emit-sweep", help="Write the cells as a sweep config (YAML)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model of the emitted cells."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Engine of the emitted cells (hf, vllm)."),
+    mode: str = typer.Option("eager", "--mode", help="Engine mode of the emitted cells."),
+    decoding: str = typer.Option("greedy", "--decoding", help="Decoding strategy of the emitted cells."),
+    batch: str = typer.Option("max", "--batch", help="Batch size of the emitted cells: an integer or max."),
+    input_bins: Optional[str] = typer.Option(None, "--input-bins", help="Input bin edges, e.g. 32,64,...,8192."),
+    output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges, e.g. 8,16,...,512."),
+    overflow: str = typer.Option("drop", "--overflow", help="Requests beyond the largest bin: drop or clip."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    trace_model: Optional[str] = typer.Option(None, "--trace-model", help="BurstGPT: keep this model's rows."),
+    log_type: Optional[str] = typer.Option(None, "--log-type", help="BurstGPT: keep this log type's rows."),
+) -> None:
+    """Histogram of requests over (input, output) length bins; optional CDF plot and sweep config."""
+    from tokenjoule.errors import TokenjouleError
+    from tokenjoule.workloads.binning import Bins, bin_workload
+
+    bins = Bins.parse(input_bins, output_bins)
+    if emit_sweep is not None:
+        if not model or not engine:
+            raise TokenjouleError("--emit-sweep needs --model and --engine (and optionally --mode)")
+        check_setup(engine, mode, decoding)
+    batch_value = parse_batch(batch)
+    workload = load_workload(trace, fmt, trace_model, log_type)
+    binned = bin_workload(workload, bins, overflow)
+    console = Console()
+    if as_json:
+        typer.echo(json.dumps(binned.to_dict(), indent=2))
+    else:
+        console.print(bins_table(binned))
+        console.print(f"kept {binned.n_kept:,} of {binned.n_total:,} requests in {len(binned.counts)} bins; "
+                      f"dropped {binned.n_dropped:,}" + (f"; clipped {binned.n_clipped:,}" if binned.n_clipped else ""))
+        for reason, n in binned.dropped_reasons.items():
+            console.print(f"dropped {n:,}: {reason}")
+        for line in _removed_lines(workload):
+            console.print(line)
+    out = Console(stderr=True) if as_json else console
+    if png is not None:
+        out.print(f"wrote {plot_cdfs(binned, png)}")
+    if emit_sweep is not None:
+        from tokenjoule.workloads.sweep_config import write_sweep
+
+        cells = binned.cells(model, engine, mode, batch=batch_value, decoding=decoding)
+        write_sweep(emit_sweep, cells, [f"cells of {binned.name} ({binned.n_kept:,} requests, overflow={overflow})",
+                                        "written by: tokenjoule workload bins"])
+        out.print(f"wrote {len(cells)} cells to {emit_sweep}")
+
+
+def check_setup(engine: str, mode: str, decoding: str = "greedy") -> None:
+    from tokenjoule.errors import UnknownNameError
+    from tokenjoule.spec import DECODING_STRATEGIES, ENGINE_MODES
+
+    if engine not in ENGINE_MODES:
+        raise UnknownNameError("engine", engine, list(ENGINE_MODES))
+    if mode not in ENGINE_MODES[engine]:
+        raise UnknownNameError(f"mode for engine {engine}", mode, ENGINE_MODES[engine])
+    if decoding not in DECODING_STRATEGIES:
+        raise UnknownNameError("decoding", decoding, DECODING_STRATEGIES)
+
+
+def parse_batch(text: str):
+    from tokenjoule.errors import TokenjouleError
+
+    if text == "max":
+        return "max"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise TokenjouleError(f"--batch must be a positive integer or max, got {text!r}")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(workload_app, name="workload")

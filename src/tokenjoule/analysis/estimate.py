@@ -1,0 +1,221 @@
+"""The binned energy estimate of a workload from measured cells (the paper's method).
+
+    E_total = sum over bins b of ceil(N_b / B_b) x E_batch(b)          (rounded: whole batches)
+    E_unrounded = sum over bins b of (N_b / B_b) x E_batch(b)          (the paper's formula as written)
+
+N_b: requests of the workload in bin b; B_b: the batch size of the cell measured for that bin;
+E_batch(b): the measured energy of ONE full batch of B_b requests (`metrics["energy_j"]`).
+The rounded form counts the last, partly filled batch as a full one (it costs about as much);
+the unrounded form assumes energy scales linearly with the number of requests.
+
+Cells are matched on model, engine, mode, decoding, input_tokens and output_tokens (kind
+offline, status ok). If several batch sizes are stored for a bin, the largest is used (the
+paper measures each bin at the largest batch that fits); among rows of that batch size the
+newest wins. A bin with no measurement is listed in `missing`; then the totals are None
+(never a guess) and `partial_energy_j` holds the sum over the bins that were measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tokenjoule.workloads.binning import BinnedWorkload, Bins, bin_workload
+from tokenjoule.workloads.request import Workload
+
+J_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True)
+class BinEstimate:
+    input_tokens: int
+    output_tokens: int
+    n_requests: int
+    batch_size: int
+    batches_rounded: int
+    energy_per_batch_j: float
+    energy_j: float
+    energy_unrounded_j: float
+    cell_id: int | None
+    duration_per_batch_s: float | None = None
+    avg_power_w: float | None = None
+    idle_power_w: float | None = None
+    gpu_name: str | None = None
+    dtype: str | None = None
+    batch_sizes_available: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class MissingCell:
+    input_tokens: int
+    output_tokens: int
+    n_requests: int
+
+
+@dataclass
+class EstimateResult:
+    workload: str
+    model: str
+    engine: str
+    mode: str
+    decoding: str
+    bins: Bins
+    overflow: str
+    rows: list[BinEstimate]
+    missing: list[MissingCell]
+    n_total: int
+    n_kept: int
+    n_dropped: int
+    dropped_reasons: dict[str, int]
+    n_clipped: int = 0
+    gpu_names: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    binned: BinnedWorkload | None = None
+    batch_policy: str = "largest stored batch size per bin (the paper's policy); newest row on ties"
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    @property
+    def n_covered(self) -> int:
+        return sum(r.n_requests for r in self.rows)
+
+    @property
+    def coverage_share(self) -> float:
+        """Share of the workload's requests whose bin was measured (dropped requests uncovered)."""
+        return self.n_covered / self.n_total if self.n_total else 0.0
+
+    @property
+    def partial_energy_j(self) -> float:
+        return sum(r.energy_j for r in self.rows)
+
+    @property
+    def partial_energy_unrounded_j(self) -> float:
+        return sum(r.energy_unrounded_j for r in self.rows)
+
+    @property
+    def total_energy_j(self) -> float | None:
+        return self.partial_energy_j if self.complete else None
+
+    @property
+    def total_energy_unrounded_j(self) -> float | None:
+        return self.partial_energy_unrounded_j if self.complete else None
+
+    @property
+    def total_kwh(self) -> float | None:
+        return None if self.total_energy_j is None else self.total_energy_j / J_PER_KWH
+
+    @property
+    def energy_per_request_j(self) -> float | None:
+        """Total energy / requests kept by binning (dropped requests are not in the total)."""
+        if self.total_energy_j is None or not self.n_kept:
+            return None
+        return self.total_energy_j / self.n_kept
+
+    def missing_cells(self, batch: int | str = "max") -> list[dict[str, Any]]:
+        """The missing bins as sweep cells (see tokenjoule.workloads.sweep_config)."""
+        return [
+            {"model": self.model, "engine": self.engine, "mode": self.mode, "decoding": self.decoding,
+             "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "batch_size": batch}
+            for m in self.missing
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "workload": self.workload, "model": self.model, "engine": self.engine, "mode": self.mode,
+            "decoding": self.decoding, "bins": self.bins.to_dict(), "overflow": self.overflow,
+            "batch_policy": self.batch_policy,
+            "rows": [{**asdict(r), "batch_sizes_available": list(r.batch_sizes_available)} for r in self.rows],
+            "missing": [asdict(m) for m in self.missing], "complete": self.complete,
+            "n_total": self.n_total, "n_kept": self.n_kept, "n_dropped": self.n_dropped,
+            "n_clipped": self.n_clipped, "dropped_reasons": dict(self.dropped_reasons),
+            "n_covered": self.n_covered, "coverage_share": self.coverage_share,
+            "total_energy_j": self.total_energy_j, "total_energy_unrounded_j": self.total_energy_unrounded_j,
+            "total_kwh": self.total_kwh, "energy_per_request_j": self.energy_per_request_j,
+            "partial_energy_j": self.partial_energy_j, "partial_energy_unrounded_j": self.partial_energy_unrounded_j,
+            "gpu_names": list(self.gpu_names), "notes": list(self.notes),
+        }
+
+
+def _energy(rec) -> float | None:
+    value = rec.metrics.get("energy_j")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def select_cells(store, *, model: str, engine: str, mode: str, decoding: str = "greedy",
+                 gpu_name: str | None = None) -> tuple[dict[tuple[int, int], tuple[Any, tuple[int, ...]]], list[str]]:
+    """(input, output) -> (chosen record, batch sizes available), plus notes on what was skipped."""
+    notes: list[str] = []
+    groups: dict[tuple[int, int], list] = {}
+    unusable = 0
+    for rec in store.find(status="ok", kind="offline", model=model, engine=engine, mode=mode,
+                          decoding=decoding, gpu_name=gpu_name):
+        spec = rec.spec
+        try:
+            key = (int(spec["input_tokens"]), int(spec["output_tokens"]))
+            int(spec["batch_size"])
+        except (KeyError, TypeError, ValueError):
+            unusable += 1
+            continue
+        if _energy(rec) is None:
+            unusable += 1
+            continue
+        groups.setdefault(key, []).append(rec)
+    if unusable:
+        notes.append(f"{unusable} stored cell(s) ignored: no positive energy_j or no lengths/batch size")
+    chosen = {}
+    for key, recs in groups.items():
+        sizes = tuple(sorted({int(r.spec["batch_size"]) for r in recs}))
+        best = max(recs, key=lambda r: (int(r.spec["batch_size"]), r.id or 0))
+        chosen[key] = (best, sizes)
+    return chosen, notes
+
+
+def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, model: str, engine: str,
+                    mode: str, decoding: str = "greedy", bins: Bins | None = None, overflow: str = "drop",
+                    gpu_name: str | None = None) -> EstimateResult:
+    """Estimate a workload's energy from the store's measured cells (see the module docstring).
+
+    A `BinnedWorkload` is used as is (then `bins`/`overflow` must not differ from its own)."""
+    if isinstance(workload_or_binned, BinnedWorkload):
+        binned = workload_or_binned
+    else:
+        binned = bin_workload(workload_or_binned, bins or Bins(), overflow)
+    chosen, notes = select_cells(store, model=model, engine=engine, mode=mode, decoding=decoding, gpu_name=gpu_name)
+    rows, missing, gpus = [], [], []
+    for (i, o), n in sorted(binned.counts.items()):
+        if (i, o) not in chosen:
+            missing.append(MissingCell(i, o, n))
+            continue
+        rec, sizes = chosen[(i, o)]
+        b = int(rec.spec["batch_size"])
+        e = _energy(rec)
+        batches = math.ceil(n / b)
+        gpu = (rec.provenance.get("gpu_names") or [None])[0]
+        if gpu and gpu not in gpus:
+            gpus.append(gpu)
+        rows.append(BinEstimate(
+            input_tokens=i, output_tokens=o, n_requests=n, batch_size=b, batches_rounded=batches,
+            energy_per_batch_j=e, energy_j=batches * e, energy_unrounded_j=n / b * e, cell_id=rec.id,
+            duration_per_batch_s=_num(rec.metrics.get("duration_s")),
+            avg_power_w=_num(rec.metrics.get("avg_power_w")), idle_power_w=_num(rec.metrics.get("idle_power_w")),
+            gpu_name=gpu, dtype=rec.spec.get("dtype"), batch_sizes_available=sizes,
+        ))
+    if any(len(r.batch_sizes_available) > 1 for r in rows):
+        notes.append("several batch sizes stored for some bins; the largest was used")
+    if len(gpus) > 1:
+        notes.append(f"cells come from several GPUs ({', '.join(gpus)}); pass gpu_name to use one")
+    return EstimateResult(
+        workload=binned.name, model=model, engine=engine, mode=mode, decoding=decoding, bins=binned.bins,
+        overflow=binned.overflow, rows=rows, missing=missing, n_total=binned.n_total, n_kept=binned.n_kept,
+        n_dropped=binned.n_dropped, dropped_reasons=dict(binned.dropped_reasons), n_clipped=binned.n_clipped,
+        gpu_names=gpus, notes=notes, binned=binned,
+    )

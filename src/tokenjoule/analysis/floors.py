@@ -1,0 +1,98 @@
+"""Measured-binned energy vs the theoretical estimate and the roofline floors (paper Table 4).
+
+- theoretical_energy_j: E = TDP / peak FLOP/s x FLOPs of the kept requests at their *real*
+  lengths (the FLOPs at the binned lengths are reported too);
+- roofline floor: for each bin, ceil(N/B) batches of B requests at the bin's lengths, each at
+  least `roofline_batch(...).total_s` long; energy floor = that time x TDP, and x the measured
+  active power of the bin's cell (avg_power_w - idle_power_w), None with a reason when the cell
+  lacks either number.
+- theory_percent_of_measured = 100 x theory / measured; measured_multiple_of_theory = measured / theory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tokenjoule.analysis import theory
+from tokenjoule.analysis.estimate import EstimateResult
+from tokenjoule.analysis.gpus import GPUSpec, get_gpu
+from tokenjoule.errors import TokenjouleError
+
+_PRECISION_OF_DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "auto": "bf16", None: "bf16"}
+
+
+@dataclass
+class TheoryComparison:
+    workload: str
+    model: str
+    engine: str
+    mode: str
+    gpu: str
+    precision: str
+    measured_energy_j: float
+    flops: float
+    flops_binned: float
+    theoretical_energy_j: float
+    floor_time_s: float
+    floor_energy_tdp_j: float
+    floor_energy_active_j: float | None
+    floor_notes: list[str] = field(default_factory=list)
+
+    @property
+    def theory_percent_of_measured(self) -> float:
+        return 100.0 * self.theoretical_energy_j / self.measured_energy_j
+
+    @property
+    def measured_multiple_of_theory(self) -> float:
+        return self.measured_energy_j / self.theoretical_energy_j
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "theory_percent_of_measured": self.theory_percent_of_measured,
+                "measured_multiple_of_theory": self.measured_multiple_of_theory}
+
+
+def default_gpu(result: EstimateResult) -> GPUSpec:
+    """The GPU named in the measured cells' provenance (it must be one card, in the table)."""
+    if not result.gpu_names:
+        raise TokenjouleError("the measured cells name no GPU (CPU runs?); choose a table row with --gpu NAME")
+    if len(result.gpu_names) > 1:
+        raise TokenjouleError(f"cells come from several GPUs ({', '.join(result.gpu_names)}); choose one with --gpu")
+    return get_gpu(result.gpu_names[0])
+
+
+def compare_theory(result: EstimateResult, *, gpu: GPUSpec | str | None = None, precision: str | None = None,
+                   arch=None) -> TheoryComparison:
+    """Table-4 view of one complete estimate."""
+    if not result.complete:
+        cells = ", ".join(f"in{m.input_tokens}/out{m.output_tokens}" for m in result.missing)
+        raise TokenjouleError(f"cannot compare with theory: unmeasured bins {cells}")
+    if result.binned is None:
+        raise TokenjouleError("the estimate carries no binned workload to count FLOPs on")
+    card = get_gpu(gpu) if isinstance(gpu, str) else (gpu or default_gpu(result))
+    dtypes = {r.dtype for r in result.rows}
+    prec = precision or _PRECISION_OF_DTYPE.get(next(iter(dtypes)) if len(dtypes) == 1 else None, "bf16")
+    dtype_bytes = 4 if prec in ("fp32", "tf32") else (1 if prec == "fp8" else 2)
+    arch = arch or theory.architecture_for(result.model)
+    b = result.binned
+    real = theory.workload_flops(arch, b.real_input_tokens, b.real_output_tokens)
+    binned = theory.workload_flops(arch, b.binned_input_tokens, b.binned_output_tokens)
+    floor_s, floor_active, notes = 0.0, 0.0, []
+    for r in result.rows:
+        roof = theory.roofline_batch(arch, card, r.input_tokens, r.output_tokens, r.batch_size, prec, dtype_bytes)
+        t = r.batches_rounded * roof.total_s
+        floor_s += t
+        if floor_active is not None:
+            if r.avg_power_w is None or r.idle_power_w is None:
+                floor_active = None
+                notes.append(f"cell {r.cell_id} (in{r.input_tokens}/out{r.output_tokens}) lacks "
+                             "avg_power_w or idle_power_w: no active-power floor")
+            else:
+                floor_active += t * max(r.avg_power_w - r.idle_power_w, 0.0)
+    return TheoryComparison(
+        workload=result.workload, model=result.model, engine=result.engine, mode=result.mode, gpu=card.name,
+        precision=prec, measured_energy_j=float(result.total_energy_j), flops=real.total_flops,
+        flops_binned=binned.total_flops, theoretical_energy_j=theory.theoretical_energy_j(real.total_flops, card, prec),
+        floor_time_s=floor_s, floor_energy_tdp_j=floor_s * card.tdp_w, floor_energy_active_j=floor_active,
+        floor_notes=notes,
+    )
