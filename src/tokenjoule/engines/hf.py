@@ -1,0 +1,304 @@
+"""The Hugging Face transformers engine: `model.generate` on batches of synthetic prompts.
+
+Every request in a batch has exactly `spec.input_tokens` seeded random token ids (no padding,
+attention mask all ones) and generates exactly the requested number of tokens: EOS is masked
+until then (min_new_tokens = max_new_tokens) and the count is verified after the call.
+Modes and decoding strategies are translated into `generate()` arguments in hf_decoding.py.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+import torch
+
+from tokenjoule.engines.base import GenerationResult
+from tokenjoule.engines.hf_decoding import (
+    STATIC_CACHE_MODES,
+    AcceptanceCounter,
+    check_supported,
+    configure_assistant,
+    decoding_kwargs,
+    mode_kwargs,
+)
+from tokenjoule.engines.tokens import special_ids_from_config, synthetic_prompts
+from tokenjoule.errors import TokenjouleError
+from tokenjoule.models.loading import LoadedModel, count_params, load_model, resolve_device
+from tokenjoule.models.registry import default_draft_for
+from tokenjoule.spec import RunSpec
+
+SPECULATIVE_NOTE = (
+    "random-weight target and draft: the acceptance rate says nothing about a trained pair; "
+    "only the work per proposed token is representative"
+)
+# Recompilation happens once per new (batch, length) shape; a sweep can visit dozens.
+_DYNAMO_RECOMPILE_LIMIT = 256
+
+
+class HFEngine:
+    """Engine protocol implementation on transformers (see engines/base.py)."""
+
+    name = "hf"
+
+    def __init__(self) -> None:
+        self._loaded: LoadedModel | None = None
+        self._draft: LoadedModel | None = None
+        self._key: tuple[Any, ...] | None = None
+        self._draft_name: str | None = None
+        self._mode: str | None = None
+        self._prompt_cache: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ----- loading ---------------------------------------------------------------------------
+    @staticmethod
+    def _check_mode(spec: RunSpec, device: torch.device) -> None:
+        if spec.mode in STATIC_CACHE_MODES and device.type != "cuda":
+            raise TokenjouleError(f"mode {spec.mode} needs a CUDA GPU; valid on CPU: eager")
+
+    def load(self, spec: RunSpec) -> None:
+        device = resolve_device(spec.device)
+        self._check_mode(spec, device)
+        check_supported(spec)
+        if spec.decoding.strategy == "speculative":
+            self._draft_name_for(spec)  # fail before loading a large target model
+        key = (spec.model, str(device), spec.dtype, spec.seed, spec.engine_options.get("attn_implementation"))
+        if self._key != key:
+            self.close()
+            self._loaded = load_model(
+                spec.model, device, spec.dtype, seed=spec.seed,
+                attn_implementation=spec.engine_options.get("attn_implementation"),
+            )
+            self._key = key
+        self._mode = spec.mode
+        if spec.mode in STATIC_CACHE_MODES:
+            _raise_dynamo_limits()
+        if spec.decoding.strategy == "speculative":
+            self._load_draft(spec)
+
+    @staticmethod
+    def _draft_name_for(spec: RunSpec) -> str:
+        draft_name = spec.decoding.draft_model or default_draft_for(spec.model)
+        if draft_name is None:
+            raise TokenjouleError(
+                f"speculative decoding of {spec.model!r} needs decoding.draft_model (a preset or HF id with the "
+                f"same tokenizer); a default draft exists only for llama, r1-distill-qwen-32b and smollm2-360m"
+            )
+        return draft_name
+
+    def _load_draft(self, spec: RunSpec) -> None:
+        draft_name = self._draft_name_for(spec)
+        if self._draft is not None and self._draft_name == draft_name:
+            return
+        self._free_draft()
+        assert self._loaded is not None
+        # seed + 1: a draft built from the same preset and seed as the target would be an
+        # exact copy and accept every token, which no real draft does.
+        self._draft = load_model(draft_name, self._loaded.device, spec.dtype, seed=spec.seed + 1)
+        self._draft_name = draft_name
+
+    def _ensure_loaded(self, spec: RunSpec) -> LoadedModel:
+        device = resolve_device(spec.device)
+        key = (spec.model, str(device), spec.dtype, spec.seed, spec.engine_options.get("attn_implementation"))
+        if self._loaded is None or self._key != key or self._mode != spec.mode:
+            self.load(spec)
+        elif spec.decoding.strategy == "speculative":
+            check_supported(spec)
+            self._load_draft(spec)
+        assert self._loaded is not None
+        return self._loaded
+
+    # ----- generation ------------------------------------------------------------------------
+    def _prompts(
+        self, lm: LoadedModel, batch: int, input_tokens: int, seed: int, with_draft: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        vocab = lm.architecture.vocab_size
+        avoid = special_ids_from_config(lm.model.config)
+        if with_draft and self._draft is not None:  # ids must be valid for the draft too
+            vocab = min(vocab, self._draft.architecture.vocab_size)
+            avoid |= special_ids_from_config(self._draft.model.config)
+        key = (batch, input_tokens, seed, vocab, tuple(sorted(avoid)))
+        if key not in self._prompt_cache:
+            ids = torch.tensor(synthetic_prompts(batch, input_tokens, vocab, seed, avoid), dtype=torch.long)
+            ids = ids.to(lm.device)
+            self._prompt_cache.clear()  # keep only the current shape on the device
+            self._prompt_cache[key] = (ids, torch.ones_like(ids))
+        return self._prompt_cache[key]
+
+    def _pad_token_id(self, lm: LoadedModel) -> int:
+        cfg = lm.model.config
+        for value in (getattr(cfg, "pad_token_id", None), getattr(cfg, "eos_token_id", None)):
+            if isinstance(value, (list, tuple)):
+                value = value[0] if value else None
+            if value is not None:
+                return int(value)
+        return 0
+
+    def _reset_static_cache_size(self, model: Any) -> None:
+        # transformers sizes a static cache as max(this call, any earlier call); reset that so a
+        # cell's KV length (and so its attention work) never depends on which cells ran before.
+        model.__dict__.pop("_previous_max_cache_length", None)
+
+    def generate(self, spec: RunSpec, output_tokens: int | None = None) -> GenerationResult:
+        check_supported(spec)
+        lm = self._ensure_loaded(spec)
+        new_tokens = int(output_tokens if output_tokens is not None else spec.output_tokens)
+        if new_tokens < 1:
+            raise TokenjouleError(f"output_tokens must be >= 1, got {new_tokens}")
+        speculative = spec.decoding.strategy == "speculative"
+        ids, mask = self._prompts(lm, spec.batch_size, spec.input_tokens, spec.seed, with_draft=speculative)
+        kwargs: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "max_new_tokens": new_tokens,
+            "min_new_tokens": new_tokens,
+            "pad_token_id": self._pad_token_id(lm),
+            "use_cache": True,
+        }
+        kwargs |= mode_kwargs(spec.mode)
+        kwargs |= decoding_kwargs(spec)
+        counter: AcceptanceCounter | None = None
+        if spec.decoding.strategy == "speculative":
+            assert self._draft is not None
+            configure_assistant(self._draft.model, spec.decoding.lookahead_tokens)
+            kwargs["assistant_model"] = self._draft.model
+            counter = AcceptanceCounter()
+            counter.install(lm.model)
+        if spec.mode in STATIC_CACHE_MODES:
+            self._reset_static_cache_size(lm.model)
+        torch.manual_seed(spec.seed)  # sampling is reproducible per cell
+        try:
+            self.synchronize()
+            start = time.perf_counter()
+            out = lm.model.generate(**kwargs)
+            self.synchronize()
+            duration_s = time.perf_counter() - start
+        finally:
+            if counter is not None:
+                AcceptanceCounter.uninstall(lm.model)
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        produced = int(sequences.shape[1]) - spec.input_tokens
+        rows = int(sequences.shape[0])
+        if rows != spec.batch_size or produced != new_tokens:
+            raise TokenjouleError(
+                f"{spec.label}: expected {spec.batch_size} sequences of {new_tokens} new tokens, "
+                f"got {rows} of {produced}"
+            )
+        extra: dict[str, Any] = {
+            "mode": spec.mode,
+            "decoding": spec.decoding.strategy,
+            "cache_implementation": "static" if spec.mode in STATIC_CACHE_MODES else "dynamic",
+        }
+        acceptance = None
+        if counter is not None:
+            acceptance = counter.acceptance_rate
+            extra |= {
+                "draft_model": self._draft_name,
+                "proposed_tokens": counter.proposed_tokens,
+                "accepted_tokens": counter.accepted_tokens,
+                "verification_steps": counter.steps,
+                "note": SPECULATIVE_NOTE if self._is_random_weights() else "",
+            }
+        del out, sequences
+        return GenerationResult(
+            input_tokens=[spec.input_tokens] * spec.batch_size,
+            output_tokens=[new_tokens] * spec.batch_size,
+            duration_s=duration_s,
+            acceptance_rate=acceptance,
+            extra=extra,
+        )
+
+    def _is_random_weights(self) -> bool:
+        return bool(self._loaded and self._loaded.source.is_preset) or bool(
+            self._draft and self._draft.source.is_preset
+        )
+
+    def probe_memory(self, spec: RunSpec) -> None:
+        """Raise torch.OutOfMemoryError when batch_size x (input + output) tokens do not fit.
+
+        One forward pass with use_cache over the full final length stands in (conservatively:
+        all tokens at once) for the KV cache and activations of the real run. Only the last
+        position's logits are kept, as `generate` does during prefill.
+        """
+        lm = self._ensure_loaded(spec)
+        rows = spec.batch_size * (spec.decoding.num_beams if spec.decoding.strategy == "beam" else 1)
+        length = spec.input_tokens + spec.output_tokens
+        extra_kw: dict[str, Any] = {}
+        if getattr(lm.model, "_supports_logits_to_keep", lambda: False)():
+            extra_kw["logits_to_keep"] = 1
+        ids = out = None
+        try:
+            ids = torch.randint(
+                10, max(11, lm.architecture.vocab_size - 10), (rows, length), device=lm.device, dtype=torch.long
+            )
+            with torch.inference_mode():
+                out = lm.model(input_ids=ids, use_cache=True, **extra_kw)
+            self.synchronize()
+        finally:
+            del ids, out
+            self._free_memory()
+
+    # ----- protocol housekeeping ----------------------------------------------------------------
+    def synchronize(self) -> None:
+        if self._loaded is not None and self._loaded.device.type == "cuda":
+            torch.cuda.synchronize(self._loaded.device)
+
+    def device_indices(self) -> list[int]:
+        if self._loaded is None or self._loaded.device.type != "cuda":
+            return []
+        return [self._loaded.device.index or 0]
+
+    def provenance(self) -> dict[str, Any]:
+        import transformers
+
+        out: dict[str, Any] = {
+            "engine": self.name,
+            "torch_version": torch.__version__,
+            "transformers_version": transformers.__version__,
+        }
+        if self._loaded is not None:
+            lm = self._loaded
+            out |= {
+                "model": lm.source.name,
+                "model_source": lm.source.kind,
+                "weights": "random (seeded normal init)" if lm.source.is_preset else "pretrained",
+                "model_params": count_params(lm.model),
+                "model_active_params": lm.architecture.params_active,
+                "dtype": str(lm.dtype).removeprefix("torch."),
+                "device": str(lm.device),
+                "attn_implementation": lm.attn_implementation,
+                "mode": self._mode,
+            }
+        if self._draft is not None:
+            out |= {"draft_model": self._draft_name, "draft_model_params": count_params(self._draft.model)}
+        return out
+
+    def _free_draft(self) -> None:
+        if self._draft is not None:
+            self._draft = None
+            self._draft_name = None
+            self._free_memory()
+
+    @staticmethod
+    def _free_memory() -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        self._prompt_cache.clear()
+        self._loaded = None
+        self._draft = None
+        self._draft_name = None
+        self._key = None
+        self._free_memory()
+
+
+def _raise_dynamo_limits() -> None:
+    """Let torch.compile keep one graph per shape instead of silently falling back to eager."""
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name) and getattr(cfg, name) < _DYNAMO_RECOMPILE_LIMIT:
+            setattr(cfg, name, _DYNAMO_RECOMPILE_LIMIT)
