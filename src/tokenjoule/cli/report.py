@@ -1,7 +1,131 @@
-"""Placeholder: this subcommand module is being written."""
+"""`tokenjoule report` (figures, tables, one HTML page) and `tokenjoule recommend`.
+
+Only light packages are imported here; pandas/matplotlib load inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from tokenjoule.errors import TokenjouleError
+
+DB_HELP = "Results store (SQLite)."
+
+
+def _open_store(db: Path):
+    from tokenjoule.store.db import ResultStore
+
+    if not db.exists():
+        raise TokenjouleError(f"no results store at {db}; give --db PATH of an existing store "
+                              "(made by `tokenjoule measure` or `tokenjoule sweep`)")
+    return ResultStore(db)
+
+
+def report(
+    db: Path = typer.Option(Path("tokenjoule.db"), "--db", help=DB_HELP),
+    out: Path = typer.Option(Path("report"), "-o", "--out", help="Output folder (index.html, PNGs, CSVs)."),
+    trace: Optional[list[str]] = typer.Option(None, "--trace", help="Trace name or path (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model of the single-model figures "
+                                        "(default: the most-measured one)."),
+) -> None:
+    """Write the paper's figures and tables for this store as PNG + CSV and one HTML page."""
+    from rich.console import Console
+
+    from tokenjoule.report.build import build_report
+
+    console = Console(stderr=True)
+    store = _open_store(db)
+    try:
+        result = build_report(store, out, traces=list(trace or []), model=model, console=console)
+    finally:
+        store.close()
+    drawn = sum(1 for s in result.sections if s.drawn)
+    console.print(f"[green]wrote[/green] {result.index_html} ({drawn} of {len(result.sections)} "
+                  f"figures/tables drawn; {len(result.cell_ids)} cells linked)")
+    for s in result.sections:
+        if not s.drawn:
+            why = s.unavailable or f"missing {len(s.missing)} cell(s)"
+            console.print(f"  [yellow]{s.name}[/yellow]: {why}")
+
+
+def recommend(
+    trace: str = typer.Option(..., "--trace", help="Trace name, path, or task:NAME."),
+    db: Path = typer.Option(Path("tokenjoule.db"), "--db", help=DB_HELP),
+    model: Optional[str] = typer.Option(None, "--model", help="Model (default: the most-measured one)."),
+    slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms", min=0, help="Time to first token limit."),
+    slo_tpot_ms: Optional[float] = typer.Option(None, "--slo-tpot-ms", min=0, help="Time per output token limit."),
+    max_gpus: Optional[int] = typer.Option(None, "--max-gpus", min=1, help="Most GPUs a configuration may use."),
+    include_estimates: bool = typer.Option(False, "--include-estimates",
+                                           help="Also rank CPU-time estimates (labelled as such)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
+) -> None:
+    """The lowest-energy measured configuration for a trace that meets the SLOs (exit 1 if none)."""
+    from tokenjoule.analysis.recommend import RecommendationError, recommend_trace
+
+    store = _open_store(db)
+    try:
+        rec, binned = recommend_trace(trace, store, model=model, slo_ttft_ms=slo_ttft_ms,
+                                      slo_tpot_ms=slo_tpot_ms, max_gpus=max_gpus,
+                                      include_estimates=include_estimates)
+    except RecommendationError as exc:
+        if not as_json:
+            raise
+        typer.echo(json.dumps({"error": str(exc), "missing_cells": exc.missing}, indent=2))
+        raise typer.Exit(code=exc.exit_code)
+    finally:
+        store.close()
+    if as_json:
+        data = rec.to_dict()
+        data["binning"] = {"n_total": binned.n_total, "n_kept": binned.n_kept, "n_dropped": binned.n_dropped,
+                           "dropped_reasons": binned.dropped_reasons}
+        typer.echo(json.dumps(data, indent=2))
+        return
+    _print_recommendation(rec, binned)
+
+
+def _print_recommendation(rec, binned) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    slo = ", ".join(s for s in (f"TTFT <= {rec.slo_ttft_ms:g} ms" if rec.slo_ttft_ms is not None else "",
+                                f"TPOT <= {rec.slo_tpot_ms:g} ms" if rec.slo_tpot_ms is not None else "") if s)
+    console.print(f"[bold]{rec.trace}[/bold] with {rec.model}: {binned.n_kept} requests in "
+                  f"{len(binned.counts)} bins ({binned.n_dropped} dropped beyond the largest bin); "
+                  f"SLOs: {slo or 'none'}")
+    best = rec.best
+    console.print(f"recommended: [bold]{best.config.label}[/bold]" + (" [estimate]" if best.estimate else "")
+                  + f"; {best.total_energy_j:,.1f} J for the trace", soft_wrap=True)
+    table = Table("", "configuration", "total (J)", "kWh", "J / request", title="configurations")
+    for role, cand in (("best", rec.best), ("runner-up", rec.runner_up), ("baseline", rec.baseline)):
+        if cand is None or cand.total_energy_j is None:
+            continue
+        label = cand.config.label + (" [estimate]" if cand.estimate else "")
+        table.add_row(role, label, f"{cand.total_energy_j:,.1f}", f"{cand.total_energy_j / 3.6e6:.3g}",
+                      f"{cand.total_energy_j / rec.n_requests:.3g}")
+    console.print(table)
+    bins = Table("bin (in/out)", "requests", "batch", "batches", "energy (J)", "TTFT (ms)", "TPOT (ms)", "cell",
+                 title="best configuration per bin" if best.config.kind == "offline" else "best configuration")
+    for b in best.bins:
+        name = f"{b.input_tokens}/{b.output_tokens}" if best.config.kind == "offline" else "whole trace (online)"
+        bins.add_row(name, str(b.n_requests), str(b.batch_size or "—"), str(b.batches), f"{b.energy_j:,.1f}",
+                     "—" if b.ttft_ms is None else f"{b.ttft_ms:.3g}",
+                     "—" if b.tpot_ms is None else f"{b.tpot_ms:.3g}",
+                     str(b.cell_id) + (" ⚑" if b.flags else ""))
+    console.print(bins)
+    if rec.savings_fraction is not None:
+        console.print(f"savings vs baseline (hf/eager greedy, 1 GPU): [bold]{100 * rec.savings_fraction:.1f}%[/bold]")
+    if rec.baseline_note:
+        console.print(f"[yellow]note:[/yellow] {rec.baseline_note}")
+    flagged = sorted({f for b in rec.best.bins for f in b.flags})
+    if flagged:
+        console.print(f"[yellow]the best configuration uses flagged measurements:[/yellow] {', '.join(flagged)}")
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("report")(report)
+    app.command("recommend")(recommend)

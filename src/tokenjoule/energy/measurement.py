@@ -45,30 +45,40 @@ class Measurement:
     flags: tuple[str, ...] = ()
     samples: tuple[PowerSample, ...] = ()
     notes: dict[str, Any] = field(default_factory=dict)
+    # Set only by estimating meters (method estimate-cpu-time), with FLAG_ESTIMATE; the
+    # assumptions are in notes and docs/METHOD.md. Never mixed with a sensor reading.
+    estimated_energy_j: float | None = None
 
     @property
     def energy_j(self) -> float | None:
         """The headline energy of the window: the GPU energy when measured, else the estimate."""
-        return self.gpu_energy_j
+        if self.gpu_energy_j is not None:
+            return self.gpu_energy_j
+        return self.estimated_energy_j
+
+    @property
+    def is_estimate(self) -> bool:
+        return FLAG_ESTIMATE in self.flags
 
     @property
     def active_energy_j(self) -> float | None:
         """Energy above the idle baseline: total - idle power x duration (both shown, never
         silently substituted)."""
-        if self.gpu_energy_j is None or self.idle_power_w is None:
+        if self.energy_j is None or self.idle_power_w is None:
             return None
-        return self.gpu_energy_j - self.idle_power_w * self.duration_s
+        return self.energy_j - self.idle_power_w * self.duration_s
 
     @property
     def avg_power_w(self) -> float | None:
-        if self.gpu_energy_j is None or self.duration_s <= 0:
+        if self.energy_j is None or self.duration_s <= 0:
             return None
-        return self.gpu_energy_j / self.duration_s
+        return self.energy_j / self.duration_s
 
     def to_dict(self, with_samples: bool = True) -> dict[str, Any]:
         data = asdict(self)
         data["samples"] = [[s.t_s, list(s.power_w)] for s in self.samples] if with_samples else []
         data["flags"] = list(self.flags)
+        data["energy_j"] = self.energy_j
         data["active_energy_j"] = self.active_energy_j
         data["avg_power_w"] = self.avg_power_w
         return data
