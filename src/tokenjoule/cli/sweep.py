@@ -1,7 +1,148 @@
-"""Placeholder: this subcommand module is being written."""
+"""`tokenjoule sweep`: measure a whole grid of cells, resumably (config file or --preset).
+
+Only light packages are imported at module level; the runner (and torch with it) is
+imported inside the command.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from tokenjoule.errors import TokenjouleError
+from tokenjoule.store.db import DEFAULT_DB
+
+PRESET_NAMES = ("paper-lengths", "paper-decoding", "paper-moe", "paper-frameworks", "paper-bins")
+
+
+def _resume_command(config_arg: str, db: str, budget: float | None, retry: bool, meter: str,
+                    device: str | None) -> str:
+    parts = ["tokenjoule", "sweep", *shlex.split(config_arg), "--db", db]
+    if budget is not None:
+        parts += ["--budget-minutes", f"{budget:g}"]
+    if retry:
+        parts.append("--retry-failed")
+    if meter != "auto":
+        parts += ["--meter", meter]
+    if device:
+        parts += ["--device", device]
+    return shlex.join(parts)
+
+
+def _print_plan(console: Console, summary: Any) -> None:
+    from tokenjoule.runs.sweep_estimate import format_duration
+
+    table = Table(title=f"sweep plan: {summary.total} cells", show_lines=False)
+    for col in ("#", "group", "cell", "batch", "status", "estimate", "note"):
+        table.add_column(col, justify="right" if col in ("#", "group", "batch", "estimate") else "left")
+    for i, c in enumerate(summary.cells, start=1):
+        est = "" if c.estimate_s is None else f"{format_duration(c.estimate_s)} ({c.estimate_source})"
+        batch = "max" if c.batch_size is None and "b=max" in c.label else (c.batch_size or "")
+        table.add_row(str(i), str(c.group + 1), c.label, str(batch), c.status, est, c.reason or "")
+    console.print(table)
+    planned = [c for c in summary.cells if c.status == "planned"]
+    guessed = sum(1 for c in planned if c.estimate_source == "guess")
+    note = (f"{len(planned) - guessed} cells from stored durations of similar cells, {guessed} guessed "
+            "(a fixed per-token time model, not a measurement), plus a guessed model load per group")
+    console.print(f"would run {len(planned)} cells, skip {summary.total - len(planned)}; "
+                  f"estimated duration {format_duration(summary.estimated_s)} ({note})")
+
+
+def _print_summary(console: Console, summary: Any) -> None:
+    from tokenjoule.runs.sweep_estimate import format_duration
+
+    table = Table(title="sweep summary")
+    table.add_column("cells")
+    table.add_column("count", justify="right")
+    rows = [("total", summary.total), ("measured (ok)", summary.done), ("failed", summary.failed),
+            ("skipped (done before / failed before / above max batch)", summary.skipped),
+            ("not run", summary.not_run)]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+    console.print(f"wall time {format_duration(summary.wall_s)}; GPU minutes {summary.gpu_minutes:.2f} "
+                  "(wall minutes of measured cells x GPUs)")
+    for c in summary.cells:
+        if c.status == "failed":
+            console.print(f"[red]failed[/red] {c.label}: {c.reason}")
+    if summary.stopped_by_budget:
+        console.print("stopped before a cell that would exceed the budget")
+    if summary.interrupted:
+        console.print("interrupted; the cell in flight was not stored")
+    if summary.resume_command:
+        console.print(f"resume with: {summary.resume_command}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("sweep")
+    def sweep(
+        config: Optional[Path] = typer.Argument(None, help="Sweep config YAML (or use --preset)."),
+        preset: Optional[str] = typer.Option(None, "--preset", help=f"Built-in grid: {', '.join(PRESET_NAMES)}."),
+        model: Optional[str] = typer.Option(None, "--model", help="Preset model(s), comma-separated."),
+        quick: bool = typer.Option(False, "--quick", help="Scaled-down preset for a short GPU session."),
+        trace: Optional[str] = typer.Option(None, "--trace", help="paper-bins: trace name(s), comma-separated."),
+        with_vllm: Optional[bool] = typer.Option(
+            None, "--with-vllm/--without-vllm",
+            help="paper-frameworks: include vLLM cells (default: when vllm is importable)."),
+        db: str = typer.Option(DEFAULT_DB, "--db", help="Results database (SQLite)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the cells and an estimated duration only."),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="Run cells that failed before again."),
+        budget_minutes: Optional[float] = typer.Option(
+            None, "--budget-minutes", min=0, help="Stop before a cell that would end past this many minutes."),
+        meter: str = typer.Option("auto", "--meter", help="Energy meter: auto, nvml, estimate, simulated."),
+        device: Optional[str] = typer.Option(None, "--device", help="Override every cell's device (cpu, cuda:N)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        """Run a grid of cells: one model load per group, resumable, failures recorded.
+
+        Exits 0 when every cell is done or skipped, 1 when a cell failed (it is stored), 130 when interrupted."""
+        from tokenjoule.runs.sweep import run_sweep
+        from tokenjoule.runs.sweep_config import load_config
+        from tokenjoule.runs.sweep_presets import build_preset
+
+        if (config is None) == (preset is None):
+            raise TokenjouleError("give a sweep config file or --preset NAME (one of them); presets: "
+                                  + ", ".join(PRESET_NAMES))
+        if config is not None:
+            if model or quick or trace or with_vllm is not None:
+                raise TokenjouleError("--model, --quick, --trace and --with-vllm apply to --preset only")
+            cfg = load_config(config)
+            config_arg = shlex.quote(str(config))
+        else:
+            cfg = build_preset(preset, model=model, quick=quick, trace=trace, with_vllm=with_vllm)
+            config_arg = cfg.source
+        if device:
+            cfg = cfg.override(device=device)
+        console = Console()
+        if dry_run:
+            from tokenjoule.store.db import ResultStore
+
+            # Never create a database for a dry run: read one only if it is already there.
+            store = ResultStore(db) if Path(db).is_file() else None
+            try:
+                summary = run_sweep(cfg, store, dry_run=True, retry_failed=retry_failed)
+            finally:
+                if store is not None:
+                    store.close()
+            _print_plan(console, summary)
+            return
+        from tokenjoule.store.db import ResultStore
+
+        store = ResultStore(db)
+        try:
+            summary = run_sweep(
+                cfg, store, meter_kind=meter, retry_failed=retry_failed, budget_minutes=budget_minutes,
+                progress=progress,
+                resume_command=_resume_command(config_arg, db, budget_minutes, retry_failed, meter, device))
+        finally:
+            store.close()
+        _print_summary(console, summary)
+        if summary.interrupted:
+            raise typer.Exit(130)
+        if summary.failed:
+            raise typer.Exit(1)

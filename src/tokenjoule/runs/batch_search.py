@@ -1,0 +1,140 @@
+"""The largest batch that fits: doubling from 1, then bisection, cached in the results store.
+
+The paper measures each bin at its largest fitting batch. Finding it costs one probe per
+tried batch size: `engine.probe_memory(spec)` when the engine has one (a cheap forward pass
+at the full sequence length that raises the framework's out-of-memory error), else one real
+`engine.generate`. Doubling brackets the limit in about log2(limit) probes and bisection
+pins it in about log2(limit) more, so a limit L costs at most 2*log2(L) + 2 probes.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tokenjoule.spec import RunSpec
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a framework out-of-memory error (the offline runner's test when it exists)."""
+    try:
+        from tokenjoule.runs.offline import is_out_of_memory as runner_test
+    except ImportError:
+        runner_test = None
+    if runner_test is not None and runner_test(exc):
+        return True
+    torch = sys.modules.get("torch")
+    oom_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+
+
+def release_memory() -> None:
+    """Free what an out-of-memory attempt left behind, so the next probe starts clean."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and getattr(torch, "cuda", None) is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class BatchSearch:
+    """The answer of one search. `max_batch` is None when even batch 1 does not fit."""
+
+    max_batch: int | None
+    probes: list[dict[str, Any]] = field(default_factory=list)  # {"batch_size", "fits", "how"}
+    cached: bool = False
+
+
+def search_max_batch(fits: Callable[[int], bool], cap: int, how: str = "probe") -> BatchSearch:
+    """Largest b in [1, cap] with fits(b), assuming fits is monotone (fits(b) => fits(b-1))."""
+    probes: list[dict[str, Any]] = []
+
+    def probe(b: int) -> bool:
+        ok = bool(fits(b))
+        probes.append({"batch_size": b, "fits": ok, "how": how})
+        return ok
+
+    if not probe(1):
+        return BatchSearch(None, probes)
+    lo, hi = 1, None  # lo fits; hi (when known) does not
+    b = 2
+    while b <= cap:
+        if probe(b):
+            lo, b = b, b * 2
+        else:
+            hi = b
+            break
+    if hi is None:
+        if lo == cap:
+            return BatchSearch(cap, probes)
+        if probe(cap):
+            return BatchSearch(cap, probes)
+        hi = cap
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if probe(mid):
+            lo = mid
+        else:
+            hi = mid
+    return BatchSearch(lo, probes)
+
+
+def max_batch_key(spec: RunSpec, gpu_name: str | None, cap: int) -> str:
+    """Cache key: everything that changes memory use (model, engine, mode, dtype, parallelism,
+    decoding, lengths, engine options), the GPU model, and the search ceiling."""
+    return json.dumps({
+        "model": spec.model, "engine": spec.engine, "mode": spec.mode, "dtype": spec.dtype,
+        "tensor_parallel": spec.tensor_parallel, "pipeline_parallel": spec.pipeline_parallel,
+        "decoding": spec.decoding.canonical(), "input_tokens": spec.input_tokens,
+        "output_tokens": spec.output_tokens, "engine_options": spec.engine_options,
+        "gpu_name": gpu_name or "unknown", "cap": cap,
+    }, sort_keys=True, separators=(",", ":"))
+
+
+def engine_fits(engine: Any, spec: RunSpec) -> tuple[Callable[[int], bool], str]:
+    """A fits(batch) test for this engine and cell: probe_memory when present, else generate.
+    Out-of-memory means "does not fit"; any other error propagates (the cell fails)."""
+    probe_fn = getattr(engine, "probe_memory", None)
+    how = "probe" if callable(probe_fn) else "generate"
+
+    def fits(batch_size: int) -> bool:
+        trial = spec.model_copy(update={"batch_size": batch_size})
+        try:
+            if probe_fn is not None and callable(probe_fn):
+                probe_fn(trial)
+            else:
+                engine.generate(trial)
+            return True
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is an answer
+            if is_out_of_memory(exc):
+                release_memory()
+                return False
+            raise
+
+    return fits, how
+
+
+def find_max_batch(store: Any, engine: Any, spec: RunSpec, gpu_name: str | None, cap: int) -> BatchSearch:
+    """The cached answer for this cell's key, or a fresh search (then cached)."""
+    key = max_batch_key(spec, gpu_name, cap)
+    cached = store.get_max_batch(key)
+    if cached is not None:
+        return BatchSearch(cached, [], cached=True)
+    fits, how = engine_fits(engine, spec)
+    result = search_max_batch(fits, cap, how)
+    if result.max_batch is not None:
+        store.set_max_batch(key, result.max_batch, gpu_name, result.probes)
+    return result
+
+
+def lower_max_batch(store: Any, spec: RunSpec, gpu_name: str | None, cap: int, new_max: int,
+                    failed_batch: int, probes: list[dict[str, Any]]) -> None:
+    """Record that a full measurement at `failed_batch` ran out of memory: the cached largest
+    batch becomes `new_max`, so a resumed sweep measures at the batch that worked."""
+    entry = {"batch_size": failed_batch, "fits": False, "how": "measure"}
+    store.set_max_batch(max_batch_key(spec, gpu_name, cap), new_max, gpu_name, probes + [entry])
