@@ -218,7 +218,9 @@ class ResultStore:
                 if not isinstance(v, (dict, list)):
                     flat[k] = v
             flat["method"] = rec.measurement.get("method")
-            flat["flags"] = ",".join(rec.measurement.get("flags") or [])
+            # The cell's flags (union over all its windows, in metrics) when present, else the
+            # stored window's.
+            flat["flags"] = ",".join(rec.metrics.get("flags") or rec.measurement.get("flags") or [])
             gpus = rec.provenance.get("gpu_names") or []
             flat["gpu_name"] = gpus[0] if gpus else rec.provenance.get("cpu_name")
             flat["gpu_count"] = len(gpus)
