@@ -1,7 +1,222 @@
-"""Placeholder: this subcommand module is being written."""
+"""`tokenjoule serve-bench` (an online benchmark against a launched or running server) and
+`tokenjoule compare-serving` (offline vs online on the same requests).
+
+Only light packages at import time; the serving modules (httpx, numpy) and anything heavy are
+imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from tokenjoule.store.db import DEFAULT_DB
+
+ONLINE_ROWS: list[tuple[str, str, str]] = [
+    ("requests_ok", "requests ok", "{}"),
+    ("requests_failed", "requests failed", "{}"),
+    ("duration_s", "run duration (s)", "{:.4g}"),
+    ("energy_j", "energy, whole run (J)", "{:.4g}"),
+    ("steady_energy_j", "energy, steady-state window (J)", "{:.4g}"),
+    ("steady_duration_s", "steady-state window (s)", "{:.4g}"),
+    ("energy_per_request_j", "energy per request (J)", "{:.4g}"),
+    ("energy_per_output_token_j", "energy per output token (J)", "{:.4g}"),
+    ("avg_power_w", "average power (W)", "{:.4g}"),
+    ("idle_power_w", "idle power (W)", "{:.4g}"),
+    ("throughput_tokens_per_s", "throughput (output tokens/s)", "{:.4g}"),
+    ("goodput_rps", "goodput under SLOs (req/s)", "{:.4g}"),
+    ("ttft_ms_p50", "TTFT p50 (ms)", "{:.4g}"),
+    ("ttft_ms_p99", "TTFT p99 (ms)", "{:.4g}"),
+    ("tpot_ms_p50", "TPOT p50 (ms)", "{:.4g}"),
+    ("tpot_ms_p99", "TPOT p99 (ms)", "{:.4g}"),
+    ("itl_ms_p99", "ITL p99 (ms)", "{:.4g}"),
+    ("e2e_ms_p50", "end-to-end p50 (ms)", "{:.4g}"),
+    ("send_lag_ms_p99", "client send lag p99 (ms)", "{:.4g}"),
+    ("method", "energy method", "{}"),
+]
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    if value is None:
+        return "n/a"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _arrival(arrival: str, rate: Optional[float], burstiness: float, concurrency: Optional[int], speedup: float,
+             seed: int):
+    from tokenjoule.serving.arrivals import ArrivalSpec
+
+    return ArrivalSpec(process=arrival, rate_rps=rate, burstiness=burstiness, concurrency=concurrency,
+                       speedup=speedup, seed=seed)
+
+
+def _workload(trace: Optional[str], task: Optional[str]) -> Optional[str]:
+    from tokenjoule.errors import TokenjouleError
+
+    if trace and task:
+        raise TokenjouleError("give --trace or --task, not both")
+    return trace or (f"task:{task}" if task else None)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("serve-bench")
+    def serve_bench(
+        model: str = typer.Option(..., "--model", help="Preset (random weights) or Hugging Face id."),
+        launch: Optional[str] = typer.Option(None, "--launch", help="Start a server: vllm | transformers."),
+        url: Optional[str] = typer.Option(None, "--url", help="Attach to a running OpenAI-compatible server."),
+        mode: str = typer.Option("graphs", "--mode", help="vLLM: graphs (CUDA graphs) | eager."),
+        arrival: str = typer.Option("poisson", "--arrival", help="poisson | gamma | constant | closed | trace."),
+        rate: Optional[float] = typer.Option(None, "--rate", help="Requests per second (poisson, gamma, constant)."),
+        burstiness: float = typer.Option(1.0, "--burstiness", help="Gamma shape (1 = Poisson, < 1 burstier)."),
+        concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Closed loop: clients in flight."),
+        speedup: float = typer.Option(1.0, "--speedup", help="Trace replay: divide the trace's gaps by this."),
+        trace: Optional[str] = typer.Option(None, "--trace", help="Request lengths (and times) from a trace."),
+        task: Optional[str] = typer.Option(None, "--task", help="Request lengths from a task profile."),
+        input_tokens: Optional[int] = typer.Option(None, "--input-tokens", help="Fixed input length."),
+        output_tokens: Optional[int] = typer.Option(None, "--output-tokens", help="Fixed output length."),
+        n_requests: int = typer.Option(100, "--n-requests", help="Requests to send (first N of a trace)."),
+        max_input_tokens: Optional[int] = typer.Option(None, "--max-input-tokens", help="Clip input lengths."),
+        max_output_tokens: Optional[int] = typer.Option(None, "--max-output-tokens", help="Clip output lengths."),
+        max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Clip input+output to this."),
+        slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms", help="Goodput SLO on time to first token."),
+        slo_tpot_ms: Optional[float] = typer.Option(None, "--slo-tpot-ms", help="Goodput SLO on time per output token."),
+        meter: str = typer.Option("auto", "--meter", help="auto | nvml | estimate | simulated."),
+        idle_s: float = typer.Option(5.0, "--idle-s", help="Seconds of idle power before the server starts."),
+        warmup_requests: int = typer.Option(2, "--warmup-requests", help="Unmeasured requests sent first."),
+        seed: int = typer.Option(0, "--seed", help="Seed of arrivals and prompts."),
+        dialect: Optional[str] = typer.Option(None, "--dialect", help="vllm (token ids, exact lengths) | openai."),
+        served_model: Optional[str] = typer.Option(None, "--served-model", help="--url: model name to send."),
+        vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="--url with an HF id: its vocabulary."),
+        device: str = typer.Option("auto", "--device", help="transformers serve: auto | cpu | cuda."),
+        server_arg: list[str] = typer.Option([], "--server-arg", help="Extra argument for the server (repeat)."),
+        timeout_s: float = typer.Option(600.0, "--timeout-s", help="Per-request timeout."),
+        log_dir: Optional[str] = typer.Option(None, "--log-dir", help="Keep the server log here."),
+        db: str = typer.Option(DEFAULT_DB, "--db", help="Results database."),
+        as_json: bool = typer.Option(False, "--json", help="Print the stored metrics as JSON."),
+    ) -> None:
+        """Send requests that arrive like real traffic to a server; measure latency and energy."""
+        from tokenjoule.serving.bench import ServeBenchConfig, run_serve_bench
+        from tokenjoule.store.db import ResultStore
+
+        cfg = ServeBenchConfig(
+            model=model, arrival=_arrival(arrival, rate, burstiness, concurrency, speedup, seed), launch=launch,
+            url=url, mode=mode, workload=_workload(trace, task), input_tokens=input_tokens,
+            output_tokens=output_tokens, n_requests=n_requests, max_input_tokens=max_input_tokens,
+            max_output_tokens=max_output_tokens, max_model_len=max_model_len, slo_ttft_ms=slo_ttft_ms,
+            slo_tpot_ms=slo_tpot_ms, meter=meter, idle_s=idle_s, warmup_requests=warmup_requests, seed=seed,
+            dialect=dialect, served_model=served_model, vocab_size=vocab_size, device=device,
+            server_args=list(server_arg), timeout_s=timeout_s, log_dir=log_dir)
+        _validate(cfg)
+        console = Console(stderr=True)
+        with ResultStore(db) as store, _Progress(console, n_requests) as progress:
+            record = run_serve_bench(cfg, store, on_request=progress.request_done, on_stage=progress.stage)
+        if as_json:
+            typer.echo(json.dumps({"id": record.id, "spec": record.spec, "metrics": record.metrics}, indent=1))
+            return
+        table = Table(title=f"{model} online ({cfg.engine}, {cfg.arrival.to_dict()}) - cell #{record.id}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, label, fmt in ONLINE_ROWS:
+            table.add_row(label, _fmt(record.metrics.get(key), fmt))
+        Console().print(table)
+        reason = record.metrics.get("steady_energy_reason")
+        if reason:
+            Console().print(f"steady-state energy: n/a ({reason})")
+
+    @app.command("compare-serving")
+    def compare_serving(
+        trace: str = typer.Option(..., "--trace", help="Requests (lengths) from this trace or task:NAME."),
+        model: str = typer.Option(..., "--model", help="Preset (random weights) or Hugging Face id."),
+        engine: str = typer.Option("vllm", "--engine", help="Serving engine (vllm)."),
+        mode: str = typer.Option("graphs", "--mode", help="graphs | eager."),
+        arrival: str = typer.Option("poisson", "--arrival", help="Online arrivals: poisson | gamma | constant | trace."),
+        rate: Optional[float] = typer.Option(4.0, "--rate", help="Online requests per second."),
+        burstiness: float = typer.Option(1.0, "--burstiness"),
+        speedup: float = typer.Option(1.0, "--speedup"),
+        n_requests: int = typer.Option(200, "--n-requests", help="First N requests of the trace."),
+        max_input_tokens: Optional[int] = typer.Option(None, "--max-input-tokens"),
+        max_output_tokens: Optional[int] = typer.Option(None, "--max-output-tokens"),
+        meter: str = typer.Option("auto", "--meter"),
+        idle_s: float = typer.Option(5.0, "--idle-s"),
+        seed: int = typer.Option(0, "--seed"),
+        db: str = typer.Option(DEFAULT_DB, "--db"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """The same requests offline (all at once) and online (at a rate): (E_offline - E_online) / E_offline."""
+        from tokenjoule.errors import TokenjouleError
+        from tokenjoule.serving.compare import CompareConfig, run_compare
+        from tokenjoule.store.db import ResultStore
+
+        if arrival == "closed":
+            raise TokenjouleError("compare-serving needs an open-loop arrival: poisson, gamma, constant or trace")
+        cfg = CompareConfig(trace=trace, model=model, engine=engine, mode=mode,
+                            arrival=_arrival(arrival, rate, burstiness, None, speedup, seed), n_requests=n_requests,
+                            max_input_tokens=max_input_tokens, max_output_tokens=max_output_tokens, meter=meter,
+                            idle_s=idle_s, seed=seed)
+        console = Console(stderr=True)
+        with ResultStore(db) as store:
+            result = run_compare(cfg, store, on_stage=lambda s: console.print(f"[dim]{s}[/dim]"))
+        if as_json:
+            typer.echo(json.dumps(result, indent=1))
+            return
+        table = Table(title=f"{model} offline vs online, {n_requests} requests of {trace}")
+        for col in ("", "offline", "online"):
+            table.add_column(col, justify="right" if col else "left")
+        for key, label in (("energy_j", "energy (J)"), ("duration_s", "duration (s)"),
+                           ("energy_per_request_j", "J per request"),
+                           ("energy_per_output_token_j", "J per output token")):
+            table.add_row(label, _fmt(result.get(f"offline_{key}"), "{:.4g}"), _fmt(result.get(f"online_{key}"), "{:.4g}"))
+        Console().print(table)
+        Console().print(f"(E_offline - E_online) / E_offline = {_fmt(result['relative_difference'], '{:+.1%}')}"
+                        " (negative: online used more energy)")
+
+
+def _validate(cfg) -> None:
+    from tokenjoule.errors import TokenjouleError, UnknownNameError
+    from tokenjoule.serving.client import DIALECTS
+    from tokenjoule.serving.launch import LAUNCHERS
+
+    if (cfg.launch is None) == (cfg.url is None):
+        raise TokenjouleError("give exactly one of --launch (vllm|transformers) or --url URL")
+    if cfg.launch is not None and cfg.launch not in LAUNCHERS:
+        raise UnknownNameError("launcher", cfg.launch, LAUNCHERS)
+    if cfg.dialect is not None and cfg.dialect not in DIALECTS:
+        raise UnknownNameError("dialect", cfg.dialect, DIALECTS)
+    if cfg.launch == "vllm" and cfg.mode not in ("graphs", "eager"):
+        raise UnknownNameError("mode for vllm", cfg.mode, ("graphs", "eager"))
+    if cfg.url is not None and not cfg.url.startswith(("http://", "https://")):
+        raise TokenjouleError(f"--url must start with http:// or https://, got {cfg.url!r}")
+
+
+class _Progress:
+    """A rich progress bar of finished requests, with the current stage as its label."""
+
+    def __init__(self, console: Console, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=True)
+        self.task = self.progress.add_task("starting", total=total)
+        self.failed = 0
+
+    def stage(self, text: str) -> None:
+        self.progress.update(self.task, description=text)
+
+    def request_done(self, record) -> None:
+        self.failed += not record.ok
+        desc = "sending load" + (f" ({self.failed} failed)" if self.failed else "")
+        self.progress.update(self.task, advance=1, description=desc)
+
+    def __enter__(self) -> "_Progress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
