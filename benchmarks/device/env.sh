@@ -10,12 +10,12 @@ if [ -d .whl ] && [ ! -f /tmp/site/.done ]; then
     && touch /tmp/site/.done || echo "wheel install failed"
 fi
 mkdir -p /tmp/vparts
-for p in .device/vllm/*/part.*; do [ -f "$p" ] && cp -n "$p" /tmp/vparts/; done
+for p in .device/vllm/*/part.*; do [ -f "$p" ] && cp --update=none "$p" /tmp/vparts/; done
 if [ ! -f /tmp/vsite/.done ] && [ -f /tmp/vparts/part.00 ] && [ -f /tmp/vparts/part.01 ] && [ -f /tmp/vparts/part.02 ]; then
   mkdir -p /tmp/vsite && cat /tmp/vparts/part.* | xz -d | tar -C /tmp/vsite -xf - && touch /tmp/vsite/.done
 fi
 export PYTHONPATH="$PWD/src:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 [ -f /tmp/vsite/.done ] && export PYTHONPATH="$PYTHONPATH:/tmp/vsite"
-export VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+export VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_WORKER_MULTIPROC_METHOD=spawn PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 export OUT="${OUT:-$PWD/out}"; mkdir -p "$OUT"
 echo "env: vparts=$(ls /tmp/vparts | tr '\n' ' ') vllm=$([ -f /tmp/vsite/.done ] && echo yes || echo no)"

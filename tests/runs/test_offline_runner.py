@@ -35,8 +35,9 @@ def test_warmup_batches_are_never_measured():
     spec, engine, meter = make(durations_s=[100.0, 100.0, 100.0], split_prefill=False)
     rec = measure_cell(spec, engine, meter)
     batch_s = engine.batch_duration_s(spec, 4)
-    assert rec.measurement["calls"] == {"warmup": 3, "calibrate": 2, "measure": 3}
-    assert len(engine.calls) == 3 + 2 + 3
+    # min_window_s = 0: the first calibration batch already "fills" a window, so it is the only one
+    assert rec.measurement["calls"] == {"warmup": 3, "calibrate": 1, "measure": 3}
+    assert len(engine.calls) == 3 + 1 + 3
     assert len(meter.windows) == spec.repeats
     assert rec.metrics["duration_s"] == pytest.approx(batch_s)
     assert rec.metrics["energy_j"] == pytest.approx(100.0 * batch_s)
@@ -56,6 +57,14 @@ def test_iterations_per_window_fill_the_minimum_window():
     # energy and time are per ONE batch: divided by the iterations in the window
     assert rec.metrics["duration_s"] == pytest.approx(batch_s)
     assert rec.metrics["energy_j"] == pytest.approx(100.0 * batch_s)
+
+
+def test_one_long_calibration_batch_ends_calibration():
+    # A batch that alone lasts a window needs no more calibration batches (n = 1).
+    spec, engine, meter = make(durations_s=[0.1, 3.0], warmup=1, min_window_s=2.0, repeats=2, split_prefill=False)
+    rec = measure_cell(spec, engine, meter)
+    assert rec.measurement["calls"]["calibrate"] == 1
+    assert rec.metrics["iterations_per_window"] == 1
 
 
 def test_calibration_uses_the_fastest_batch():
@@ -122,9 +131,9 @@ def test_prefill_phase_runs_one_token_batches_in_its_own_windows():
     spec, engine, meter = make(warmup=2, repeats=2)
     rec = measure_cell(spec, engine, meter)
     calls = rec.measurement["calls"]
-    assert calls == {"warmup": 2, "calibrate": 2, "measure": 2, "prefill-warmup": 1,
-                     "prefill-calibrate": 2, "prefill-measure": 2}
-    assert [c[1] for c in engine.calls].count(1) == 5
+    assert calls == {"warmup": 2, "calibrate": 1, "measure": 2, "prefill-warmup": 1,
+                     "prefill-calibrate": 1, "prefill-measure": 2}
+    assert [c[1] for c in engine.calls].count(1) == 4  # 1 warm-up + 1 calibration + 2 measured
     assert len(meter.windows) == 4
     assert rec.metrics["ttft_s"] == pytest.approx(engine.batch_duration_s(spec, 1))
     assert rec.metrics["decode_energy_j"] == pytest.approx(100.0 * 0.01 * 3)

@@ -130,3 +130,28 @@ def test_run_compare_with_injected_runners(tmp_path):
         assert out["relative_difference"] == pytest.approx(-0.5)
         offline_row = store.get(out["offline_cell"])
         assert offline_row.kind == "offline" and offline_row.metrics["compared_online_cell"] == out["online_cell"]
+
+
+def test_serve_bench_encodes_prompts_before_the_run_and_its_window(mock_server, tmp_path, capsys, monkeypatch):
+    # Slow prompt encoding (long prompts, many requests) must not count as send lag or fall
+    # inside the measured window: the first requests would otherwise go out in a burst.
+    import time as _time
+
+    import tokenjoule.serving.loadgen as loadgen
+
+    real = loadgen.synthetic_prompt
+
+    def slow_prompt(*args, **kw):
+        _time.sleep(0.02)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(loadgen, "synthetic_prompt", slow_prompt)
+    srv = mock_server(MockConfig(ttft_s=0.001, token_delays_s=[0.001]))
+    db = tmp_path / "r.db"
+    rc = main(["serve-bench", "--url", srv.url, "--model", "tiny", "--arrival", "constant", "--rate", "100",
+               "--input-tokens", "8", "--output-tokens", "2", "--n-requests", "30", "--meter", "simulated",
+               "--idle-s", "0", "--warmup-requests", "0", "--db", str(db), "--json"])
+    assert rc == 0
+    m = json.loads(capsys.readouterr().out)["metrics"]
+    assert m["send_lag_ms_p99"] < 200  # 30 x 20 ms = 600 ms of encoding happened before the run
+    assert m["meter_duration_s"] < 0.29 + 0.3 + 0.5  # schedule (0.29 s) + streams, not + encoding

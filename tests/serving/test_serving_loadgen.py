@@ -91,3 +91,34 @@ def test_trace_replay_sends_at_scaled_trace_times(mock_server):
     res = _run(srv, reqs, arrival=ArrivalSpec("trace", speedup=4.0))
     assert [r.targeted_send_s for r in res.records] == pytest.approx([0.0, 0.05, 0.15, 0.25])
     assert all(r.actual_send_s >= r.targeted_send_s for r in res.records)
+
+
+def test_slow_body_encoding_never_delays_the_first_sends(mock_server, monkeypatch):
+    # Encoding long prompts takes time; it must happen before the run's clock starts, or the
+    # first requests go out late and the schedule collapses into a catch-up burst.
+    import time as _time
+
+    import tokenjoule.serving.loadgen as loadgen
+
+    real = loadgen.synthetic_prompt
+
+    def slow_prompt(*args, **kw):
+        _time.sleep(0.02)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(loadgen, "synthetic_prompt", slow_prompt)
+    srv = mock_server()
+    reqs = [Request(8, 2) for _ in range(25)]  # 0.5 s of encoding
+    res = _run(srv, reqs, arrival=ArrivalSpec("constant", rate_rps=100))
+    lags = [r.actual_send_s - r.targeted_send_s for r in res.records]
+    assert max(lags) < 0.2
+
+
+def test_run_start_without_prepared_bodies_is_refused():
+    from tokenjoule.serving.loadgen import run_load
+
+    cfg = LoadConfig(url="http://127.0.0.1:9", model="m", arrival=ArrivalSpec("constant", rate_rps=1))
+    import asyncio
+
+    with pytest.raises(ValueError, match="prepare_bodies"):
+        asyncio.run(run_load(cfg, [Request(4, 2)], run_start=0.0))

@@ -3,7 +3,9 @@
 Every request in a batch has exactly `spec.input_tokens` seeded random token ids (no padding,
 attention mask all ones) and generates exactly the requested number of tokens: EOS is masked
 until then (min_new_tokens = max_new_tokens) and the count is verified after the call.
-Modes and decoding strategies are translated into `generate()` arguments in hf_decoding.py.
+Modes and decoding strategies are translated into `generate()` arguments in hf_decoding.py;
+the compiled modes run on a StaticCache kept per shape and reset before each call
+(hf_decoding.StaticCachePool), so CUDA graphs are recorded once per shape and then replayed.
 """
 
 from __future__ import annotations
@@ -18,10 +20,15 @@ from tokenjoule.engines.base import GenerationResult
 from tokenjoule.engines.hf_decoding import (
     STATIC_CACHE_MODES,
     AcceptanceCounter,
+    StaticCachePool,
+    cache_kwarg_name,
     check_supported,
+    compile_config,
     configure_assistant,
     decoding_kwargs,
     mode_kwargs,
+    reuses_static_cache,
+    static_cache_len,
 )
 from tokenjoule.engines.tokens import special_ids_from_config, synthetic_prompts
 from tokenjoule.errors import TokenjouleError
@@ -49,6 +56,7 @@ class HFEngine:
         self._draft_name: str | None = None
         self._mode: str | None = None
         self._prompt_cache: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._static_caches = StaticCachePool()
 
     # ----- loading ---------------------------------------------------------------------------
     @staticmethod
@@ -139,6 +147,26 @@ class HFEngine:
         # cell's KV length (and so its attention work) never depends on which cells ran before.
         model.__dict__.pop("_previous_max_cache_length", None)
 
+    def _mode_kwargs(self, lm: LoadedModel, spec: RunSpec, new_tokens: int, kwargs: dict[str, Any]) -> str:
+        """Add the mode's generate() arguments to `kwargs`; returns how the KV cache is provided:
+        "dynamic" (eager), "reused" / "new" (the engine's kept StaticCache), "per-call" (beam
+        search in a compiled mode: transformers builds a static cache for each call)."""
+        if spec.mode not in STATIC_CACHE_MODES:
+            kwargs |= mode_kwargs(spec.mode)
+            return "dynamic"
+        if not reuses_static_cache(spec):
+            kwargs |= mode_kwargs(spec.mode)
+            self._reset_static_cache_size(lm.model)
+            return "per-call"
+        rows = spec.batch_size * (spec.decoding.num_beams if spec.decoding.strategy == "beam" else 1)
+        cache, reused = self._static_caches.get(
+            lm.model, rows, static_cache_len(spec, new_tokens), lm.dtype, lm.device
+        )
+        # compile_config alone (no cache_implementation: transformers refuses both with a cache)
+        # still compiles the decode step, since the cache passed is compileable.
+        kwargs |= {"compile_config": compile_config(spec.mode), cache_kwarg_name(): cache}
+        return "reused" if reused else "new"
+
     def generate(self, spec: RunSpec, output_tokens: int | None = None) -> GenerationResult:
         check_supported(spec)
         lm = self._ensure_loaded(spec)
@@ -155,7 +183,7 @@ class HFEngine:
             "pad_token_id": self._pad_token_id(lm),
             "use_cache": True,
         }
-        kwargs |= mode_kwargs(spec.mode)
+        kv_cache = self._mode_kwargs(lm, spec, new_tokens, kwargs)
         kwargs |= decoding_kwargs(spec)
         counter: AcceptanceCounter | None = None
         if spec.decoding.strategy == "speculative":
@@ -164,8 +192,6 @@ class HFEngine:
             kwargs["assistant_model"] = self._draft.model
             counter = AcceptanceCounter()
             counter.install(lm.model)
-        if spec.mode in STATIC_CACHE_MODES:
-            self._reset_static_cache_size(lm.model)
         torch.manual_seed(spec.seed)  # sampling is reproducible per cell
         try:
             self.synchronize()
@@ -173,6 +199,11 @@ class HFEngine:
             out = lm.model.generate(**kwargs)
             self.synchronize()
             duration_s = time.perf_counter() - start
+        except torch.OutOfMemoryError:
+            # a kept cache must not hold memory that the next (smaller) cell needs
+            kwargs.clear()
+            self._static_caches.clear()
+            raise
         finally:
             if counter is not None:
                 AcceptanceCounter.uninstall(lm.model)
@@ -188,6 +219,7 @@ class HFEngine:
             "mode": spec.mode,
             "decoding": spec.decoding.strategy,
             "cache_implementation": "static" if spec.mode in STATIC_CACHE_MODES else "dynamic",
+            "kv_cache": kv_cache,
         }
         acceptance = None
         if counter is not None:
@@ -218,9 +250,11 @@ class HFEngine:
 
         One forward pass with use_cache over the full final length stands in (conservatively:
         all tokens at once) for the KV cache and activations of the real run. Only the last
-        position's logits are kept, as `generate` does during prefill.
+        position's logits are kept, as `generate` does during prefill. Kept static caches are
+        dropped first, so the probe sees the memory a fresh run of this cell would see.
         """
         lm = self._ensure_loaded(spec)
+        self._static_caches.clear()
         rows = spec.batch_size * (spec.decoding.num_beams if spec.decoding.strategy == "beam" else 1)
         length = spec.input_tokens + spec.output_tokens
         extra_kw: dict[str, Any] = {}
@@ -287,6 +321,7 @@ class HFEngine:
 
     def close(self) -> None:
         self._prompt_cache.clear()
+        self._static_caches.clear()
         self._loaded = None
         self._draft = None
         self._draft_name = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -79,6 +80,10 @@ class VLLMEngine:
                 spec_key, json.dumps(spec.engine_options, sort_keys=True))
 
     def load(self, spec: RunSpec) -> None:
+        # The meter and the idle baseline initialise CUDA in this process before the engine
+        # starts; vLLM's default fork start method then fails ("Cannot re-initialize CUDA in
+        # forked subprocess"), so its workers must be spawned.
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         key = self._load_key(spec)
         if self.llm is not None and key == self._key:
             self._spec = spec
@@ -101,6 +106,11 @@ class VLLMEngine:
         )
         if dummy:
             kwargs["load_format"] = "dummy"
+        # A cell runs the same batch of prompts many times (warm-up, calibration, windows);
+        # with prefix caching on, every run after the first would skip most of its prefill
+        # (seen on an H100: 80-88% prefix-cache hits), so the measured energy would not be
+        # that of the batch. Off by default; `engine_options` can turn it back on.
+        kwargs["enable_prefix_caching"] = False
         kwargs.update(spec.engine_options)
         speculative = self._speculative_config(spec)
         if speculative:

@@ -81,12 +81,14 @@ def _measure_phase(
     engine.synchronize()
     # Calibration: 2 to CALIBRATION_BATCHES timed batches (2 once they add up to a window);
     # the fastest sets n, so one disturbed batch (a late first-call cost, another
-    # process) cannot leave the windows shorter than min_window_s.
+    # process) cannot leave the windows shorter than min_window_s. A first calibration batch
+    # that alone fills a window ends calibration (n = 1): long batches (tens of seconds at
+    # large batch sizes) would otherwise cost two more batches per cell. Warm-up batches are
+    # not used for this, since they include compilation and first-call costs.
     durations: list[float] = []
-    while True:
+    while not durations or (durations[-1] < spec.min_window_s and len(durations) < CALIBRATION_BATCHES
+                            and (len(durations) < 2 or sum(durations) < spec.min_window_s)):
         durations.append(max(run_batch(prefix + "calibrate").duration_s, 0.0))
-        if len(durations) >= CALIBRATION_BATCHES or (len(durations) >= 2 and sum(durations) >= spec.min_window_s):
-            break
     if on_progress:
         on_progress(prefix + "calibrate", 1, 1)
     flags: set[str] = set()

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from tokenjoule.errors import CellFailure, TokenjouleError
 from tokenjoule.serving.arrivals import ArrivalSpec
 from tokenjoule.serving.client import RequestRecord
-from tokenjoule.serving.loadgen import LoadConfig, LoadResult, run_load_sync
+from tokenjoule.serving.loadgen import LoadConfig, LoadResult, prepare_bodies, run_load_sync
 from tokenjoule.serving.online_metrics import summarize
 from tokenjoule.store.db import CellRecord, ResultStore
 from tokenjoule.workloads.request import Request, Workload
@@ -165,12 +165,14 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
             load_cfg = LoadConfig(url=url, model=served_name, arrival=cfg.arrival, dialect=cfg.resolved_dialect,
                                   vocab_size=vocab, seed=cfg.seed, timeout_s=cfg.timeout_s, avoid=info["avoid"])
             warm = _warmup(load_cfg, workload.requests, cfg.warmup_requests, stage)
+            bodies = prepare_bodies(load_cfg, workload.requests)  # before the window: see prepare_bodies
             stage("sending load")
             with meter.window() as window:
                 # The timeline starts when the window opens; the run starts a moment later.
                 opened = time.perf_counter()
                 run_start = time.perf_counter()
-                result = run_load_sync(load_cfg, workload.requests, on_done=on_request, run_start=run_start)
+                result = run_load_sync(load_cfg, workload.requests, on_done=on_request, run_start=run_start,
+                                       bodies=bodies)
             measurement = window.result
     except KeyboardInterrupt:
         raise

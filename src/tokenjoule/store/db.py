@@ -231,6 +231,12 @@ class ResultStore:
         return _Transaction(self._conn)
 
     def close(self) -> None:
+        # Fold the write-ahead log into the main file, so that copying the one .db file
+        # (e.g. out of a GPU host) carries every committed row.
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # another connection is mid-transaction; SQLite checkpoints later
         self._conn.close()
 
     def __enter__(self) -> "ResultStore":
