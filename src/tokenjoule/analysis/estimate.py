@@ -13,6 +13,10 @@ offline, status ok). If several batch sizes are stored for a bin, the largest is
 paper measures each bin at the largest batch that fits); among rows of that batch size the
 newest wins. A bin with no measurement is listed in `missing`; then the totals are None
 (never a guess) and `partial_energy_j` holds the sum over the bins that were measured.
+
+Opt-in: `tokenjoule.analysis.fit.predict_missing` adds *predicted* rows for the missing bins
+(`predicted_rows`, `prediction`); then the total is measured + predicted, and both parts are
+reported separately. Without it nothing here changes.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ class EstimateResult:
     notes: list[str] = field(default_factory=list)
     binned: BinnedWorkload | None = None
     batch_policy: str = "largest stored batch size per bin (the paper's policy); newest row on ties"
+    # Opt-in predictions for the missing bins (tokenjoule.analysis.fit); never part of `rows`.
+    predicted_rows: list[BinEstimate] = field(default_factory=list)
+    prediction: Any = None
 
     @property
     def complete(self) -> bool:
@@ -96,12 +103,32 @@ class EstimateResult:
         return sum(r.energy_unrounded_j for r in self.rows)
 
     @property
+    def predicted_complete(self) -> bool:
+        """Every missing bin has a predicted row (only after the opt-in prediction)."""
+        got = {(r.input_tokens, r.output_tokens) for r in self.predicted_rows}
+        return self.prediction is not None and all((m.input_tokens, m.output_tokens) in got for m in self.missing)
+
+    @property
+    def measured_energy_j(self) -> float:
+        return self.partial_energy_j
+
+    @property
+    def predicted_energy_j(self) -> float:
+        return sum(r.energy_j for r in self.predicted_rows)
+
+    @property
     def total_energy_j(self) -> float | None:
-        return self.partial_energy_j if self.complete else None
+        if self.complete:
+            return self.partial_energy_j
+        return self.partial_energy_j + self.predicted_energy_j if self.predicted_complete else None
 
     @property
     def total_energy_unrounded_j(self) -> float | None:
-        return self.partial_energy_unrounded_j if self.complete else None
+        if self.complete:
+            return self.partial_energy_unrounded_j
+        if self.predicted_complete:
+            return self.partial_energy_unrounded_j + sum(r.energy_unrounded_j for r in self.predicted_rows)
+        return None
 
     @property
     def total_kwh(self) -> float | None:
@@ -123,6 +150,17 @@ class EstimateResult:
         ]
 
     def to_dict(self) -> dict[str, Any]:
+        d = self._base_dict()
+        if self.prediction is None:
+            return d
+        d["rows"] = ([{**row, "predicted": False} for row in d["rows"]] +
+                     [{**asdict(r), "batch_sizes_available": [], "predicted": True} for r in self.predicted_rows])
+        d.update(measured_energy_j=self.measured_energy_j, predicted_energy_j=self.predicted_energy_j,
+                 total_basis=self.prediction.label() if not self.complete else "measured",
+                 prediction=self.prediction.to_dict())
+        return d
+
+    def _base_dict(self) -> dict[str, Any]:
         return {
             "workload": self.workload, "model": self.model, "engine": self.engine, "mode": self.mode,
             "decoding": self.decoding, "bins": self.bins.to_dict(), "overflow": self.overflow,

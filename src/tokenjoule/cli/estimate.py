@@ -2,7 +2,8 @@
 
 Both exit 1, listing exactly which cells are missing and printing (or writing, with
 --emit-sweep) the sweep config that measures them, when a bin of the workload has no
-measurement: an estimate is never completed with a guess.
+measurement: an estimate is never completed with a guess. The opt-in `--predict-missing` adds a
+fitted prediction for those bins, reported apart from the measured energy and labelled as one.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def _j(x: Optional[float]) -> str:
 
 
 def _estimate_table(res) -> Table:
+    if res.prediction is not None:
+        return _predicted_table(res)
     table = Table(title=f"{res.workload}: {res.model} {res.engine}/{res.mode} {res.decoding}")
     for col in ("input", "output", "requests", "batch", "batches", "J/batch", "energy", "energy N/B", "cell"):
         table.add_column(col, justify="right")
@@ -71,15 +74,50 @@ def _estimate_table(res) -> Table:
     return table
 
 
+def _predicted_table(res) -> Table:
+    """Measured and predicted bins in separate energy columns; predicted rows say so in 'cell'."""
+    table = Table(title=f"{res.workload}: {res.model} {res.engine}/{res.mode} {res.decoding} (with predicted bins)")
+    for col in ("input", "output", "requests", "batch", "batches", "J/batch", "measured energy",
+                "predicted energy", "energy N/B", "cell"):
+        table.add_column(col, justify="right")
+    rows = [(r, False) for r in res.rows] + [(r, True) for r in res.predicted_rows]
+    for r, predicted in sorted(rows, key=lambda x: (x[0].input_tokens, x[0].output_tokens)):
+        energy = _j(r.energy_j)
+        table.add_row(str(r.input_tokens), str(r.output_tokens), f"{r.n_requests:,}", str(r.batch_size),
+                      f"{r.batches_rounded:,}", _j(r.energy_per_batch_j), "-" if predicted else energy,
+                      energy if predicted else "-", _j(r.energy_unrounded_j),
+                      "predicted" if predicted else str(r.cell_id), style="italic" if predicted else None)
+    return table
+
+
+def _print_prediction(console: Console, res) -> None:
+    fit = res.prediction.fit
+    console.print(f"measured: {_j(res.measured_energy_j)} ({len(res.rows)} measured bin(s))")
+    console.print(f"predicted: {_j(res.predicted_energy_j)} ({len(res.predicted_rows)} bin(s) from the fit, "
+                  "not measured)")
+    console.print(f"total: {_j(res.total_energy_j)} = {res.total_kwh:.6f} kWh, {res.prediction.label()}; "
+                  f"unrounded N/B form: {_j(res.total_energy_unrounded_j)}; "
+                  f"per request: {res.energy_per_request_j:,.3f} J")
+    from tokenjoule.analysis.fit import MODEL_FORMULA, TERMS
+
+    coefs = ", ".join(f"{t[0]}={c:.4g}" for t, c in zip(TERMS, fit.coefficients))
+    console.print(f"fit: {MODEL_FORMULA}; {coefs} (J); {fit.n_cells} cells"
+                  + (f" on {fit.gpu_name}" if fit.gpu_name else ""))
+    console.print(f"predicted batch sizes: {res.prediction.batch_policy}")
+
+
 def _print_summary(console: Console, res) -> None:
-    if res.complete:
+    if not res.complete and res.predicted_complete:
+        _print_prediction(console, res)
+    elif res.complete:
         console.print(f"total: {_j(res.total_energy_j)} = {res.total_kwh:.6f} kWh (sum of ceil(N/B) x E_batch); "
                       f"unrounded N/B form: {_j(res.total_energy_unrounded_j)}; "
                       f"per request: {res.energy_per_request_j:,.3f} J")
     else:
         console.print(f"incomplete: {len(res.missing)} bin(s) unmeasured; measured bins sum to "
                       f"{_j(res.partial_energy_j)} (not a total)")
-    console.print(f"coverage: {res.n_covered:,} of {res.n_total:,} requests ({100 * res.coverage_share:.1f}%); "
+    which = "measured coverage" if res.prediction is not None else "coverage"
+    console.print(f"{which}: {res.n_covered:,} of {res.n_total:,} requests ({100 * res.coverage_share:.1f}%); "
                   f"dropped {res.n_dropped:,} beyond the largest bins" +
                   (f"; clipped {res.n_clipped:,}" if res.n_clipped else ""))
     console.print(f"batch policy: {res.batch_policy}")
@@ -108,7 +146,8 @@ def _report_missing(console: Console, results, emit_sweep: Optional[Path], batch
         console.print(f"wrote the sweep config for them to {emit_sweep}")
     else:
         console.print("sweep config to measure them:")
-        typer.echo(sweep_yaml(cells, comments), nl=False)
+        # With --json stdout holds only the JSON document; the YAML goes where the console goes.
+        typer.echo(sweep_yaml(cells, comments), nl=False, err=console.stderr)
 
 
 def _binning(input_bins, output_bins):
@@ -134,6 +173,12 @@ def estimate_cmd(
     emit_sweep: Optional[Path] = typer.Option(None, "--emit-sweep", help="Write the missing cells' sweep config here."),
     batch: str = typer.Option("max", "--batch", help="Batch size of emitted missing cells: integer or max."),
     fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    predict: bool = typer.Option(False, "--predict-missing",
+                                 help="Predict unmeasured bins with a fit of the measured cells (labelled, "
+                                      "reported apart from measured energy)."),
+    predict_batch: Optional[int] = typer.Option(None, "--predict-batch", min=1,
+                                                help="Batch size of predicted bins (default: scaled from the "
+                                                     "nearest measured cell)."),
 ) -> None:
     """Energy of a trace from measured cells: sum over bins of ceil(N/B) x E_batch."""
     from tokenjoule.analysis.estimate import binned_estimate
@@ -151,6 +196,7 @@ def estimate_cmd(
             for s in setups:
                 results.append(binned_estimate(binned, store, model=model, engine=s.engine, mode=s.mode,
                                                decoding=s.decoding, gpu_name=gpu_name))
+        refusals = _predict(results, store, predict_batch) if predict else []
     complete = [r for r in results if r.complete]
     comparisons = []
     if compare_theory and complete:
@@ -168,9 +214,30 @@ def estimate_cmd(
             _print_summary(console, res)
         if comparisons:
             console.print(_theory_table(comparisons))
+    for message in refusals:
+        console.print(f"prediction refused: {message}")
     if len(complete) < len(results):
+        if any(r.predicted_complete for r in results):
+            console.print("the bins below are predicted above, not measured; measure them to replace the prediction")
         _report_missing(console, results, emit_sweep, batch_value)
-        raise typer.Exit(code=1)
+        if any(not r.predicted_complete for r in results if not r.complete):
+            raise typer.Exit(code=1)
+
+
+def _predict(results: list, store, predict_batch: Optional[int]) -> list[str]:
+    """Replace incomplete results by ones with predicted bins; returns why a prediction was refused."""
+    from tokenjoule.analysis.fit import predict_missing
+    from tokenjoule.errors import TokenjouleError
+
+    refusals = []
+    for k, res in enumerate(results):
+        if res.complete:
+            continue
+        try:
+            results[k] = predict_missing(res, store, predict_batch=predict_batch)
+        except TokenjouleError as exc:
+            refusals.append(f"{res.workload} {res.engine}/{res.mode}: {exc}")
+    return refusals
 
 
 def _theory_table(comparisons) -> Table:

@@ -66,19 +66,11 @@ class RequestRecord:
 
 def synthetic_prompt(index: int, input_tokens: int, vocab_size: int, seed: int,
                      avoid: tuple[int, ...] = ()) -> list[int]:
-    """Request `index`'s prompt: identical to `engines.tokens.synthetic_prompts(...)[index]`
-    (same id range, same (seed, index) generator), so online runs and the offline half of
-    `compare-serving` send the same prompts; built one request at a time."""
-    import numpy as np
+    """Request `index`'s prompt: the engines' own generator (`engines.tokens`), so online
+    runs and the offline half of `compare-serving` send the same prompts."""
+    from tokenjoule.engines.tokens import synthetic_prompt as engine_prompt
 
-    from tokenjoule.engines.tokens import token_id_range
-
-    low, high = token_id_range(vocab_size)
-    allowed = np.arange(low, high, dtype=np.int64)
-    if avoid:
-        allowed = np.setdiff1d(allowed, np.asarray(avoid, dtype=np.int64))
-    rng = np.random.default_rng([int(seed), int(index)])
-    return allowed[rng.integers(0, allowed.size, size=input_tokens)].tolist()
+    return engine_prompt(index, input_tokens, vocab_size, seed, avoid)
 
 
 def ids_to_text(token_ids: list[int]) -> str:
