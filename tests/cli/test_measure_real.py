@@ -52,6 +52,8 @@ def test_demo_command_stores_its_cells(capsys, tmp_path, monkeypatch):
     # One small cell instead of the full grid keeps this test to seconds; the grid itself is
     # what `make demo` runs.
     monkeypatch.setattr(demo, "OFFLINE_GRID", {"batch_size": (2,), "input_tokens": (16,), "output_tokens": (4,)})
+    # Only the offline step: the later steps are covered by tests/cli/test_demo.py.
+    monkeypatch.setattr(demo, "DEMO_STEPS", [s for s in demo.DEMO_STEPS if s.name == "offline"])
     db = tmp_path / "demo" / "tj.db"
     rc = main(["demo", "--db", str(db)])
     out, err = capsys.readouterr()

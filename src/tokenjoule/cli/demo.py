@@ -2,6 +2,10 @@
 
 The demo is a list of steps (`DEMO_STEPS`); each step gets a `DemoContext` (console, store,
 output folder) and prints its own table. New features add a step at the end of the list.
+
+Re-running the demo resumes: a cell that already has an `ok` row in the demo store is not
+measured again (its stored row is shown), so a second run takes seconds and the store does
+not grow. Delete the demo folder (`demo-out/`) to measure everything again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class DemoContext:
     out_dir: Path
     store: Any  # tokenjoule.store.db.ResultStore (imported lazily)
     records: list = field(default_factory=list)  # CellRecords produced so far, any step
+    results: dict = field(default_factory=dict)  # what later steps (and tests) read: estimate, report...
 
 
 @dataclass(frozen=True)
@@ -56,15 +61,25 @@ def offline_step(ctx: DemoContext) -> None:
     from tokenjoule.cli.measure import RichProgress
     from tokenjoule.runs.offline import run_group
 
-    specs = offline_specs()
+    all_specs = offline_specs()
+    # Resume: cells measured by an earlier demo run are read back, not measured again.
+    stored = {s.spec_hash(): ctx.store.latest(s.spec_hash()) for s in all_specs
+              if ctx.store.has_success(s.spec_hash())}
+    specs = [s for s in all_specs if s.spec_hash() not in stored]
     done: list = []
-    with RichProgress(Console(stderr=True)) as progress:
-        def on_cell(spec, record) -> None:
-            done.append(record)
-            progress.prefix = f"cell {len(done) + 1}/{len(specs)}: " if len(done) < len(specs) else ""
+    measured: dict = {}
+    if specs:
+        with RichProgress(Console(stderr=True)) as progress:
+            def on_cell(spec, record) -> None:
+                done.append(record)
+                progress.prefix = f"cell {len(done) + 1}/{len(specs)}: " if len(done) < len(specs) else ""
 
-        progress.prefix = f"cell 1/{len(specs)}: "
-        records = run_group(specs, ctx.store, meter_kind="auto", idle_s=1.0, on_progress=progress, on_cell=on_cell)
+            progress.prefix = f"cell 1/{len(specs)}: "
+            new = run_group(specs, ctx.store, meter_kind="auto", idle_s=1.0, on_progress=progress, on_cell=on_cell)
+        measured = {s.spec_hash(): r for s, r in zip(specs, new)}
+    if stored:
+        ctx.console.print(f"{len(stored)} cell(s) already in {ctx.db_path}: shown, not measured again")
+    records = [measured.get(s.spec_hash()) or stored[s.spec_hash()] for s in all_specs]
     ctx.records.extend(records)
 
     ctx.console.print(offline_table(records))
@@ -94,8 +109,123 @@ def offline_table(records: list) -> Table:
     return table
 
 
+# -- step: statistics and length bins of a shipped trace ---------------------------------------
+DEMO_TRACE = "azure-conv-2023"
+
+
+def trace_step(ctx: DemoContext) -> None:
+    from tokenjoule.cli.workload import bins_table
+    from tokenjoule.workloads.binning import bin_workload
+    from tokenjoule.workloads.stats import workload_stats
+    from tokenjoule.workloads.traces import resolve_workload
+
+    workload = resolve_workload(DEMO_TRACE)
+    stats = workload_stats(workload)
+    table = Table(title=f"{stats.name}: {stats.requests:,} requests", header_style="bold")
+    for name in ("tokens", "mean", "std", "median", "p99", "max"):
+        table.add_column(name, justify="right")
+    for label, ls in (("input", stats.input_tokens), ("output", stats.output_tokens)):
+        table.add_row(label, f"{ls.mean:,.0f}", f"{ls.std:,.0f}", _fmt(ls.median, "{:,.0f}"),
+                      _fmt(ls.p99, "{:,.0f}"), f"{ls.max:,}")
+    ctx.console.print(table)
+    ctx.console.print(f"duration {_fmt(stats.duration_s, '{:,.0f}')} s, mean rate "
+                      f"{_fmt(stats.mean_rate_rps, '{:.2f}')} req/s, burstiness (CV of gaps) "
+                      f"{_fmt(stats.burstiness, '{:.2f}')}")
+    binned = bin_workload(workload)  # the paper's default power-of-two bins
+    ctx.console.print(bins_table(binned))
+    ctx.console.print(f"kept {binned.n_kept:,} of {binned.n_total:,} requests in {len(binned.counts)} bins; "
+                      f"dropped {binned.n_dropped:,} (longer than the largest bin)")
+    ctx.results["trace_stats"] = stats
+    ctx.results["trace_binned"] = binned
+
+
+# -- step: binned energy estimate of a small workload, measured through the sweep runner -------
+ESTIMATE_WORKLOAD = "task:translation"  # 1,024 requests, input mean 50 tokens, output 64
+ESTIMATE_INPUT_EDGES = (64, 256, 1024)  # coarse bins: 3 cells instead of the paper's ladder
+ESTIMATE_OUTPUT_EDGES = (64,)
+ESTIMATE_BATCH = 8
+ESTIMATE_SETUP = {"model": "tiny", "engine": "hf", "mode": "eager", "decoding": "greedy"}
+
+
+def estimate_sweep_config(binned):
+    """The sweep config of the binned workload's cells at the demo's fixed batch on the CPU."""
+    from tokenjoule.runs.sweep_config import config_from_dict
+
+    cells = binned.cells(ESTIMATE_SETUP["model"], ESTIMATE_SETUP["engine"], ESTIMATE_SETUP["mode"],
+                         batch=ESTIMATE_BATCH, decoding=ESTIMATE_SETUP["decoding"])
+    return config_from_dict({
+        **ESTIMATE_SETUP, "device": "cpu", "dtype": "float32", "warmup": 1, "repeats": 2, "seed": 0,
+        "min_window_s": 0.3, "idle_s": 1.0,
+        "cells": [{"input_tokens": c["input_tokens"], "output_tokens": c["output_tokens"],
+                   "batch_size": c["batch_size"]} for c in cells],
+    }, source="demo: binned estimate")
+
+
+def estimate_label(records: list) -> tuple[str, bool]:
+    """How the estimate's energies were obtained, and whether any of them is itself an estimate."""
+    methods = sorted({str(r.metrics.get("method")) for r in records})
+    is_estimate = any("estimate" in (r.metrics.get("flags") or [])
+                      or str(r.metrics.get("method")).startswith("estimate") for r in records)
+    return ", ".join(methods) or "-", is_estimate
+
+
+def estimate_step(ctx: DemoContext) -> None:
+    from tokenjoule.analysis.estimate import binned_estimate
+    from tokenjoule.runs.sweep import run_sweep
+    from tokenjoule.workloads.binning import Bins, bin_workload
+    from tokenjoule.workloads.traces import resolve_workload
+
+    workload = resolve_workload(ESTIMATE_WORKLOAD)
+    binned = bin_workload(workload, Bins(ESTIMATE_INPUT_EDGES, ESTIMATE_OUTPUT_EDGES), overflow="drop")
+    config = estimate_sweep_config(binned)
+    # The sweep skips cells this store already holds (resume), so a second demo run measures nothing.
+    summary = run_sweep(config, ctx.store, meter_kind="auto", progress=True, console=Console(stderr=True))
+    ctx.console.print(f"sweep: {summary.total} cells, {summary.done} measured, {summary.skipped} already stored, "
+                      f"{summary.failed} failed")
+    result = binned_estimate(binned, ctx.store, **ESTIMATE_SETUP)
+    cells = [ctx.store.get(r.cell_id) for r in result.rows if r.cell_id is not None]
+    method, is_estimate = estimate_label(cells)
+
+    table = Table(title=f"{binned.name}: binned estimate, tiny preset, batch {ESTIMATE_BATCH}", header_style="bold")
+    for name in ("in≤", "out≤", "requests", "batches", "J/batch", "J"):
+        table.add_column(name, justify="right")
+    for r in result.rows:
+        table.add_row(str(r.input_tokens), str(r.output_tokens), f"{r.n_requests:,}", str(r.batches_rounded),
+                      f"{r.energy_per_batch_j:.3g}", f"{r.energy_j:.3g}")
+    for m in result.missing:
+        table.add_row(str(m.input_tokens), str(m.output_tokens), f"{m.n_requests:,}", "-", "[red]missing[/]", "-")
+    ctx.console.print(table)
+    total = result.total_energy_j
+    if total is None:
+        ctx.console.print(f"[red]no total: {len(result.missing)} bin(s) not measured[/]")
+    else:
+        what = ("CPU-time ESTIMATE for a tiny random-weight model, not a measurement of a real model"
+                if is_estimate else "measured energy of the tiny random-weight model (not a real model)")
+        ctx.console.print(f"total: {total:.4g} J for {result.n_kept:,} requests "
+                          f"({total / result.n_kept:.3g} J/request), sum of ceil(N/B) x E_batch over bins")
+        ctx.console.print(f"[yellow]{what}; method: {method}[/]")
+    ctx.results.update(estimate=result, estimate_method=method, estimate_is_estimate=is_estimate,
+                       estimate_sweep=summary, estimate_cells=cells)
+
+
+# -- step: the HTML report of the demo store ------------------------------------------------
+def report_step(ctx: DemoContext) -> None:
+    from tokenjoule.report.build import build_report
+
+    out = ctx.out_dir / "report"
+    result = build_report(ctx.store, out, traces=[DEMO_TRACE], model="tiny", console=Console(stderr=True))
+    drawn = sum(1 for s in result.sections if s.drawn)
+    ctx.console.print(f"{drawn} of {len(result.sections)} sections drawn (the others need cells the demo does not "
+                      "measure, e.g. several engines or decoding strategies)")
+    ctx.console.print(f"report: {result.index_html}")
+    ctx.results["report"] = result
+
+
 DEMO_STEPS: list[DemoStep] = [
     DemoStep("offline", "measure the tiny preset on the CPU (batch 1/4 x input 32/128 x output 16)", offline_step),
+    DemoStep("trace", f"statistics and length bins of the {DEMO_TRACE} trace", trace_step),
+    DemoStep("estimate", f"binned energy estimate of {ESTIMATE_WORKLOAD} from tiny-preset cells", estimate_step),
+    DemoStep("report", "figures, tables and one HTML page of the demo store", report_step),
 ]
 
 
@@ -118,10 +248,13 @@ def register(app: typer.Typer) -> None:
     def demo(
         db: str = typer.Option(DEFAULT_DEMO_DB, help="Results database the demo writes to."),
     ) -> None:
-        """Measure the tiny preset on this machine (CPU is enough) and print the results."""
+        """A one-minute tour on the CPU: measure the tiny preset, bin a trace, estimate, report.
+
+        A second run resumes: cells already in the store are not measured again."""
         ctx = run_demo(db)
-        failed = [r for r in ctx.records if r.status != "ok"]
+        sweep = ctx.results.get("estimate_sweep")
+        failed = sum(1 for r in ctx.records if r.status != "ok") + (sweep.failed if sweep else 0)
         if failed:
             from tokenjoule.errors import CellFailure
 
-            raise CellFailure(f"{len(failed)} demo cell(s) failed; see tokenjoule results --db {db} --status failed")
+            raise CellFailure(f"{failed} demo cell(s) failed; see tokenjoule results --db {db} --status failed")
