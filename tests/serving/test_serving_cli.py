@@ -155,3 +155,15 @@ def test_serve_bench_encodes_prompts_before_the_run_and_its_window(mock_server, 
     m = json.loads(capsys.readouterr().out)["metrics"]
     assert m["send_lag_ms_p99"] < 200  # 30 x 20 ms = 600 ms of encoding happened before the run
     assert m["meter_duration_s"] < 0.29 + 0.3 + 0.5  # schedule (0.29 s) + streams, not + encoding
+
+
+def test_serve_bench_launch_vllm_without_vllm_is_one_line_and_stores_nothing(tmp_path, capsys, monkeypatch):
+    import tokenjoule.engines.vllm_offline as vllm_offline
+
+    monkeypatch.setattr(vllm_offline, "vllm_available", lambda: False)
+    db = tmp_path / "r.db"
+    rc = main(["serve-bench", "--launch", "vllm", "--model", "tiny", "--input-tokens", "4", "--output-tokens", "2",
+               "--rate", "1", "--db", str(db)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "vLLM is not installed" in err and len(err.strip().splitlines()) == 1
+    assert not db.exists()

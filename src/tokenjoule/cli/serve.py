@@ -191,6 +191,13 @@ def _validate(cfg) -> None:
         raise UnknownNameError("dialect", cfg.dialect, DIALECTS)
     if cfg.launch == "vllm" and cfg.mode not in ("graphs", "eager"):
         raise UnknownNameError("mode for vllm", cfg.mode, ("graphs", "eager"))
+    if cfg.launch == "vllm":
+        # Checked before the store is opened: a missing install is a usage error, not a cell.
+        from tokenjoule.engines.vllm_offline import INSTALL, vllm_available
+        from tokenjoule.errors import MissingDependencyError
+
+        if not vllm_available():
+            raise MissingDependencyError("vLLM", INSTALL)
     if cfg.url is not None and not cfg.url.startswith(("http://", "https://")):
         raise TokenjouleError(f"--url must start with http:// or https://, got {cfg.url!r}")
 
