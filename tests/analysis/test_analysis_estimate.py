@@ -146,3 +146,17 @@ def test_binned_workload_input_is_used_as_is(store):
     res = binned_estimate(binned, store, model="llama-3.1-8b", engine="hf", mode="eager")
     assert res.complete and res.rows[0].n_requests == 8 and res.n_clipped == 3
     assert res.total_energy_j == math.ceil(8 / 2) * 10.0
+
+
+def test_estimated_and_flagged_cells_are_named_in_the_notes(store):
+    c1 = add_cell(store, 32, 8, 2, 10.0)
+    c2 = add_cell(store, 64, 16, 4, 100.0)
+    for cid, metrics in ((c1, {"method": "estimate-cpu-time", "flags": ["estimate"]}),
+                         (c2, {"method": "nvml-counter", "flags": ["timeline-disagrees"]})):
+        store._conn.execute("UPDATE cells SET metrics_json = json_patch(metrics_json, ?) WHERE id = ?",
+                            (__import__("json").dumps(metrics), cid))
+    res = binned_estimate(workload(), store, model="llama-3.1-8b", engine="hf", mode="eager", bins=BINS)
+    estimate_note = [n for n in res.notes if "ESTIMATE" in n]
+    flagged_note = [n for n in res.notes if "flagged" in n]
+    assert estimate_note and f"cells {c1}" in estimate_note[0]
+    assert flagged_note and f"cells {c2}" in flagged_note[0]

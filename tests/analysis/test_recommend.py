@@ -152,3 +152,18 @@ def test_cli_table_output(planted, capsys):
     rc = main(["recommend", "--trace", str(trace), "--db", str(info.path), "--slo-tpot-ms", "10"])
     out = capsys.readouterr().out
     assert rc == 0 and "vllm/graphs greedy on 1 GPU" in out and "savings vs baseline" in out
+
+
+def test_offline_records_without_batch_lengths_are_ignored(tmp_path):
+    # compare-serving stores its offline half as an "offline" record with no batch lengths.
+    from tokenjoule.store.db import CellRecord
+
+    info = plant_store(tmp_path / "p.db")
+    trace = write_planted_trace(tmp_path / "p.csv")
+    with ResultStore(info.path) as store:
+        before, _ = recommend_trace(str(trace), store)
+        store.add(CellRecord(spec={"model": MODEL, "engine": "vllm", "mode": "graphs", "n_requests": 10},
+                             spec_hash="compare-offline", kind="offline", metrics={"energy_j": 1.0}))
+        after, _ = recommend_trace(str(trace), store)
+    assert after.best.config == before.best.config
+    assert after.best.total_energy_j == pytest.approx(before.best.total_energy_j)

@@ -188,8 +188,9 @@ def online_record(rate_rps: float, engine: str = "vllm", mode: str = "graphs",
     d = n_requests / rate_rps + 5.0
     ttft50 = 30.0 + 8.0 * rate_rps
     tpot50 = 12.0 + 1.5 * rate_rps
-    spec = {"model": MODEL, "engine": engine, "mode": mode, "n_requests": n_requests,
-            "arrival": {"process": "poisson", "rate_rps": rate_rps, "seed": 0, "trace": trace}}
+    # The shape serve-bench stores (serving.bench.online_spec): the trace is the "workload".
+    spec = {"model": MODEL, "engine": engine, "mode": mode, "n_requests": n_requests, "workload": trace,
+            "arrival": {"process": "poisson", "rate_rps": rate_rps, "seed": 0}}
     metrics = {
         "energy_j": e, "duration_s": d, "energy_per_request_j": per_req_j,
         "energy_per_output_token_j": per_req_j / 60.0, "avg_power_w": e / d,

@@ -75,9 +75,11 @@ def test_serve_bench_unreachable_server_stores_failures_not_a_crash(tmp_path, ca
     rc = main(["serve-bench", "--url", "http://127.0.0.1:9", "--model", "tiny", "--rate", "100",
                "--input-tokens", "4", "--output-tokens", "2", "--n-requests", "3", "--meter", "simulated",
                "--idle-s", "0", "--warmup-requests", "0", "--db", str(tmp_path / "r.db"), "--json"])
-    assert rc == 0
+    assert rc == 1  # nothing succeeded: a failed cell, exit 1, one line
+    assert "no request succeeded" in capsys.readouterr().err
     with ResultStore(tmp_path / "r.db") as store:
-        row = store.find(kind="online")[0]
+        row = store.find(kind="online", status="failed")[0]
+        assert store.find(kind="online") == []
     assert row.metrics["requests_failed"] == 3 and row.metrics["energy_per_request_j"] is None
 
 

@@ -106,3 +106,8 @@ def test_summarize_without_energy_or_timeline_says_why():
     out = summarize(records, 2.0, m)
     assert out["energy_per_output_token_j"] is None
     assert out["steady_energy_reason"] == "the meter recorded no power timeline"
+
+
+def test_failed_power_reads_are_skipped_not_read_as_zero():
+    samples = [(0.0, (100.0,)), (0.5, ()), (1.0, (100.0, None)), (2.0, (100.0,))]
+    assert integrate_power_j(samples, 0.0, 2.0) == pytest.approx(200.0)

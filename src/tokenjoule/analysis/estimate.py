@@ -229,11 +229,18 @@ def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, mod
         binned = bin_workload(workload_or_binned, bins or Bins(), overflow)
     chosen, notes = select_cells(store, model=model, engine=engine, mode=mode, decoding=decoding, gpu_name=gpu_name)
     rows, missing, gpus = [], [], []
+    estimated_ids, flagged_ids = [], []
     for (i, o), n in sorted(binned.counts.items()):
         if (i, o) not in chosen:
             missing.append(MissingCell(i, o, n))
             continue
         rec, sizes = chosen[(i, o)]
+        flags = set(rec.metrics.get("flags") or rec.measurement.get("flags") or [])
+        if str(rec.metrics.get("method") or rec.measurement.get("method") or "").startswith("estimate") \
+                or "estimate" in flags:
+            estimated_ids.append(rec.id)
+        if flags - {"estimate"}:
+            flagged_ids.append(rec.id)
         b = int(rec.spec["batch_size"])
         e = _energy(rec)
         batches = math.ceil(n / b)
@@ -251,9 +258,20 @@ def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, mod
         notes.append("several batch sizes stored for some bins; the largest was used")
     if len(gpus) > 1:
         notes.append(f"cells come from several GPUs ({', '.join(gpus)}); pass gpu_name to use one")
+    if estimated_ids:
+        notes.append(f"{len(estimated_ids)} bin(s) use cells whose energy is an ESTIMATE (no energy sensor: "
+                     f"CPU time x a per-core power), not a measurement: cells {_ids(estimated_ids)}")
+    if flagged_ids:
+        notes.append(f"{len(flagged_ids)} bin(s) use cells the meter flagged (see `tokenjoule results show ID`): "
+                     f"cells {_ids(flagged_ids)}")
     return EstimateResult(
         workload=binned.name, model=model, engine=engine, mode=mode, decoding=decoding, bins=binned.bins,
         overflow=binned.overflow, rows=rows, missing=missing, n_total=binned.n_total, n_kept=binned.n_kept,
         n_dropped=binned.n_dropped, dropped_reasons=dict(binned.dropped_reasons), n_clipped=binned.n_clipped,
         gpu_names=gpus, notes=notes, binned=binned,
     )
+
+
+def _ids(ids: list) -> str:
+    shown = ", ".join(str(i) for i in ids[:10])
+    return shown + (f" (+{len(ids) - 10} more)" if len(ids) > 10 else "")

@@ -155,10 +155,14 @@ def _meets(ttft: float | None, tpot: float | None, slo_ttft: float | None, slo_t
     return True
 
 
+def _cell_flags(rec) -> list[str]:
+    """A cell's flags: the union over all its windows (metrics), else the stored window's."""
+    return list(rec.metrics.get("flags") or (rec.measurement or {}).get("flags") or [])
+
+
 def _is_estimate(rec) -> bool:
     method = str((rec.measurement or {}).get("method") or rec.metrics.get("method") or "")
-    flags = (rec.measurement or {}).get("flags") or rec.metrics.get("flags") or []
-    return method.startswith("estimate") or "estimate" in flags
+    return method.startswith("estimate") or "estimate" in _cell_flags(rec)
 
 
 def _decoding(spec: dict) -> str:
@@ -176,6 +180,8 @@ def _offline_cells(store, model: str, include_estimates: bool, max_gpus: int | N
         if _is_estimate(rec) and not include_estimates:
             continue
         s = rec.spec
+        if any(s.get(k) is None for k in ("input_tokens", "output_tokens", "batch_size")):
+            continue  # not a batch cell (e.g. the offline half of compare-serving)
         gpus = int(s.get("tensor_parallel", 1) or 1) * int(s.get("pipeline_parallel", 1) or 1)
         if max_gpus is not None and gpus > max_gpus:
             continue
@@ -204,7 +210,7 @@ def evaluate_offline(cfg: Config, cells: dict, bin_counts: dict[tuple[int, int],
             energy = batches * float(rec.metrics["energy_j"])
             if best is None or energy < best.energy_j:
                 best = BinChoice(i, o, n, b, batches, energy, int(rec.id), ttft, tpot,
-                                 list((rec.measurement or {}).get("flags") or []))
+                                 _cell_flags(rec))
             cand.estimate = cand.estimate or _is_estimate(rec)
         if best is None:
             cand.slo_failed_bins.append((i, o))
@@ -221,7 +227,8 @@ def _online_candidates(store, model: str, traces: set[str], n_requests: int, slo
     for rec in store.find(status="ok", kind="online", model=model):
         s = rec.spec
         arrival = s.get("arrival") if isinstance(s.get("arrival"), dict) else {}
-        if not traces & {str(arrival.get("trace")), str(s.get("trace"))}:
+        # serve-bench records the trace as "workload" (its name, or the file it came from)
+        if not traces & {str(arrival.get("trace")), str(s.get("trace")), str(s.get("workload"))}:
             continue
         if _is_estimate(rec) and not include_estimates:
             continue
@@ -237,7 +244,7 @@ def _online_candidates(store, model: str, traces: set[str], n_requests: int, slo
         cand = Candidate(cfg, slo_applied=slo_ttft_ms is not None or slo_tpot_ms is not None,
                          estimate=_is_estimate(rec))
         choice = BinChoice(0, 0, n_requests, None, 1, float(per_req) * n_requests, int(rec.id), ttft, tpot,
-                           list((rec.measurement or {}).get("flags") or []))
+                           _cell_flags(rec))
         cand.bins.append(choice)
         if _meets(ttft, tpot, slo_ttft_ms, slo_tpot_ms):
             cand.total_energy_j = choice.energy_j

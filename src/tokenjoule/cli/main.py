@@ -70,6 +70,19 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
+    """The exception class `name` of click and of the copy of click that newer typer releases
+    vendor (`typer._click`): their classes are unrelated, so both must be caught."""
+    classes = [getattr(click.exceptions, name)]
+    try:
+        from typer._click import exceptions as vendored  # typer >= 0.2x ships its own click
+    except ImportError:
+        vendored = None
+    if vendored is not None and hasattr(vendored, name):
+        classes.append(getattr(vendored, name))
+    return tuple(classes)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and a non-zero exit code."""
     try:
@@ -85,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         typer.echo(f"error: {one_line(exc)}", err=True)
         return 2
-    except click.exceptions.Exit as exc:
+    except _click_exceptions("Exit") as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except _click_exceptions("ClickException") as exc:
         exc.show()
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except _click_exceptions("Abort") + (KeyboardInterrupt,):
         typer.echo("interrupted", err=True)
         return 130
 

@@ -237,7 +237,8 @@ def fig6_parallel(df, out_dir: Path, model: str) -> Section:
     sel = _at_reference(df, model, decoding="greedy")
     multi = sel[sel["tensor_parallel"] > 1]
     pairs = set(zip(multi["engine"], multi["mode"]))
-    sel = sel[[(e, m) in pairs for e, m in zip(sel["engine"], sel["mode"])]]
+    # A boolean Series, not a list: an empty list would select columns and drop them all.
+    sel = sel[sel.apply(lambda r: (r["engine"], r["mode"]) in pairs, axis=1).astype(bool)] if len(sel) else sel
     if multi.empty or (sel["tensor_parallel"] == 1).sum() == 0:
         engine, mode = next(iter(pairs)) if pairs else ("vllm", "graphs")
         present = set(zip(sel["tensor_parallel"], sel["batch_size"]))

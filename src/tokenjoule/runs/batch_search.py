@@ -18,26 +18,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tokenjoule.runs.offline import is_out_of_memory  # noqa: F401  (re-exported for callers)
 from tokenjoule.spec import RunSpec
 
 # Bisection stops once the bracket [fits, does not fit) is narrower than this share of the
 # batch that fits: the answer is then at most ~3% below the true limit (exact below 32).
 BISECTION_RESOLUTION = 1 / 32
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for a framework out-of-memory error (the offline runner's test when it exists)."""
-    try:
-        from tokenjoule.runs.offline import is_out_of_memory as runner_test
-    except ImportError:
-        runner_test = None
-    if runner_test is not None and runner_test(exc):
-        return True
-    torch = sys.modules.get("torch")
-    oom_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
 
 
 def release_memory() -> None:

@@ -46,12 +46,13 @@ CALIBRATION_BATCHES = 3
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for torch's OutOfMemoryError or any error whose text says "out of memory"."""
+    """True for torch's OutOfMemoryError, Python's MemoryError, or any error whose text says
+    "out of memory"."""
     torch = sys.modules.get("torch")  # never import torch just to classify an error
     oom_type = getattr(torch, "OutOfMemoryError", None) if torch else None
     if oom_type is not None and isinstance(exc, oom_type):
         return True
-    return "out of memory" in str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
 
 
 def error_text(exc: BaseException) -> str:

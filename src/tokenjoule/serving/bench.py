@@ -197,9 +197,16 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
     mdict["workload"] = workload.provenance
     mdict["run_start_wall_s"] = result.start_wall_s
     mdict["event_loop"] = result.extra.get("event_loop")
-    record = CellRecord(spec=spec, spec_hash=spec_hash(spec), kind="online", status="ok", metrics=metrics,
-                        measurement=mdict, provenance=provenance)
+    # A run in which no request succeeded measured nothing about serving: keep every row for
+    # diagnosis, but as a failed cell (it must never rank as a cheap configuration).
+    failed = not metrics.get("requests_ok")
+    errors = sorted({r.error for r in result.records if r.error})
+    record = CellRecord(spec=spec, spec_hash=spec_hash(spec), kind="online", status="failed" if failed else "ok",
+                        metrics=metrics, measurement=mdict, provenance=provenance,
+                        error=("no request succeeded: " + "; ".join(errors[:3])) if failed else None)
     store.add(record)
+    if failed:
+        raise CellFailure(f"online run failed: {record.error}; stored as failed cell #{record.id} in {store.path}")
     return record
 
 

@@ -84,17 +84,23 @@ def steady_window(records: Sequence[RequestRecord]) -> SteadyWindow:
     return SteadyWindow(start, last, float(full))
 
 
-def _total_power(sample: Any) -> tuple[float, float]:
+def _total_power(sample: Any) -> tuple[float, float] | None:
+    """(t_s, total W) of one timeline sample; None for a failed read (no value, or a device
+    that returned None), which must be skipped, not read as 0 W."""
     if hasattr(sample, "t_s"):
-        return float(sample.t_s), float(sum(sample.power_w))
-    t, powers = sample[0], sample[1]
-    return float(t), float(sum(powers) if isinstance(powers, (list, tuple)) else powers)
+        t, powers = sample.t_s, sample.power_w
+    else:
+        t, powers = sample[0], sample[1]
+    values = list(powers) if isinstance(powers, (list, tuple)) else [powers]
+    if not values or any(v is None for v in values):
+        return None
+    return float(t), float(sum(values))
 
 
 def integrate_power_j(samples: Sequence[Any], start_s: float, end_s: float) -> float | None:
     """Energy (J) of a power timeline between two times (trapezoids, linear at the edges).
     None when the timeline does not cover [start_s, end_s]."""
-    pts = sorted(_total_power(s) for s in samples)
+    pts = sorted(p for p in map(_total_power, samples) if p is not None)
     if len(pts) < 2 or end_s <= start_s or pts[0][0] > start_s or pts[-1][0] < end_s:
         return None
     ts = np.array([p[0] for p in pts])

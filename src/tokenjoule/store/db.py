@@ -86,9 +86,15 @@ class ResultStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._migrate()
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            from tokenjoule.errors import TokenjouleError
+
+            raise TokenjouleError(f"{self.path}: not a tokenjoule results database ({exc})") from None
 
     # -- schema ---------------------------------------------------------------------------
     def _migrate(self) -> None:
