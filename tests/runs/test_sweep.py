@@ -128,14 +128,15 @@ def test_batch_max_measures_at_the_planted_limit_and_caches_it(store):
     assert again.run(cfg, store).skipped == 1 and again.engines == []
 
 
-def test_batch_max_halves_when_the_measurement_runs_out_of_memory(store):
+def test_batch_max_steps_down_when_the_measurement_runs_out_of_memory(store):
     cfg = parse_config(BASE + "model: tiny\ninput_tokens: 8\noutput_tokens: 4\nbatch: max\n")
     h = Harness(limit_batch=40, measure_limit_batch=25)  # the probe fits 40, the real run only 25
     summary = h.run(cfg, store)
-    assert summary.cells[0].status == "ok" and summary.cells[0].batch_size == 20
+    # 40 -> 32 -> 25 (x0.8 steps): lands on the real limit where halving would have given 20
+    assert summary.cells[0].status == "ok" and summary.cells[0].batch_size == 25
     failed = store.find(status="failed")
-    assert [r.spec["batch_size"] for r in failed] == [40] and "out of memory" in failed[0].error
-    assert store.get_max_batch(max_batch_key(cfg.expand()[0].spec, "Fake GPU", 1024)) == 20
+    assert [r.spec["batch_size"] for r in failed] == [40, 32] and "out of memory" in failed[0].error
+    assert store.get_max_batch(max_batch_key(cfg.expand()[0].spec, "Fake GPU", 1024)) == 25
     assert Harness(limit_batch=40).run(cfg, store).skipped == 1
 
 

@@ -152,7 +152,8 @@ def base_provenance() -> dict[str, Any]:
             "python_version": platform.python_version(), "time_utc": utc_now()}
 
 
-def _safe(fn: Callable[[], dict]) -> dict:
+def safe_provenance(fn: Callable[[], dict]) -> dict:
+    """Call a provenance getter; an error becomes a recorded note, never a lost cell."""
     try:
         return dict(fn() or {})
     except Exception as exc:  # provenance must never lose a measured cell
@@ -217,7 +218,7 @@ def run_group(
         try:
             engine.load(first)
         except Exception as exc:  # every cell of the group fails the same way
-            provenance = {**base_provenance(), **_safe(meter.provenance)}
+            provenance = {**base_provenance(), **safe_provenance(meter.provenance)}
             for spec in specs:
                 rec = failed_record(spec, exc, provenance)
                 store.add(rec)
@@ -227,8 +228,8 @@ def run_group(
             return records
         try:
             # After loading: versions are then those of the imported (running) packages.
-            provenance = {**base_provenance(), **_safe(meter.provenance), **_safe(engine.provenance)}
-            provenance["engine_devices"] = _safe(lambda: {"d": engine.device_indices()}).get("d")
+            provenance = {**base_provenance(), **safe_provenance(meter.provenance), **safe_provenance(engine.provenance)}
+            provenance["engine_devices"] = safe_provenance(lambda: {"d": engine.device_indices()}).get("d")
             for spec in specs:
                 try:
                     rec = measure_cell(spec, engine, meter, on_progress=on_progress)

@@ -30,6 +30,9 @@ from tokenjoule.runs.sweep_config import CellPlan, SweepConfig
 from tokenjoule.runs.sweep_estimate import CellTimeEstimator
 from tokenjoule.store.db import CellRecord, utc_now
 
+# Factor applied to the batch after an out-of-memory measurement at the searched "max" batch.
+MAX_BATCH_BACKOFF = 0.8
+
 
 @dataclass
 class CellOutcome:
@@ -202,9 +205,11 @@ class _Sweep:
                 if oom:
                     release_memory()
                 if plan.batch == "max" and oom and attempt < retries and spec.batch_size > 1:
-                    # The search's probe fitted but the full measurement did not: halve. The
-                    # cache is lowered first, so a resumed sweep measures the smaller batch.
-                    smaller = max(1, spec.batch_size // 2)
+                    # The search's probe fitted but the full measurement did not: step down by
+                    # MAX_BATCH_BACKOFF (an out-of-memory attempt fails within its first prefill,
+                    # so small steps are cheap and land nearer the real limit than halving).
+                    # The cache is lowered first, so a resumed sweep measures the smaller batch.
+                    smaller = max(1, min(spec.batch_size - 1, int(spec.batch_size * MAX_BATCH_BACKOFF)))
                     lower_max_batch(self.store, plan.spec, gpu_name, self.config.max_batch_cap, smaller,
                                     spec.batch_size, probes)
                     self.record_failure(CellPlan(spec), exc, provenance, resolved=True)

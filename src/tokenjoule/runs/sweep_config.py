@@ -152,7 +152,7 @@ class SweepConfig(CellTemplate):
     idle_s: float = Field(5.0, ge=0)  # idle-power baseline measured once per model load
     cooldown_s: float = Field(0.0, ge=0)  # pause between cells (thermal comparability)
     max_batch_cap: int = Field(DEFAULT_MAX_BATCH_CAP, ge=1)  # ceiling of the largest-batch search
-    max_batch_retries: int = Field(3, ge=0)  # halvings when the measurement at "max" runs out of memory
+    max_batch_retries: int = Field(5, ge=0)  # x0.8 steps when the measurement at "max" runs out of memory
     order: str = "ascending"
     cells: list[CellTemplate] | None = None
 

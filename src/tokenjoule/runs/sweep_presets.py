@@ -155,5 +155,6 @@ def build_preset(name: str, *, model: str | None = None, quick: bool = False, tr
     data = preset_dict(name, model=model, quick=quick, trace=trace, with_vllm=with_vllm)
     data.update({k: v for k, v in options.items() if v is not None})
     source = f"--preset {name}" + (f" --model {model}" if model else "") + (" --quick" if quick else "")
-    source += (f" --trace {trace}" if trace else "") + (" --with-vllm" if with_vllm else "")
+    source += f" --trace {trace}" if trace else ""
+    source += {True: " --with-vllm", False: " --without-vllm"}.get(with_vllm, "")  # None: auto-detected
     return config_from_dict(data, source)

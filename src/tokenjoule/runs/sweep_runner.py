@@ -8,16 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenjoule.runs.offline import safe_provenance
 from tokenjoule.runs.sweep import CellOutcome, SweepSummary, _Sweep, decide_cell, gpu_name_of, plan_groups
 from tokenjoule.runs.sweep_config import CellPlan, SweepConfig
 from tokenjoule.runs.sweep_estimate import GUESS_LOAD_S, CellTimeEstimator, format_duration
-
-
-def _safe(fn: Any) -> dict:
-    try:
-        return dict(fn() or {})
-    except Exception as exc:  # noqa: BLE001 - provenance must never lose a measured cell
-        return {"provenance_error": " ".join(str(exc).split())}
 
 
 class _Progress:
@@ -126,7 +120,7 @@ def _run_group(state: _Sweep, gi: int, group: list[CellPlan], summary: SweepSumm
             return False
         idle_w = meter.measure_idle(config.idle_s) if config.idle_s > 0 else None
         idle = {"duration_s": config.idle_s, "power_w": idle_w} if config.idle_s > 0 else {}
-        provenance = {**base_provenance(), **_safe(meter.provenance)}
+        provenance = {**base_provenance(), **safe_provenance(meter.provenance)}
         try:
             first = todo[0][1].spec
             engine = state.engine_factory(first.engine)
@@ -138,8 +132,8 @@ def _run_group(state: _Sweep, gi: int, group: list[CellPlan], summary: SweepSumm
                                            prefix="engine load failed: ")
                 finish(plan, CellOutcome(resolved.label, resolved.key, "failed", None, rec.error, group=gi))
             return True
-        provenance.update(_safe(engine.provenance))
-        devices = _safe(lambda: {"d": list(engine.device_indices())}).get("d") or []
+        provenance.update(safe_provenance(engine.provenance))
+        devices = safe_provenance(lambda: {"d": list(engine.device_indices())}).get("d") or []
         provenance["engine_devices"] = devices  # GPU minutes = wall minutes x len(engine_devices)
         gpus = len(devices)
         for orig, plan in todo:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from tokenjoule.errors import CellFailure, TokenjouleError
+from tokenjoule.runs.offline import safe_provenance
 from tokenjoule.serving.arrivals import ArrivalSpec
 from tokenjoule.serving.client import RequestRecord
 from tokenjoule.serving.loadgen import LoadConfig, LoadResult, prepare_bodies, run_load_sync
@@ -159,7 +160,7 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
     try:
         stage("measuring idle power")
         idle_w = meter.measure_idle(cfg.idle_s) if cfg.idle_s > 0 else None
-        provenance.update(_safe(meter.provenance))
+        provenance.update(safe_provenance(meter.provenance))
         with _server(cfg, stage) as (url, served_name, server_info):
             provenance.update(server_info)
             load_cfg = LoadConfig(url=url, model=served_name, arrival=cfg.arrival, dialect=cfg.resolved_dialect,
@@ -221,13 +222,6 @@ def _measurement_dict(measurement: Any) -> dict[str, Any]:
         data["samples"] = downsample(data["samples"])
     data["samples_stored_of"] = full  # the timeline is thinned for storage, and says so
     return data
-
-
-def _safe(fn: Callable[[], dict]) -> dict:
-    try:
-        return dict(fn() or {})
-    except Exception as exc:  # provenance must never lose a run
-        return {"provenance_error": " ".join(str(exc).split())}
 
 
 def _warmup(load_cfg: LoadConfig, requests: Sequence[Request], n: int, stage) -> list[RequestRecord]:
