@@ -25,6 +25,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tokenjoule.energy.measurement import is_estimate
 from tokenjoule.workloads.binning import BinnedWorkload, Bins, bin_workload
 from tokenjoule.workloads.request import Workload
 
@@ -236,8 +237,7 @@ def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, mod
             continue
         rec, sizes = chosen[(i, o)]
         flags = set(rec.metrics.get("flags") or rec.measurement.get("flags") or [])
-        if str(rec.metrics.get("method") or rec.measurement.get("method") or "").startswith("estimate") \
-                or "estimate" in flags:
+        if is_estimate(rec.metrics.get("method") or rec.measurement.get("method"), flags):
             estimated_ids.append(rec.id)
         if flags - {"estimate"}:
             flagged_ids.append(rec.id)

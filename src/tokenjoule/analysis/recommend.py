@@ -161,8 +161,9 @@ def _cell_flags(rec) -> list[str]:
 
 
 def _is_estimate(rec) -> bool:
-    method = str((rec.measurement or {}).get("method") or rec.metrics.get("method") or "")
-    return method.startswith("estimate") or "estimate" in _cell_flags(rec)
+    from tokenjoule.energy.measurement import is_estimate
+
+    return is_estimate((rec.measurement or {}).get("method") or rec.metrics.get("method"), _cell_flags(rec))
 
 
 def _decoding(spec: dict) -> str:

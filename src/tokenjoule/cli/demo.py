@@ -164,9 +164,10 @@ def estimate_sweep_config(binned):
 def estimate_label(records: list) -> tuple[str, bool]:
     """How the estimate's energies were obtained, and whether any of them is itself an estimate."""
     methods = sorted({str(r.metrics.get("method")) for r in records})
-    is_estimate = any("estimate" in (r.metrics.get("flags") or [])
-                      or str(r.metrics.get("method")).startswith("estimate") for r in records)
-    return ", ".join(methods) or "-", is_estimate
+    from tokenjoule.energy.measurement import is_estimate
+
+    any_estimate = any(is_estimate(r.metrics.get("method"), r.metrics.get("flags")) for r in records)
+    return ", ".join(methods) or "-", any_estimate
 
 
 def estimate_step(ctx: DemoContext) -> None:

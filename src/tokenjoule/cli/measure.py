@@ -171,6 +171,11 @@ def register(app: typer.Typer) -> None:
             from tokenjoule.errors import TokenjouleError
 
             raise TokenjouleError(f"--idle-s must be >= 0 seconds, got {idle_s}")
+        from tokenjoule.energy import METER_KINDS
+        from tokenjoule.errors import UnknownNameError
+
+        if meter not in METER_KINDS:  # checked before the store file is created
+            raise UnknownNameError("meter", meter, METER_KINDS)
 
         from tokenjoule.runs.offline import run_measure
         from tokenjoule.store.db import ResultStore

@@ -18,6 +18,14 @@ FLAG_ZERO_DELTA = "counter-did-not-move"  # counter returned the same value at b
 FLAG_ESTIMATE = "estimate"  # the energy is an estimate, not a sensor reading
 
 
+def is_estimate(method: Any, flags: Any) -> bool:
+    """True when an energy came from an estimate (e.g. method `estimate-cpu-time`), not from a
+    sensor: such a number is never shown or ranked as a measurement. `flags` may be a list or
+    a comma-separated string."""
+    flag_list = flags.split(",") if isinstance(flags, str) else list(flags or [])
+    return (isinstance(method, str) and method.startswith("estimate")) or FLAG_ESTIMATE in flag_list
+
+
 @dataclass(frozen=True)
 class PowerSample:
     """One timeline sample: seconds since the window opened, power per device in W."""

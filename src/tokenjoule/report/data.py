@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from tokenjoule.energy.measurement import FLAG_ESTIMATE as ESTIMATE_FLAG
+from tokenjoule.energy.measurement import is_estimate  # noqa: F401  (used here and by report modules)
 
 
 def warning_flags(flags: Any) -> list[str]:
@@ -86,12 +87,6 @@ def cells_frame(store) -> Any:
     df["is_estimate"] = [is_estimate(m, f) for m, f in zip(df["method"], df["flags"])]
     df["warnings"] = [",".join(warning_flags(f)) for f in df["flags"]]
     return df
-
-
-def is_estimate(method: Any, flags: Any) -> bool:
-    """An estimate (e.g. method `estimate-cpu-time`) is never shown as a measurement."""
-    flag_list = flags.split(",") if isinstance(flags, str) else list(flags or [])
-    return (isinstance(method, str) and method.startswith("estimate")) or ESTIMATE_FLAG in flag_list
 
 
 def offline(df, **eq: Any):
