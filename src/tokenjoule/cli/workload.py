@@ -174,15 +174,10 @@ def bins_cmd(
 
 
 def check_setup(engine: str, mode: str, decoding: str = "greedy") -> None:
-    from tokenjoule.errors import UnknownNameError
-    from tokenjoule.spec import DECODING_STRATEGIES, ENGINE_MODES
+    """Validate the names the same way `estimate`/`savings` do (one rule: analysis.savings)."""
+    from tokenjoule.analysis.savings import parse_setup
 
-    if engine not in ENGINE_MODES:
-        raise UnknownNameError("engine", engine, list(ENGINE_MODES))
-    if mode not in ENGINE_MODES[engine]:
-        raise UnknownNameError(f"mode for engine {engine}", mode, ENGINE_MODES[engine])
-    if decoding not in DECODING_STRATEGIES:
-        raise UnknownNameError("decoding", decoding, DECODING_STRATEGIES)
+    parse_setup(f"{engine}:{mode}:{decoding}")
 
 
 def parse_batch(text: str):
