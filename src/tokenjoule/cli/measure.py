@@ -73,9 +73,10 @@ class RichProgress:
         self.progress.update(self._tasks[key], completed=done)
 
 
-def format_value(value: Any, fmt: str = "{:.4g}") -> str:
+def format_value(value: Any, fmt: str = "{:.4g}", missing: str = "n/a") -> str:
+    """A number for a table cell; `missing` stands for None (a value that was not measured)."""
     if value is None:
-        return "n/a"
+        return missing
     try:
         return fmt.format(value)
     except (ValueError, TypeError):

@@ -38,12 +38,9 @@ def open_existing(db: str):
 
 
 def _fmt(value: Any, fmt: str = "{:.4g}") -> str:
-    if value is None:
-        return "-"
-    try:
-        return fmt.format(value)
-    except (ValueError, TypeError):
-        return str(value)
+    from tokenjoule.cli.measure import format_value
+
+    return format_value(value, fmt, missing="-")  # a dense listing: "-" reads better than n/a
 
 
 def _row(rec: Any) -> list[str]:

@@ -41,12 +41,9 @@ ONLINE_ROWS: list[tuple[str, str, str]] = [
 
 
 def _fmt(value: Any, fmt: str) -> str:
-    if value is None:
-        return "n/a"
-    try:
-        return fmt.format(value)
-    except (ValueError, TypeError):
-        return str(value)
+    from tokenjoule.cli.measure import format_value
+
+    return format_value(value, fmt)
 
 
 def _arrival(arrival: str, rate: Optional[float], burstiness: float, concurrency: Optional[int], speedup: float,
