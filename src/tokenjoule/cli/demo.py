@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -247,11 +247,17 @@ def run_demo(db: str | Path = DEFAULT_DEMO_DB, console: Console | None = None) -
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
-        db: str = typer.Option(DEFAULT_DEMO_DB, help="Results database the demo writes to."),
+        typer_ctx: typer.Context,
+        db: Optional[str] = typer.Option(None, "--db", help="Results database the demo writes to.",
+                                         show_default=DEFAULT_DEMO_DB),
     ) -> None:
         """A one-minute tour on the CPU: measure the tiny preset, bin a trace, estimate, report.
 
         A second run resumes: cells already in the store are not measured again."""
+        from tokenjoule.cli.options import resolve_db
+
+        choice = resolve_db(typer_ctx, db)
+        db = choice.path if choice.explicit else DEFAULT_DEMO_DB
         ctx = run_demo(db)
         sweep = ctx.results.get("estimate_sweep")
         failed = sum(1 for r in ctx.records if r.status != "ok") + (sweep.failed if sweep else 0)

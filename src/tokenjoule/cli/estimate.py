@@ -16,18 +16,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tokenjoule.cli.workload import FORMAT_HELP, load_workload
+from tokenjoule.cli.options import (TraceReading, columns_option, db_option, drop_warning, load_workload,
+                                    merge_format, old_format_option, one_trace, open_existing_store,
+                                    parse_traces, resolve_db, time_unit_option, trace_format_option)
 
-DB_HELP = "Results database (SQLite) to read measured cells from."
+
+def _open_store(ctx: typer.Context, db: Optional[str]):
+    return open_existing_store(resolve_db(ctx, db))
 
 
-def _open_store(db: Path):
-    from tokenjoule.errors import TokenjouleError
-    from tokenjoule.store.db import ResultStore
-
-    if not db.is_file():
-        raise TokenjouleError(f"no results database at {db}; measure cells first (tokenjoule sweep) or pass --db PATH")
-    return ResultStore(db)
+def _warn_dropped(binned) -> None:
+    """Shout (stderr, bold) when binning drops more than 5% of a trace's requests."""
+    line = drop_warning(binned)
+    if line:
+        Console(stderr=True).print(f"[bold yellow]{line}[/]", soft_wrap=True)
 
 
 def _setup(engine: str, mode: Optional[str], decoding: str):
@@ -157,12 +159,14 @@ def _binning(input_bins, output_bins):
 
 
 def estimate_cmd(
-    trace: List[str] = typer.Option(..., "--trace", help="Trace name, path or task:NAME (repeatable)."),
+    ctx: typer.Context,
+    trace: List[str] = typer.Option(..., "--trace", help="Trace name, path or task:NAME (repeatable, or "
+                                    "comma-separated)."),
     model: str = typer.Option(..., "--model", help="Model preset or id the cells were measured with."),
     engine: List[str] = typer.Option(["hf"], "--engine", help="Engine, or engine:mode[:decoding] (repeatable)."),
     mode: Optional[str] = typer.Option(None, "--mode", help="Engine mode for engines given without one (default eager)."),
     decoding: str = typer.Option("greedy", "--decoding", help="Decoding strategy of the cells."),
-    db: Path = typer.Option(Path("tokenjoule.db"), "--db", help=DB_HELP),
+    db: Optional[str] = db_option(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     compare_theory: bool = typer.Option(False, "--compare-theory", help="Also show the Table-4 view vs theory."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU table row for theory (default: the cells' GPU)."),
@@ -171,8 +175,12 @@ def estimate_cmd(
     output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges, comma-separated."),
     overflow: str = typer.Option("drop", "--overflow", help="Requests beyond the largest bin: drop or clip."),
     emit_sweep: Optional[Path] = typer.Option(None, "--emit-sweep", help="Write the missing cells' sweep config here."),
-    batch: str = typer.Option("max", "--batch", help="Batch size of emitted missing cells: integer or max."),
-    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    batch: str = typer.Option("max", "--batch-size", "--batch",
+                              help="Batch size of emitted missing cells: integer or max."),
+    trace_format: Optional[str] = trace_format_option(),
+    columns: Optional[str] = columns_option(),
+    time_unit: Optional[str] = time_unit_option(),
+    fmt: Optional[str] = old_format_option(),
     predict: bool = typer.Option(False, "--predict-missing",
                                  help="Predict unmeasured bins with a fit of the measured cells (labelled, "
                                       "reported apart from measured energy)."),
@@ -188,11 +196,14 @@ def estimate_cmd(
     bins = _binning(input_bins, output_bins)
     setups = [_setup(e, mode, decoding) for e in engine]
     batch_value = parse_batch(batch)
-    store = _open_store(db)
+    reading = TraceReading.from_cli(merge_format(trace_format, fmt), columns, time_unit)
+    traces = parse_traces(trace)
+    store = _open_store(ctx, db)
     results = []
     with store:
-        for t in trace:
-            binned = bin_workload(load_workload(t, fmt), bins, overflow)
+        for t in traces:
+            binned = bin_workload(load_workload(t, reading), bins, overflow)
+            _warn_dropped(binned)
             for s in setups:
                 results.append(binned_estimate(binned, store, model=model, engine=s.engine, mode=s.mode,
                                                decoding=s.decoding, gpu_name=gpu_name))
@@ -254,26 +265,34 @@ def _theory_table(comparisons) -> Table:
 
 
 def savings_cmd(
-    trace: str = typer.Option(..., "--trace", help="Trace name, path or task:NAME."),
+    ctx: typer.Context,
+    trace: List[str] = typer.Option(..., "--trace", help="Trace name, path or task:NAME (one)."),
     baseline: str = typer.Option(..., "--baseline", help="Baseline setup engine:mode[:decoding], e.g. hf:eager."),
     optimized: str = typer.Option(..., "--optimized", help="Optimized setup engine:mode[:decoding], e.g. vllm:graphs."),
     model: str = typer.Option(..., "--model", help="Model preset or id the cells were measured with."),
-    db: Path = typer.Option(Path("tokenjoule.db"), "--db", help=DB_HELP),
+    db: Optional[str] = db_option(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     gpu_name: Optional[str] = typer.Option(None, "--gpu-name", help="Use only cells measured on this GPU (NVML name)."),
     input_bins: Optional[str] = typer.Option(None, "--input-bins", help="Input bin edges, comma-separated."),
     output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges, comma-separated."),
     overflow: str = typer.Option("drop", "--overflow", help="Requests beyond the largest bin: drop or clip."),
     emit_sweep: Optional[Path] = typer.Option(None, "--emit-sweep", help="Write the missing cells' sweep config here."),
-    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    trace_format: Optional[str] = trace_format_option(),
+    columns: Optional[str] = columns_option(),
+    time_unit: Optional[str] = time_unit_option(),
+    fmt: Optional[str] = old_format_option(),
 ) -> None:
     """Percentage of energy saved: 1 - E_optimized / E_baseline on the same binned trace."""
     from tokenjoule.analysis.savings import compare_setups, parse_setup
 
     base, opt = parse_setup(baseline), parse_setup(optimized)
     bins = _binning(input_bins, output_bins)
-    workload = load_workload(trace, fmt)
-    with _open_store(db) as store:
+    reading = TraceReading.from_cli(merge_format(trace_format, fmt), columns, time_unit)
+    workload = load_workload(one_trace(trace, "savings"), reading)
+    from tokenjoule.workloads.binning import bin_workload
+
+    _warn_dropped(bin_workload(workload, bins, overflow))
+    with _open_store(ctx, db) as store:
         result = compare_setups(workload, store, model=model, baseline=base, optimized=opt, bins=bins,
                                 overflow=overflow, gpu_name=gpu_name)
     console = _console(stderr=as_json)

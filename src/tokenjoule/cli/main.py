@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Optional
 
 import click
 import typer
@@ -46,8 +47,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    db: Optional[str] = typer.Option(None, "--db", help="Results store (SQLite) for the command that follows; "
+                                     "the same as giving --db after it."),
 ) -> None:
-    """Measure, model and reduce the energy of LLM inference."""
+    """Measure, model and reduce the energy of LLM inference.
+
+    Options shared by commands: --db PATH (before or after the command), --trace (repeatable or
+    comma-separated; name, file or task:NAME), --input-tokens/--output-tokens/--batch-size,
+    -o/--output for output paths, --json/--csv for list views."""
 
 
 for _name in COMMAND_MODULES:

@@ -13,7 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tokenjoule.store.db import DEFAULT_DB
+from tokenjoule.cli.options import db_option, resolve_db
+
+DEFAULT_OUTPUT_TOKENS = 64
 
 PHASE_LABELS = {
     "warmup": "warming up", "calibrate": "timing one batch", "measure": "measuring",
@@ -102,6 +104,20 @@ def metrics_table(record: Any, title: str | None = None) -> Table:
     return table
 
 
+def pick_output_tokens(new: Optional[int], old: Optional[int]) -> int:
+    """--output-tokens, or the older `-o/--output N` of `measure` (kept so scripts keep working;
+    everywhere else -o is an output path, so a note says so)."""
+    from tokenjoule.errors import TokenjouleError
+
+    if new is not None and old is not None and new != old:
+        raise TokenjouleError(f"--output-tokens {new} and -o/--output {old} disagree; give --output-tokens only")
+    if old is not None and new is None:
+        Console(stderr=True).print("[dim]note: measure -o/--output N is the old spelling of --output-tokens N "
+                                   "(elsewhere -o is an output path)[/]")
+    value = new if new is not None else old
+    return DEFAULT_OUTPUT_TOKENS if value is None else value
+
+
 def check_model_name(name: str) -> None:
     """Raise UnknownNameError (listing the presets) for a name that is neither a preset nor an HF id."""
     from tokenjoule.models.registry import resolve_model
@@ -132,12 +148,16 @@ def record_json(record: Any, samples: bool = False) -> str:
 def register(app: typer.Typer) -> None:
     @app.command()
     def measure(
+        ctx: typer.Context,
         model: str = typer.Option(..., "--model", "-m", help="Preset name (random weights) or Hugging Face id."),
         engine: str = typer.Option("hf", help="Inference engine: hf | vllm."),
         mode: str = typer.Option("eager", help="Engine mode: hf eager|compile|cudagraphs; vllm eager|graphs."),
-        batch: int = typer.Option(8, "--batch", "-b", help="Requests per batch."),
-        input_tokens: int = typer.Option(512, "--input", "-i", help="Input tokens per request."),
-        output_tokens: int = typer.Option(64, "--output", "-o", help="Output tokens per request."),
+        batch: int = typer.Option(8, "--batch-size", "--batch", "-b", help="Requests per batch."),
+        input_tokens: int = typer.Option(512, "--input-tokens", "--input", "-i", help="Input tokens per request."),
+        output_tokens: Optional[int] = typer.Option(None, "--output-tokens", help="Output tokens per request "
+                                                    "[default: 64]."),
+        output_old: Optional[int] = typer.Option(None, "--output", "-o", hidden=True,
+                                                 help="Old spelling of --output-tokens (kept for scripts)."),
         decoding: str = typer.Option("greedy", help="greedy | sample | beam | speculative."),
         temperature: Optional[float] = typer.Option(None, help="Sampling temperature (sample)."),
         top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling top-p (sample)."),
@@ -155,11 +175,16 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the synthetic prompts and sampling."),
         tensor_parallel: int = typer.Option(1, "--tensor-parallel", "--tp", help="Tensor-parallel GPUs (vllm)."),
         meter: str = typer.Option("auto", help="Energy meter: auto | nvml | estimate | simulated."),
-        db: str = typer.Option(DEFAULT_DB, help="Results database (SQLite)."),
+        db: Optional[str] = db_option(),
         as_json: bool = typer.Option(False, "--json", help="Print the stored record as JSON."),
         samples: bool = typer.Option(False, "--samples", help="With --json: include the power timeline."),
     ) -> None:
-        """Measure the energy and latency of one batch configuration and store the result."""
+        """Measure the energy and latency of one batch configuration and store the result.
+
+        Lengths: --input-tokens, --output-tokens, --batch-size (the sweep YAML's input_tokens,
+        output_tokens, batch_size). The older --input/-i, --batch/-b and --output/-o still work."""
+        output_tokens = pick_output_tokens(output_tokens, output_old)
+        db = resolve_db(ctx, db).path
         spec = build_spec(model=model, engine=engine, mode=mode, batch_size=batch, input_tokens=input_tokens,
                           output_tokens=output_tokens, decoding=decoding, temperature=temperature, top_p=top_p,
                           num_beams=num_beams, draft_model=draft_model, lookahead=lookahead, repeats=repeats,
@@ -177,6 +202,10 @@ def register(app: typer.Typer) -> None:
 
         if meter not in METER_KINDS:  # checked before the store file is created
             raise UnknownNameError("meter", meter, METER_KINDS)
+
+        from tokenjoule.models.preflight import preflight
+
+        preflight(spec)  # device, memory, context: one line and exit 2 before anything loads or is stored
 
         from tokenjoule.runs.offline import run_measure
         from tokenjoule.store.db import ResultStore

@@ -11,24 +11,22 @@ from typing import Optional
 
 import typer
 
-from tokenjoule.errors import TokenjouleError
+from tokenjoule.cli.options import (TraceReading, columns_option, db_option, load_workload, one_trace,
+                                    open_existing_store, parse_traces, resolve_db, time_unit_option,
+                                    trace_format_option)
 
-DB_HELP = "Results store (SQLite)."
 
-
-def _open_store(db: Path):
-    from tokenjoule.store.db import ResultStore
-
-    if not db.exists():
-        raise TokenjouleError(f"no results store at {db}; give --db PATH of an existing store "
-                              "(made by `tokenjoule measure` or `tokenjoule sweep`)")
-    return ResultStore(db)
+def _open_store(ctx: typer.Context, db: Optional[str]):
+    return open_existing_store(resolve_db(ctx, db), "results store")
 
 
 def report(
-    db: Path = typer.Option(Path("tokenjoule.db"), "--db", help=DB_HELP),
-    out: Path = typer.Option(Path("report"), "-o", "--out", help="Output folder (index.html, PNGs, CSVs)."),
-    trace: Optional[list[str]] = typer.Option(None, "--trace", help="Trace name or path (repeatable)."),
+    ctx: typer.Context,
+    db: Optional[str] = db_option(),
+    out: Path = typer.Option(Path("report"), "-o", "--out", "--output",
+                             help="Output folder (index.html, PNGs, CSVs)."),
+    trace: Optional[list[str]] = typer.Option(None, "--trace", help="Trace name or path (repeatable, or "
+                                              "comma-separated)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model of the single-model figures "
                                         "(default: the most-measured one)."),
 ) -> None:
@@ -38,9 +36,9 @@ def report(
     from tokenjoule.report.build import build_report
 
     console = Console(stderr=True)
-    store = _open_store(db)
+    store = _open_store(ctx, db)
     try:
-        result = build_report(store, out, traces=list(trace or []), model=model, console=console)
+        result = build_report(store, out, traces=parse_traces(trace), model=model, console=console)
     finally:
         store.close()
     drawn = sum(1 for s in result.sections if s.drawn)
@@ -53,8 +51,9 @@ def report(
 
 
 def recommend(
-    trace: str = typer.Option(..., "--trace", help="Trace name, path, or task:NAME."),
-    db: Path = typer.Option(Path("tokenjoule.db"), "--db", help=DB_HELP),
+    ctx: typer.Context,
+    trace: list[str] = typer.Option(..., "--trace", help="Trace name, path, or task:NAME (one)."),
+    db: Optional[str] = db_option(),
     model: Optional[str] = typer.Option(None, "--model", help="Model (default: the most-measured one)."),
     slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms", min=0, help="Time to first token limit."),
     slo_tpot_ms: Optional[float] = typer.Option(None, "--slo-tpot-ms", min=0, help="Time per output token limit."),
@@ -62,13 +61,18 @@ def recommend(
     include_estimates: bool = typer.Option(False, "--include-estimates",
                                            help="Also rank CPU-time estimates (labelled as such)."),
     as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
+    trace_format: Optional[str] = trace_format_option(),
+    columns: Optional[str] = columns_option(),
+    time_unit: Optional[str] = time_unit_option(),
 ) -> None:
     """The lowest-energy measured configuration for a trace that meets the SLOs (exit 1 if none)."""
     from tokenjoule.analysis.recommend import RecommendationError, recommend_trace
 
-    store = _open_store(db)
+    name = one_trace(trace, "recommend")
+    workload = load_workload(name, TraceReading.from_cli(trace_format, columns, time_unit))
+    store = _open_store(ctx, db)
     try:
-        rec, binned = recommend_trace(trace, store, model=model, slo_ttft_ms=slo_ttft_ms,
+        rec, binned = recommend_trace(name, store, model=model, workload=workload, slo_ttft_ms=slo_ttft_ms,
                                       slo_tpot_ms=slo_tpot_ms, max_gpus=max_gpus,
                                       include_estimates=include_estimates)
     except RecommendationError as exc:
@@ -78,6 +82,9 @@ def recommend(
         raise typer.Exit(code=exc.exit_code)
     finally:
         store.close()
+    from tokenjoule.cli.estimate import _warn_dropped
+
+    _warn_dropped(binned)
     if as_json:
         data = rec.to_dict()
         data["binning"] = {"n_total": binned.n_total, "n_kept": binned.n_kept, "n_dropped": binned.n_dropped,

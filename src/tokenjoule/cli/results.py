@@ -1,8 +1,12 @@
 """`tokenjoule results`: list stored cells, show one, export all as CSV or Parquet.
 
     tokenjoule results [--db PATH] [--model M --engine E --mode X --status ok|failed|all --limit N]
+                       [--json | --csv]
     tokenjoule results show ID [--json]
     tokenjoule results export -o FILE [--format csv|parquet]
+
+`--db` may stand anywhere: `tokenjoule --db X results export ...`, `tokenjoule results --db X
+export ...` and `tokenjoule results export --db X ...` read the same store (cli/options.py).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tokenjoule.cli.options import DbChoice, db_option, emit_rows, open_existing_store, resolve_db
 from tokenjoule.errors import TokenjouleError, UnknownNameError
-from tokenjoule.store.db import DEFAULT_DB
 
 STATUSES = ("ok", "failed", "all")
 
@@ -27,20 +31,44 @@ results_app = typer.Typer(
 )
 
 
-def open_existing(db: str):
+def open_existing(db: "str | DbChoice"):
     """Open a store that must already exist (listing never creates an empty database)."""
-    from tokenjoule.store.db import ResultStore
-
-    if not Path(db).exists():
-        raise TokenjouleError(f"no results database at {db}; measure something first "
-                              f"(tokenjoule measure ...) or pass --db PATH")
-    return ResultStore(db)
+    choice = db if isinstance(db, DbChoice) else DbChoice(str(db), True)
+    return open_existing_store(choice)
 
 
 def _fmt(value: Any, fmt: str = "{:.4g}") -> str:
     from tokenjoule.cli.measure import format_value
 
     return format_value(value, fmt, missing="-")  # a dense listing: "-" reads better than n/a
+
+
+def _flat(rec: Any) -> dict[str, Any]:
+    """One cell as a flat dict of plain values (the --json / --csv form of the listing)."""
+    spec, m = rec.spec, rec.metrics
+    decoding = spec.get("decoding")
+    decoding = decoding.get("strategy") if isinstance(decoding, dict) else decoding
+    return {
+        "id": rec.id, "created_at": rec.created_at, "status": rec.status, "kind": rec.kind,
+        "model": spec.get("model"), "engine": spec.get("engine"), "mode": spec.get("mode"), "decoding": decoding,
+        "batch_size": spec.get("batch_size"), "input_tokens": spec.get("input_tokens"),
+        "output_tokens": spec.get("output_tokens"), "energy_j": m.get("energy_j"),
+        "energy_per_output_token_j": m.get("energy_per_output_token_j"), "energy_cv": m.get("energy_cv"),
+        "method": m.get("method") or rec.measurement.get("method"),
+        "flags": list(m.get("flags") or rec.measurement.get("flags") or []), "error": rec.error,
+    }
+
+
+def _compact_row(rec: Any) -> list[str]:
+    """The listing for a narrow terminal (< 120 columns): the columns that tell cells apart."""
+    f = _flat(rec)
+    status = "[green]ok[/]" if rec.status == "ok" else f"[red]{rec.status}[/]"
+    flags = f"[yellow]{len(f['flags'])}[/]" if f["flags"] else ""
+    return [
+        str(f["id"]), str(f["model"]), f"{f['engine']}/{f['mode']} {f['decoding']}", _fmt(f["batch_size"], "{}"),
+        f"{_fmt(f['input_tokens'], '{}')}/{_fmt(f['output_tokens'], '{}')}", _fmt(f["energy_per_output_token_j"]),
+        str(f["method"] or "-"), flags, status,
+    ]
 
 
 def _row(rec: Any) -> list[str]:
@@ -64,12 +92,14 @@ def _row(rec: Any) -> list[str]:
 @results_app.callback()
 def results(
     ctx: typer.Context,
-    db: str = typer.Option(DEFAULT_DB, help="Results database (SQLite)."),
+    db: Optional[str] = db_option(),
     model: Optional[str] = typer.Option(None, help="Only this model."),
     engine: Optional[str] = typer.Option(None, help="Only this engine."),
     mode: Optional[str] = typer.Option(None, help="Only this engine mode."),
     status: str = typer.Option("all", help="ok | failed | all."),
     limit: int = typer.Option(50, help="Show at most the N most recent cells (0: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the listed cells as JSON."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print the listed cells as CSV."),
 ) -> None:
     """List measured cells (most recent last). Subcommands: show, export."""
     if ctx.invoked_subcommand is not None:
@@ -78,14 +108,32 @@ def results(
         raise UnknownNameError("status", status, STATUSES)
     if limit < 0:
         raise TokenjouleError(f"--limit must be >= 0, got {limit}")
-    with open_existing(db) as store:
+    choice = resolve_db(ctx, db)
+    with open_existing(choice) as store:
         records = store.find(status=None if status == "all" else status, model=model, engine=engine, mode=mode)
     shown = records[-limit:] if limit else records
+    if emit_rows([_flat(r) for r in shown], as_json, as_csv):
+        return
     console = Console()
     if not records:
-        console.print(f"no cells in {db} match")
+        console.print(f"no cells in {choice.path} match")
         return
-    table = Table(title=f"{len(shown)} of {len(records)} cells in {db}", header_style="bold")
+    title = f"{len(shown)} of {len(records)} cells in {choice.path}"
+    if console.width < 120:
+        from rich import box
+
+        table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        for name, justify in (("id", "right"), ("model", "left"), ("setup", "left"), ("batch", "right"),
+                              ("in/out", "right"), ("J/tok", "right"), ("method", "left"), ("flags", "right"),
+                              ("status", "left")):
+            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for rec in shown:
+            table.add_row(*_compact_row(rec))
+        console.print(table)
+        console.print("J/tok: joules per output token; flags: how many quality flags (tokenjoule results show "
+                      "ID); every column: --json, --csv or a wider terminal")
+        return
+    table = Table(title=title, header_style="bold")
     for name, justify in (("id", "right"), ("time (UTC)", "left"), ("model", "left"), ("engine/mode", "left"),
                           ("decoding", "left"), ("batch", "right"), ("in/out", "right"), ("J/batch", "right"),
                           ("J/out-token", "right"), ("CV", "right"), ("method", "left"), ("flags", "left"),
@@ -98,19 +146,21 @@ def results(
 
 @results_app.command("show")
 def show(
+    ctx: typer.Context,
     cell_id: int = typer.Argument(..., metavar="ID", help="Cell id (first column of `tokenjoule results`)."),
-    db: str = typer.Option(DEFAULT_DB, help="Results database (SQLite)."),
+    db: Optional[str] = db_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the stored record as JSON."),
     samples: bool = typer.Option(False, "--samples", help="With --json: include the power timeline."),
 ) -> None:
     """Show one stored cell: spec, metrics, provenance."""
     from tokenjoule.cli.measure import metrics_table, record_json
 
-    with open_existing(db) as store:
+    choice = resolve_db(ctx, db)
+    with open_existing(choice) as store:
         record = store.get(cell_id)
         total = store.count()
     if record is None:
-        raise TokenjouleError(f"no cell with id {cell_id} in {db} ({total} cells; list them with tokenjoule results)")
+        raise TokenjouleError(f"no cell with id {cell_id} in {choice.path} ({total} cells; list them with tokenjoule results)")
     if as_json:
         typer.echo(record_json(record, samples))
         return
@@ -137,9 +187,10 @@ def show(
 
 @results_app.command("export")
 def export(
+    ctx: typer.Context,
     output: str = typer.Option(..., "--output", "-o", help="File to write (.csv or .parquet)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv | parquet (default: from the suffix)."),
-    db: str = typer.Option(DEFAULT_DB, help="Results database (SQLite)."),
+    db: Optional[str] = db_option(),
     status: str = typer.Option("all", help="ok | failed | all."),
 ) -> None:
     """Export cells as one flat table (spec fields, metrics, method, flags, GPU)."""
@@ -148,7 +199,7 @@ def export(
     if status not in STATUSES:
         raise UnknownNameError("status", status, STATUSES)
     fmt = infer_format(output, fmt)  # before opening anything: a bad format is reported first
-    with open_existing(db) as store:
+    with open_existing(resolve_db(ctx, db)) as store:
         n = export_results(store, output, fmt, status=None if status == "all" else status)
     Console(stderr=True).print(f"wrote {n} cells to {output} ({fmt})")
 

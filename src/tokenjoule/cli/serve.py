@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tokenjoule.store.db import DEFAULT_DB
+from tokenjoule.cli.options import (TraceReading, columns_option, db_option, one_trace, resolve_db,
+                                    time_unit_option, trace_format_option)
 
 ONLINE_ROWS: list[tuple[str, str, str]] = [
     ("requests_ok", "requests ok", "{}"),
@@ -54,17 +55,31 @@ def _arrival(arrival: str, rate: Optional[float], burstiness: float, concurrency
                        speedup=speedup, seed=seed)
 
 
-def _workload(trace: Optional[str], task: Optional[str]) -> Optional[str]:
+def _workload(trace: Optional[list[str]], task: Optional[str]) -> Optional[str]:
+    """--trace NAME (one; task:NAME included) or --task NAME, its alias for task profiles."""
     from tokenjoule.errors import TokenjouleError
 
-    if trace and task:
-        raise TokenjouleError("give --trace or --task, not both")
-    return trace or (f"task:{task}" if task else None)
+    name = one_trace(trace, "serve-bench", required=False)
+    if name and task:
+        raise TokenjouleError("give --trace or --task, not both (--task NAME is --trace task:NAME)")
+    return name or (f"task:{task}" if task else None)
+
+
+def _trace_options(name: Optional[str], reading: TraceReading) -> dict:
+    """load_trace keyword arguments for a trace file; none for task profiles and fixed lengths."""
+    from tokenjoule.errors import TokenjouleError
+
+    if not name or name.startswith("task:"):
+        if reading.any_file_option:
+            raise TokenjouleError("--trace-format/--columns/--time-unit apply to a trace file (--trace PATH)")
+        return {}
+    return reading.kwargs()
 
 
 def register(app: typer.Typer) -> None:
     @app.command("serve-bench")
     def serve_bench(
+        ctx: typer.Context,
         model: str = typer.Option(..., "--model", help="Preset (random weights) or Hugging Face id."),
         launch: Optional[str] = typer.Option(None, "--launch", help="Start a server: vllm | transformers."),
         url: Optional[str] = typer.Option(None, "--url", help="Attach to a running OpenAI-compatible server."),
@@ -74,8 +89,13 @@ def register(app: typer.Typer) -> None:
         burstiness: float = typer.Option(1.0, "--burstiness", help="Gamma shape (1 = Poisson, < 1 burstier)."),
         concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Closed loop: clients in flight."),
         speedup: float = typer.Option(1.0, "--speedup", help="Trace replay: divide the trace's gaps by this."),
-        trace: Optional[str] = typer.Option(None, "--trace", help="Request lengths (and times) from a trace."),
-        task: Optional[str] = typer.Option(None, "--task", help="Request lengths from a task profile."),
+        trace: Optional[list[str]] = typer.Option(None, "--trace", help="Request lengths (and times) from a trace: "
+                                                  "name, file or task:NAME."),
+        task: Optional[str] = typer.Option(None, "--task", help="Request lengths from a task profile "
+                                           "(the same as --trace task:NAME)."),
+        trace_format: Optional[str] = trace_format_option(),
+        columns: Optional[str] = columns_option(),
+        time_unit: Optional[str] = time_unit_option(),
         input_tokens: Optional[int] = typer.Option(None, "--input-tokens", min=1, help="Fixed input length."),
         output_tokens: Optional[int] = typer.Option(None, "--output-tokens", min=1, help="Fixed output length."),
         n_requests: int = typer.Option(100, "--n-requests", min=1, help="Requests to send (first N of a trace)."),
@@ -95,22 +115,27 @@ def register(app: typer.Typer) -> None:
         server_arg: list[str] = typer.Option([], "--server-arg", help="Extra argument for the server (repeat)."),
         timeout_s: float = typer.Option(600.0, "--timeout-s", help="Per-request timeout."),
         log_dir: Optional[str] = typer.Option(None, "--log-dir", help="Keep the server log here."),
-        db: str = typer.Option(DEFAULT_DB, "--db", help="Results database."),
+        db: Optional[str] = db_option(),
         as_json: bool = typer.Option(False, "--json", help="Print the stored metrics as JSON."),
     ) -> None:
         """Send requests that arrive like real traffic to a server; measure latency and energy."""
         from tokenjoule.serving.bench import ServeBenchConfig, run_serve_bench
         from tokenjoule.store.db import ResultStore
 
+        db = resolve_db(ctx, db).path
+        workload = _workload(trace, task)
+        trace_options = _trace_options(workload, TraceReading.from_cli(trace_format, columns, time_unit))
+
         cfg = ServeBenchConfig(
             model=model, arrival=_arrival(arrival, rate, burstiness, concurrency, speedup, seed), launch=launch,
-            url=url, mode=mode, workload=_workload(trace, task), input_tokens=input_tokens,
+            url=url, mode=mode, workload=workload, input_tokens=input_tokens,
             output_tokens=output_tokens, n_requests=n_requests, max_input_tokens=max_input_tokens,
             max_output_tokens=max_output_tokens, max_model_len=max_model_len, slo_ttft_ms=slo_ttft_ms,
             slo_tpot_ms=slo_tpot_ms, meter=meter, idle_s=idle_s, warmup_requests=warmup_requests, seed=seed,
             dialect=dialect, served_model=served_model, vocab_size=vocab_size, device=device,
-            server_args=list(server_arg), timeout_s=timeout_s, log_dir=log_dir)
+            server_args=list(server_arg), timeout_s=timeout_s, log_dir=log_dir, trace_options=trace_options)
         _validate(cfg)
+        _preflight(cfg)
         console = Console(stderr=True)
         with ResultStore(db) as store, _Progress(console, n_requests) as progress:
             record = run_serve_bench(cfg, store, on_request=progress.request_done, on_stage=progress.stage)
@@ -129,7 +154,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("compare-serving")
     def compare_serving(
-        trace: str = typer.Option(..., "--trace", help="Requests (lengths) from this trace or task:NAME."),
+        ctx: typer.Context,
+        trace: list[str] = typer.Option(..., "--trace", help="Requests (lengths) from this trace or task:NAME."),
         model: str = typer.Option(..., "--model", help="Preset (random weights) or Hugging Face id."),
         engine: str = typer.Option("vllm", "--engine", help="Serving engine (vllm)."),
         mode: str = typer.Option("graphs", "--mode", help="graphs | eager."),
@@ -143,20 +169,26 @@ def register(app: typer.Typer) -> None:
         meter: str = typer.Option("auto", "--meter"),
         idle_s: float = typer.Option(5.0, "--idle-s", min=0.0),
         seed: int = typer.Option(0, "--seed"),
-        db: str = typer.Option(DEFAULT_DB, "--db"),
+        db: Optional[str] = db_option(),
         as_json: bool = typer.Option(False, "--json"),
+        trace_format: Optional[str] = trace_format_option(),
+        columns: Optional[str] = columns_option(),
+        time_unit: Optional[str] = time_unit_option(),
     ) -> None:
         """The same requests offline (all at once) and online (at a rate): (E_offline - E_online) / E_offline."""
         from tokenjoule.errors import TokenjouleError
         from tokenjoule.serving.compare import CompareConfig, run_compare
         from tokenjoule.store.db import ResultStore
 
+        db = resolve_db(ctx, db).path
+        trace = one_trace(trace, "compare-serving")
+        trace_options = _trace_options(trace, TraceReading.from_cli(trace_format, columns, time_unit))
         if arrival == "closed":
             raise TokenjouleError("compare-serving needs an open-loop arrival: poisson, gamma, constant or trace")
         cfg = CompareConfig(trace=trace, model=model, engine=engine, mode=mode,
                             arrival=_arrival(arrival, rate, burstiness, None, speedup, seed), n_requests=n_requests,
                             max_input_tokens=max_input_tokens, max_output_tokens=max_output_tokens, meter=meter,
-                            idle_s=idle_s, seed=seed)
+                            idle_s=idle_s, seed=seed, trace_options=trace_options)
         console = Console(stderr=True)
         with ResultStore(db) as store:
             result = run_compare(cfg, store, on_stage=lambda s: console.print(f"[dim]{s}[/dim]"))
@@ -173,6 +205,21 @@ def register(app: typer.Typer) -> None:
         Console().print(table)
         Console().print(f"(E_offline - E_online) / E_offline = {_fmt(result['relative_difference'], '{:+.1%}')}"
                         " (negative: online used more energy)")
+
+
+def _preflight(cfg) -> None:
+    """`--launch transformers` loads the model in this tool's reach: check device, context and
+    memory (batch 1: the server batches what fits) before idle power is measured or a server starts."""
+    if cfg.launch != "transformers":
+        return
+    from tokenjoule.models.preflight import preflight
+    from tokenjoule.spec import RunSpec
+
+    lengths = (cfg.input_tokens or 1, cfg.output_tokens or 1)
+    if cfg.max_model_len:
+        lengths = (1, 1)  # lengths are clipped to the model length the user gave
+    preflight(RunSpec(model=cfg.model, engine="hf", batch_size=1, input_tokens=lengths[0],
+                      output_tokens=lengths[1], device=cfg.device))
 
 
 def _validate(cfg) -> None:

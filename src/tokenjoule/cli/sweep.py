@@ -14,15 +14,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tokenjoule.cli.options import db_option, parse_traces, resolve_db
 from tokenjoule.errors import TokenjouleError
-from tokenjoule.store.db import DEFAULT_DB
 
 PRESET_NAMES = ("paper-lengths", "paper-decoding", "paper-moe", "paper-frameworks", "paper-bins")
 
 
 def _resume_command(config_arg: str, db: str, budget: float | None, retry: bool, meter: str,
-                    device: str | None) -> str:
+                    device: str | None, overrides: dict[str, Any] | None = None) -> str:
     parts = ["tokenjoule", "sweep", *shlex.split(config_arg), "--db", db]
+    for key, value in (overrides or {}).items():
+        parts += [f"--{key}", str(value)]
     if budget is not None:
         parts += ["--budget-minutes", f"{budget:g}"]
     if retry:
@@ -81,15 +83,20 @@ def _print_summary(console: Console, summary: Any) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("sweep")
     def sweep(
+        ctx: typer.Context,
         config: Optional[Path] = typer.Argument(None, help="Sweep config YAML (or use --preset)."),
         preset: Optional[str] = typer.Option(None, "--preset", help=f"Built-in grid: {', '.join(PRESET_NAMES)}."),
         model: Optional[str] = typer.Option(None, "--model", help="Preset model(s), comma-separated."),
         quick: bool = typer.Option(False, "--quick", help="Scaled-down preset for a short GPU session."),
-        trace: Optional[str] = typer.Option(None, "--trace", help="paper-bins: trace name(s), comma-separated."),
+        trace: Optional[list[str]] = typer.Option(None, "--trace", help="paper-bins: trace name(s), repeatable "
+                                                  "or comma-separated."),
         with_vllm: Optional[bool] = typer.Option(
             None, "--with-vllm/--without-vllm",
             help="paper-frameworks: include vLLM cells (default: when vllm is importable)."),
-        db: str = typer.Option(DEFAULT_DB, "--db", help="Results database (SQLite)."),
+        db: Optional[str] = db_option(),
+        repeats: Optional[int] = typer.Option(None, "--repeats", min=1,
+                                              help="Override every cell's measurement windows."),
+        warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Override every cell's warm-up batches."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the cells and an estimated duration only."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Run cells that failed before again."),
         budget_minutes: Optional[float] = typer.Option(
@@ -105,6 +112,8 @@ def register(app: typer.Typer) -> None:
         from tokenjoule.runs.sweep_config import load_config
         from tokenjoule.runs.sweep_presets import build_preset
 
+        db = resolve_db(ctx, db).path
+        trace = ",".join(parse_traces(trace)) or None
         if (config is None) == (preset is None):
             raise TokenjouleError("give a sweep config file or --preset NAME (one of them); presets: "
                                   + ", ".join(PRESET_NAMES))
@@ -118,6 +127,9 @@ def register(app: typer.Typer) -> None:
             config_arg = cfg.source
         if device:
             cfg = cfg.override(device=device)
+        overrides = {k: v for k, v in (("repeats", repeats), ("warmup", warmup)) if v is not None}
+        if overrides:
+            cfg = cfg.override(**overrides)
         console = Console()
         if dry_run:
             from tokenjoule.store.db import ResultStore
@@ -131,6 +143,7 @@ def register(app: typer.Typer) -> None:
                     store.close()
             _print_plan(console, summary)
             return
+        _preflight(cfg)
         from tokenjoule.store.db import ResultStore
 
         store = ResultStore(db)
@@ -138,7 +151,8 @@ def register(app: typer.Typer) -> None:
             summary = run_sweep(
                 cfg, store, meter_kind=meter, retry_failed=retry_failed, budget_minutes=budget_minutes,
                 progress=progress,
-                resume_command=_resume_command(config_arg, db, budget_minutes, retry_failed, meter, device))
+                resume_command=_resume_command(config_arg, db, budget_minutes, retry_failed, meter, device,
+                                               overrides))
         finally:
             store.close()
         _print_summary(console, summary)
@@ -146,3 +160,17 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130)
         if summary.failed:
             raise typer.Exit(1)
+
+
+def _preflight(cfg: Any) -> None:
+    """Every cell's device, context and memory (at its batch, or 1 for a b=max cell: the batch
+    search finds the largest that fits), checked before the store opens or a model loads."""
+    from tokenjoule.models.preflight import preflight
+
+    seen: set = set()
+    for plan in cfg.expand():
+        batch = 1 if plan.batch != "fixed" else None
+        key = (plan.spec.spec_hash(), batch)
+        if key not in seen:
+            seen.add(key)
+            preflight(plan.spec, batch_size=batch)

@@ -1,8 +1,9 @@
 """`tokenjoule workload stats|bins`: statistics and length bins of a trace or task profile.
 
-TRACE is a built-in trace name (azure-code-2023, azure-conv-2023, mooncake-conversation), a
-file path (format detected, or --format), or task:NAME (translation, generation,
-classification, summarization).
+TRACE (positional, or --trace like every other command) is a built-in trace name
+(azure-code-2023, azure-conv-2023, mooncake-conversation), a file path (format detected, or
+--trace-format; columns mapped with --columns, arrival unit with --time-unit), or task:NAME
+(translation, generation, classification, summarization).
 """
 
 from __future__ import annotations
@@ -15,25 +16,26 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tokenjoule.cli.options import (TRACE_FORMAT_HELP, TraceReading, columns_option, drop_warning,
+                                    merge_format, old_format_option, one_trace, time_unit_option,
+                                    trace_format_option)
+from tokenjoule.cli.options import load_workload as _load
+
 workload_app = typer.Typer(help="Inspect request traces: statistics, length bins, sweep cells.",
                            no_args_is_help=True)
 
-FORMAT_HELP = "Trace format: azure, mooncake, burstgpt, csv, jsonl (default: detected)."
+FORMAT_HELP = TRACE_FORMAT_HELP
 
 
 def load_workload(trace: str, fmt: Optional[str] = None, trace_model: Optional[str] = None,
-                  log_type: Optional[str] = None):
+                  log_type: Optional[str] = None, columns: Optional[str] = None, time_unit: Optional[str] = None):
     """The workload a CLI TRACE argument names (see the module docstring)."""
-    from tokenjoule.workloads.traces import resolve_workload
+    return _load(trace, TraceReading.from_cli(fmt, columns, time_unit, trace_model, log_type))
 
-    kwargs = {"fmt": fmt, "model": trace_model, "log_type": log_type}
-    if trace.startswith("task:"):
-        from tokenjoule.errors import TokenjouleError
 
-        if fmt or trace_model or log_type:
-            raise TokenjouleError("--format/--trace-model/--log-type do not apply to task profiles")
-        kwargs = {}
-    return resolve_workload(trace, **kwargs)
+def _trace_arg(positional: Optional[str], option: Optional[list[str]]) -> str:
+    """TRACE given positionally or with --trace (the spelling of every other command)."""
+    return one_trace(([positional] if positional else []) + list(option or []), "workload")
 
 
 def _removed_lines(workload) -> list[str]:
@@ -49,16 +51,21 @@ def _fmt(x, digits: int = 1) -> str:
 
 @workload_app.command("stats")
 def stats_cmd(
-    trace: str = typer.Argument(..., help="Trace name, file path, or task:NAME."),
+    trace: Optional[str] = typer.Argument(None, help="Trace name, file path, or task:NAME (or --trace)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    trace_opt: Optional[list[str]] = typer.Option(None, "--trace", help="The trace, as in other commands."),
+    trace_format: Optional[str] = trace_format_option(),
+    columns: Optional[str] = columns_option(),
+    time_unit: Optional[str] = time_unit_option(),
+    fmt: Optional[str] = old_format_option(),
     trace_model: Optional[str] = typer.Option(None, "--trace-model", help="BurstGPT: keep this model's rows."),
     log_type: Optional[str] = typer.Option(None, "--log-type", help="BurstGPT: keep this log type's rows."),
 ) -> None:
     """Requests, input/output lengths, duration, arrival rate, burstiness, length correlation."""
     from tokenjoule.workloads.stats import workload_stats
 
-    workload = load_workload(trace, fmt, trace_model, log_type)
+    workload = load_workload(_trace_arg(trace, trace_opt), merge_format(trace_format, fmt), trace_model, log_type,
+                             columns, time_unit)
     s = workload_stats(workload)
     if as_json:
         typer.echo(json.dumps(s.to_dict(), indent=2))
@@ -122,19 +129,23 @@ def plot_cdfs(binned, path: Path) -> Path:
 
 @workload_app.command("bins")
 def bins_cmd(
-    trace: str = typer.Argument(..., help="Trace name, file path, or task:NAME."),
+    trace: Optional[str] = typer.Argument(None, help="Trace name, file path, or task:NAME (or --trace)."),
     png: Optional[Path] = typer.Option(None, "--png", help="Write real vs binned length CDFs to this PNG."),
     emit_sweep: Optional[Path] = typer.Option(None, "--emit-sweep", help="Write the cells as a sweep config (YAML)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model of the emitted cells."),
     engine: Optional[str] = typer.Option(None, "--engine", help="Engine of the emitted cells (hf, vllm)."),
     mode: str = typer.Option("eager", "--mode", help="Engine mode of the emitted cells."),
     decoding: str = typer.Option("greedy", "--decoding", help="Decoding strategy of the emitted cells."),
-    batch: str = typer.Option("max", "--batch", help="Batch size of the emitted cells: an integer or max."),
+    batch: str = typer.Option("max", "--batch-size", "--batch", help="Batch size of the emitted cells: an integer or max."),
     input_bins: Optional[str] = typer.Option(None, "--input-bins", help="Input bin edges, e.g. 32,64,...,8192."),
     output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges, e.g. 8,16,...,512."),
     overflow: str = typer.Option("drop", "--overflow", help="Requests beyond the largest bin: drop or clip."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    trace_opt: Optional[list[str]] = typer.Option(None, "--trace", help="The trace, as in other commands."),
+    trace_format: Optional[str] = trace_format_option(),
+    columns: Optional[str] = columns_option(),
+    time_unit: Optional[str] = time_unit_option(),
+    fmt: Optional[str] = old_format_option(),
     trace_model: Optional[str] = typer.Option(None, "--trace-model", help="BurstGPT: keep this model's rows."),
     log_type: Optional[str] = typer.Option(None, "--log-type", help="BurstGPT: keep this log type's rows."),
 ) -> None:
@@ -148,8 +159,12 @@ def bins_cmd(
             raise TokenjouleError("--emit-sweep needs --model and --engine (and optionally --mode)")
         check_setup(engine, mode, decoding)
     batch_value = parse_batch(batch)
-    workload = load_workload(trace, fmt, trace_model, log_type)
+    workload = load_workload(_trace_arg(trace, trace_opt), merge_format(trace_format, fmt), trace_model, log_type,
+                             columns, time_unit)
     binned = bin_workload(workload, bins, overflow)
+    warning = drop_warning(binned)
+    if warning:
+        Console(stderr=True).print(f"[bold yellow]{warning}[/]", soft_wrap=True)
     console = Console()
     if as_json:
         typer.echo(json.dumps(binned.to_dict(), indent=2))

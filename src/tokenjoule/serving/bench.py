@@ -55,6 +55,7 @@ class ServeBenchConfig:
     startup_timeout_s: float = 900.0
     log_dir: str | None = None
     engine_name: str | None = None  # --url: the engine behind it, when known (recorded in the spec)
+    trace_options: dict[str, Any] = field(default_factory=dict)  # load_trace kwargs: fmt, columns, time_unit
 
     @property
     def engine(self) -> str:
@@ -73,7 +74,7 @@ def build_requests(cfg: ServeBenchConfig, model_max_len: int | None = None) -> W
     if cfg.workload:
         from tokenjoule.workloads.traces import resolve_workload
 
-        wl = resolve_workload(cfg.workload, n=cfg.n_requests, seed=cfg.seed)
+        wl = resolve_workload(cfg.workload, n=cfg.n_requests, seed=cfg.seed, **cfg.trace_options)
         reqs = list(wl.requests[: cfg.n_requests])
         provenance = {"source": cfg.workload, "trace_provenance": wl.provenance, "first_n": len(reqs)}
         if cfg.input_tokens or cfg.output_tokens:

@@ -65,6 +65,7 @@ class CompareConfig:
     seed: int = 0
     warmup_requests: int = 2
     engine_options: dict[str, Any] = field(default_factory=dict)
+    trace_options: dict[str, Any] = field(default_factory=dict)  # load_trace kwargs: fmt, columns, time_unit
 
     def __post_init__(self) -> None:
         if self.engine not in COMPARE_ENGINES:
@@ -118,7 +119,8 @@ def run_compare(cfg: CompareConfig, store: ResultStore, meter: Any | None = None
     bench_cfg = ServeBenchConfig(model=cfg.model, arrival=cfg.arrival, launch=cfg.engine, mode=cfg.mode,
                                  workload=cfg.trace, n_requests=cfg.n_requests, max_input_tokens=cfg.max_input_tokens,
                                  max_output_tokens=cfg.max_output_tokens, meter=cfg.meter, idle_s=cfg.idle_s,
-                                 warmup_requests=cfg.warmup_requests, seed=cfg.seed)
+                                 warmup_requests=cfg.warmup_requests, seed=cfg.seed,
+                                 trace_options=dict(cfg.trace_options))
     own_meter = meter is None
     if meter is None:
         from tokenjoule.energy import make_meter

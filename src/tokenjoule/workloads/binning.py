@@ -83,6 +83,28 @@ class BinnedWorkload:
     binned_input_tokens: Any = None
     binned_output_tokens: Any = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    max_input_tokens: int = 0  # longest request of the whole workload, kept or not
+    max_output_tokens: int = 0
+
+    def keeping_bins(self) -> Bins:
+        """The edges, extended by doubling the largest, that would keep every request."""
+        def extend(edges: tuple[int, ...], longest: int) -> tuple[int, ...]:
+            out = list(edges)
+            while out[-1] < longest:
+                out.append(out[-1] * 2)
+            return tuple(out)
+        return Bins(extend(self.bins.input_edges, self.max_input_tokens),
+                    extend(self.bins.output_edges, self.max_output_tokens))
+
+    def keeping_bins_hint(self) -> str:
+        """The CLI flags of `keeping_bins` (only the axes that need more edges)."""
+        keep = self.keeping_bins()
+        parts = []
+        if keep.input_edges != self.bins.input_edges:
+            parts.append("--input-bins " + ",".join(str(e) for e in keep.input_edges))
+        if keep.output_edges != self.bins.output_edges:
+            parts.append("--output-bins " + ",".join(str(e) for e in keep.output_edges))
+        return " ".join(parts) or "the current bins"
 
     def rows(self) -> list[dict[str, Any]]:
         """Occupied bins, sorted by (input, output): lengths, request count and share of kept."""
@@ -160,4 +182,5 @@ def bin_workload(workload: Workload, bins: Bins | None = None, overflow: str = "
         n_dropped=n - n_kept, dropped_reasons=reasons, n_clipped=n_clipped,
         real_input_tokens=ins[keep], real_output_tokens=outs[keep],
         binned_input_tokens=in_edges[ki], binned_output_tokens=out_edges[ko], provenance=provenance,
+        max_input_tokens=int(ins.max()) if n else 0, max_output_tokens=int(outs.max()) if n else 0,
     )

@@ -30,6 +30,7 @@ from tokenjoule.errors import TokenjouleError, UnknownNameError
 
 FORMATS = ("azure", "mooncake", "burstgpt", "csv", "jsonl")
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+ISO_TIME = "iso"  # a time unit meaning "wall-clock timestamps" (YYYY-MM-DD[ T]HH:MM:SS[.f][Z])
 # Longer than any context window anyone serves; beyond this a length is a corrupt value.
 MAX_TOKENS = 2**31 - 1
 
@@ -165,7 +166,9 @@ def _header_index(header: list[str], wanted: dict[str, str], where: _Where, line
     out = {}
     for role, col in wanted.items():
         if col not in names:
-            raise where.error(line, f"missing column {col!r}; found {', '.join(repr(n) for n in names)}")
+            hint = ("; map your columns with --columns input=COL,output=COL[,arrival=COL] "
+                    "(Python: load_trace(columns={'input_tokens': COL, ...}))" if role in GENERIC_COLUMNS else "")
+            raise where.error(line, f"missing column {col!r}; found {', '.join(repr(n) for n in names)}{hint}")
         out[role] = names.index(col)
     return out
 
@@ -316,7 +319,9 @@ def parse_generic_jsonl(text: str, source: str, *, columns: dict[str, str] | Non
     return out
 
 
-def _arrival(raw: Any, column: str, scale: float, where: _Where, line: int) -> float:
+def _arrival(raw: Any, column: str, scale: float | None, where: _Where, line: int) -> float:
+    if scale is None:  # --time-unit iso: every value must be a wall-clock timestamp
+        return parse_wallclock(raw if isinstance(raw, str) else repr(raw), column, where, line)
     if isinstance(raw, str) and ("-" in raw.strip()[1:] or ":" in raw):
         return parse_wallclock(raw, column, where, line)
     return parse_number(raw, column, where, line) * scale
@@ -331,9 +336,11 @@ def _columns(columns: dict[str, str] | None) -> dict[str, str]:
     return cols
 
 
-def _time_scale(unit: str) -> float:
+def _time_scale(unit: str) -> float | None:
+    if unit == ISO_TIME:
+        return None
     if unit not in TIME_UNITS:
-        raise UnknownNameError("time unit", unit, list(TIME_UNITS))
+        raise UnknownNameError("time unit", unit, [*TIME_UNITS, ISO_TIME])
     return TIME_UNITS[unit]
 
 
