@@ -9,7 +9,6 @@ is not imported. `source` is the Hugging Face repository each preset's config wa
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
@@ -58,11 +57,13 @@ def _human(n: int) -> str:
 
 def models(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (exact counts) instead of a table."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV (exact counts) instead of a table."),
 ) -> None:
     """List the model presets (real-size architectures built with random weights)."""
+    from tokenjoule.cli.options import emit_rows
+
     rows = preset_rows()
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+    if emit_rows(rows, as_json, as_csv):
         return
     from rich.console import Console
     from rich.table import Table

@@ -109,13 +109,12 @@ def one_trace(values: Optional[Iterable[str]], command: str, required: bool = Tr
     return traces[0] if traces else None
 
 
-COLUMN_ROLES = {"input": "input_tokens", "input_tokens": "input_tokens", "output": "output_tokens",
-                "output_tokens": "output_tokens", "arrival": "arrival_s", "arrival_s": "arrival_s",
-                "time": "arrival_s", "timestamp": "arrival_s"}
 
 
 def parse_columns(text: Optional[str]) -> Optional[dict[str, str]]:
     """`input=prompt_tokens,output=completion_tokens,arrival=timestamp` -> the load_trace mapping."""
+    from tokenjoule.workloads.formats import COLUMN_ROLES
+
     if not text:
         return None
     mapping: dict[str, str] = {}

@@ -38,6 +38,10 @@ AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 BURSTGPT_COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type")
 MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
 GENERIC_COLUMNS = {"input_tokens": "input_tokens", "output_tokens": "output_tokens", "arrival_s": "arrival_s"}
+# Role names a column mapping may use (CLI `--columns input=...`, Python `columns={"input": ...}`).
+COLUMN_ROLES = {"input": "input_tokens", "input_tokens": "input_tokens", "output": "output_tokens",
+                "output_tokens": "output_tokens", "arrival": "arrival_s", "arrival_s": "arrival_s",
+                "time": "arrival_s", "timestamp": "arrival_s"}
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _WALLCLOCK = re.compile(
@@ -330,9 +334,9 @@ def _arrival(raw: Any, column: str, scale: float | None, where: _Where, line: in
 def _columns(columns: dict[str, str] | None) -> dict[str, str]:
     cols = dict(GENERIC_COLUMNS)
     for role, name in (columns or {}).items():
-        if role not in GENERIC_COLUMNS:
-            raise UnknownNameError("column role", role, list(GENERIC_COLUMNS))
-        cols[role] = name
+        if role not in COLUMN_ROLES:
+            raise UnknownNameError("column role", role, ["input", "output", "arrival", *GENERIC_COLUMNS])
+        cols[COLUMN_ROLES[role]] = name
     return cols
 
 
