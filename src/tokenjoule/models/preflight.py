@@ -154,7 +154,7 @@ def check_context(spec: Any) -> None:
 
 
 def preflight(spec: Any, batch_size: Optional[int] = None,
-              available: Callable[[str], Optional[int]] = available_bytes) -> Optional[MemoryNeed]:
+              available: Optional[Callable[[str], Optional[int]]] = None) -> Optional[MemoryNeed]:
     """Raise PreflightError (one line) if the cell cannot run on this machine; return the
     memory estimate when there is one. Run it before the store is opened and the model loaded."""
     device = resolve_device_name(spec.device)
@@ -162,7 +162,7 @@ def preflight(spec: Any, batch_size: Optional[int] = None,
     need = memory_needed(spec, device, batch_size)
     if need is None:
         return None
-    free = available(device)
+    free = (available or available_bytes)(device)  # looked up per call, so tests can plant a machine
     if free is not None and need.total_bytes > free:
         where = "RAM" if device == "cpu" else f"free memory on {device}"
         hint = ("; use a GPU (--device cuda), a smaller model or --dtype bfloat16" if device == "cpu"
