@@ -329,7 +329,7 @@ def default_model(store) -> str:
     return max(sorted(counts), key=counts.__getitem__)
 
 
-def recommend_trace(trace: str, store, model: str | None = None, workload=None, **kwargs: Any):
+def recommend_trace(trace: str, store, model: str | None = None, workload=None, bins=None, **kwargs: Any):
     """Load and bin a trace (name, path or task:NAME), then `recommend`; returns
     (Recommendation, BinnedWorkload). `workload`: the trace already loaded (e.g. with a column
     mapping), named `trace`."""
@@ -338,7 +338,7 @@ def recommend_trace(trace: str, store, model: str | None = None, workload=None, 
     from tokenjoule.workloads import bin_workload, resolve_workload
 
     workload = workload if workload is not None else resolve_workload(trace)
-    binned = bin_workload(workload)
+    binned = bin_workload(workload, bins)
     aliases = (workload.name, Path(trace).stem, Path(trace).name)
     rec = recommend(binned.counts, store, model=model or default_model(store), trace=trace,
                     trace_aliases=aliases, **kwargs)

@@ -143,19 +143,40 @@ def _report_missing(console: Console, results, emit_sweep: Optional[Path], batch
                       f"input_tokens={c['input_tokens']} output_tokens={c['output_tokens']}")
     comments = ["cells missing for: " + ", ".join(sorted({r.workload for r in results if r.missing})),
                 "measure them with: tokenjoule sweep FILE"]
+    bins = results[0].bins if results else None  # one estimate run bins every trace the same way
     if emit_sweep is not None:
-        write_sweep(emit_sweep, cells, comments)
+        write_sweep(emit_sweep, cells, comments, bins=bins)
         console.print(f"wrote the sweep config for them to {emit_sweep}")
     else:
         console.print("sweep config to measure them:")
         # With --json stdout holds only the JSON document; the YAML goes where the console goes.
-        typer.echo(sweep_yaml(cells, comments), nl=False, err=console.stderr)
+        typer.echo(sweep_yaml(cells, comments, bins=bins), nl=False, err=console.stderr)
 
 
 def _binning(input_bins, output_bins):
     from tokenjoule.workloads.binning import Bins
 
     return Bins.parse(input_bins, output_bins)
+
+
+def bins_for(store, model: Optional[str], input_bins: Optional[str], output_bins: Optional[str]):
+    """(Bins, where they came from): the flags when given; else the bins the store's latest sweep
+    for this model was planned for; else the default power-of-two ladder."""
+    from tokenjoule.workloads.binning import Bins
+
+    if input_bins is not None or output_bins is not None:
+        return Bins.parse(input_bins, output_bins), "from --input-bins/--output-bins"
+    stored = store.latest_bins(model) if hasattr(store, "latest_bins") else None
+    if stored:
+        bins = Bins(tuple(stored["input_edges"]), tuple(stored["output_edges"]))
+        return bins, (f"stored with the sweep {stored['source'] or ''} of {str(stored['created_at'])[:19]} "
+                      "(override with --input-bins/--output-bins)").replace("sweep  of", "sweep of")
+    return Bins(), "the default power-of-two bins (no bins stored with a sweep)"
+
+
+def bins_line(bins, source: str) -> str:
+    return (f"bins: input {','.join(map(str, bins.input_edges))}; output {','.join(map(str, bins.output_edges))}"
+            f" ({source})")
 
 
 def estimate_cmd(
@@ -193,7 +214,8 @@ def estimate_cmd(
     from tokenjoule.cli.workload import parse_batch
     from tokenjoule.workloads.binning import bin_workload
 
-    bins = _binning(input_bins, output_bins)
+    if input_bins is not None or output_bins is not None:
+        _binning(input_bins, output_bins)  # a bad edge list is reported before the store is opened
     setups = [_setup(e, mode, decoding) for e in engine]
     batch_value = parse_batch(batch)
     reading = TraceReading.from_cli(merge_format(trace_format, fmt), columns, time_unit)
@@ -201,6 +223,8 @@ def estimate_cmd(
     store = _open_store(ctx, db)
     results = []
     with store:
+        bins, bins_source = bins_for(store, model, input_bins, output_bins)
+        _console(stderr=True).print(bins_line(bins, bins_source), soft_wrap=True)
         for t in traces:
             binned = bin_workload(load_workload(t, reading), bins, overflow)
             _warn_dropped(binned)
@@ -216,7 +240,8 @@ def estimate_cmd(
         comparisons = [compare(r, gpu=gpu) for r in complete]
     console = _console(stderr=as_json)
     if as_json:
-        typer.echo(json.dumps({"estimates": [r.to_dict() for r in results],
+        typer.echo(json.dumps({"bins_used": {**bins.to_dict(), "source": bins_source},
+                               "estimates": [r.to_dict() for r in results],
                                "theory": [c.to_dict() for c in comparisons],
                                "missing_cells": [c for r in results for c in r.missing_cells(batch_value)]}, indent=2))
     else:
@@ -286,13 +311,16 @@ def savings_cmd(
     from tokenjoule.analysis.savings import compare_setups, parse_setup
 
     base, opt = parse_setup(baseline), parse_setup(optimized)
-    bins = _binning(input_bins, output_bins)
+    if input_bins is not None or output_bins is not None:
+        _binning(input_bins, output_bins)  # a bad edge list is reported before anything is read
     reading = TraceReading.from_cli(merge_format(trace_format, fmt), columns, time_unit)
     workload = load_workload(one_trace(trace, "savings"), reading)
     from tokenjoule.workloads.binning import bin_workload
 
-    _warn_dropped(bin_workload(workload, bins, overflow))
     with _open_store(ctx, db) as store:
+        bins, bins_source = bins_for(store, model, input_bins, output_bins)
+        _console(stderr=True).print(bins_line(bins, bins_source), soft_wrap=True)
+        _warn_dropped(bin_workload(workload, bins, overflow))
         result = compare_setups(workload, store, model=model, baseline=base, optimized=opt, bins=bins,
                                 overflow=overflow, gpu_name=gpu_name)
     console = _console(stderr=as_json)

@@ -61,6 +61,9 @@ def recommend(
     include_estimates: bool = typer.Option(False, "--include-estimates",
                                            help="Also rank CPU-time estimates (labelled as such)."),
     as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
+    input_bins: Optional[str] = typer.Option(None, "--input-bins", help="Input bin edges (default: the bins "
+                                             "stored with the sweep, else powers of two)."),
+    output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges."),
     trace_format: Optional[str] = trace_format_option(),
     columns: Optional[str] = columns_option(),
     time_unit: Optional[str] = time_unit_option(),
@@ -70,9 +73,19 @@ def recommend(
 
     name = one_trace(trace, "recommend")
     workload = load_workload(name, TraceReading.from_cli(trace_format, columns, time_unit))
+    from tokenjoule.cli.estimate import _binning, bins_for, bins_line
+
+    if input_bins is not None or output_bins is not None:
+        _binning(input_bins, output_bins)
     store = _open_store(ctx, db)
     try:
-        rec, binned = recommend_trace(name, store, model=model, workload=workload, slo_ttft_ms=slo_ttft_ms,
+        from tokenjoule.analysis.recommend import default_model
+
+        bins, bins_source = bins_for(store, model or default_model(store), input_bins, output_bins)
+        from rich.console import Console
+
+        Console(stderr=True).print(bins_line(bins, bins_source), soft_wrap=True)
+        rec, binned = recommend_trace(name, store, model=model, workload=workload, bins=bins, slo_ttft_ms=slo_ttft_ms,
                                       slo_tpot_ms=slo_tpot_ms, max_gpus=max_gpus,
                                       include_estimates=include_estimates)
     except RecommendationError as exc:

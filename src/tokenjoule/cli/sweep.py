@@ -148,6 +148,7 @@ def register(app: typer.Typer) -> None:
 
         store = ResultStore(db)
         try:
+            _store_bins(store, cfg, config_arg)
             summary = run_sweep(
                 cfg, store, meter_kind=meter, retry_failed=retry_failed, budget_minutes=budget_minutes,
                 progress=progress,
@@ -174,3 +175,12 @@ def _preflight(cfg: Any) -> None:
         if key not in seen:
             seen.add(key)
             preflight(plan.spec, batch_size=batch)
+
+
+def _store_bins(store: Any, cfg: Any, source: str) -> None:
+    """A config's `bins:` go into the store with the sweep, so later estimates use them."""
+    bins = getattr(cfg, "bins", None)
+    if not bins:
+        return
+    models = sorted({str(p.spec.model) for p in cfg.expand()})
+    store.add_bins(bins["input"], bins["output"], model=",".join(models) or None, source=source)

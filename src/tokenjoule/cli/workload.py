@@ -183,7 +183,8 @@ def bins_cmd(
         from tokenjoule.workloads.sweep_config import write_sweep
 
         cells = binned.cells(model, engine, mode, batch=batch_value, decoding=decoding)
-        write_sweep(emit_sweep, cells, [f"cells of {binned.name} ({binned.n_kept:,} requests, overflow={overflow})",
+        write_sweep(emit_sweep, cells, bins=binned.bins, comments=[
+                    f"cells of {binned.name} ({binned.n_kept:,} requests, overflow={overflow})",
                                         "written by: tokenjoule workload bins"])
         out.print(f"wrote {len(cells)} cells to {emit_sweep}")
 

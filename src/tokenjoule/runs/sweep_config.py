@@ -155,9 +155,27 @@ class SweepConfig(CellTemplate):
     max_batch_retries: int = Field(5, ge=0)  # x0.8 steps when the measurement at "max" runs out of memory
     order: str = "ascending"
     cells: list[CellTemplate] | None = None
+    # The length bins the cells were planned for ({input: [...], output: [...]}); stored with the
+    # cells so `estimate`/`recommend` use them without the flags being typed again.
+    bins: dict[str, list[int]] | None = None
 
     _source: str = PrivateAttr("config")
     _lines: dict[tuple, int] = PrivateAttr(default_factory=dict)
+
+    @field_validator("bins")
+    @classmethod
+    def _bins(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if not isinstance(v, dict) or set(v) != {"input", "output"}:
+            raise ValueError("expected {input: [edges], output: [edges]}")
+        from tokenjoule.workloads.binning import Bins
+
+        try:
+            b = Bins(tuple(v["input"]), tuple(v["output"]))
+        except TokenjouleError as exc:
+            raise ValueError(str(exc)) from None
+        return {"input": list(b.input_edges), "output": list(b.output_edges)}
 
     @field_validator("order")
     @classmethod

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 DEFAULT_DB = "tokenjoule.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades the schema from version i to i + 1. Append; never edit a shipped one.
 MIGRATIONS: list[str] = [
@@ -41,6 +41,17 @@ MIGRATIONS: list[str] = [
         max_batch INTEGER NOT NULL,
         gpu_name TEXT,
         probes_json TEXT NOT NULL,     -- the (batch, fits) probes that found it
+        created_at TEXT NOT NULL
+    );
+    """,
+    # 1 -> 2: the length bins a sweep was planned for, so estimates reuse them (bins travel with cells)
+    """
+    CREATE TABLE sweep_bins (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        model TEXT,                    -- the sweep's model(s), comma-separated (NULL: any model)
+        input_edges_json TEXT NOT NULL,
+        output_edges_json TEXT NOT NULL,
+        source TEXT,                   -- the sweep config (file or preset) that declared them
         created_at TEXT NOT NULL
     );
     """,
@@ -206,6 +217,29 @@ class ResultStore:
                 " VALUES (?, ?, ?, ?, ?)",
                 (key, max_batch, gpu_name, json.dumps(probes), utc_now()),
             )
+
+    # -- sweep bins -----------------------------------------------------------------------
+    def add_bins(self, input_edges: list[int], output_edges: list[int], model: str | None = None,
+                 source: str | None = None) -> None:
+        """Remember the bins a sweep was planned for (read back by `latest_bins`)."""
+        with self._transaction():
+            self._conn.execute(
+                "INSERT INTO sweep_bins (model, input_edges_json, output_edges_json, source, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (model, json.dumps([int(e) for e in input_edges]), json.dumps([int(e) for e in output_edges]),
+                 source, utc_now()))
+
+    def latest_bins(self, model: str | None = None) -> dict[str, Any] | None:
+        """The most recently stored sweep bins (for `model`, or declared for any model), or None:
+        {"input_edges", "output_edges", "model", "source", "created_at"}."""
+        rows = self._conn.execute("SELECT * FROM sweep_bins ORDER BY id DESC").fetchall()
+        for row in rows:
+            models = [m for m in (row["model"] or "").split(",") if m]
+            if model is None or not models or model in models:
+                return {"input_edges": json.loads(row["input_edges_json"]),
+                        "output_edges": json.loads(row["output_edges_json"]), "model": row["model"],
+                        "source": row["source"], "created_at": row["created_at"]}
+        return None
 
     # -- analysis helpers -----------------------------------------------------------------
     def to_dataframe(self, status: str | None = None):

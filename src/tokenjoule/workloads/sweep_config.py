@@ -34,14 +34,18 @@ def _scalar(value: Any) -> str:
     return text
 
 
-def sweep_yaml(cells: list[dict[str, Any]], comments: list[str] | None = None) -> str:
-    """YAML text of a sweep config with an explicit `cells:` list (see the module docstring)."""
+def sweep_yaml(cells: list[dict[str, Any]], comments: list[str] | None = None, bins: Any = None) -> str:
+    """YAML text of a sweep config with an explicit `cells:` list (see the module docstring).
+    `bins` (a `Bins`): written as `bins: {input: [...], output: [...]}` so the sweep stores them."""
     if not cells:
         raise TokenjouleError("no cells to write: the workload has no occupied bins")
     lines = [f"# {c}" for c in (comments or [])]
     first = cells[0]
     for key in ("model", "engine", "mode", "decoding"):
         lines.append(f"{key}: {_scalar(first[key])}")
+    if bins is not None:
+        lines.append(f"bins: {{input: [{', '.join(str(e) for e in bins.input_edges)}], "
+                     f"output: [{', '.join(str(e) for e in bins.output_edges)}]}}")
     lines.append("cells:")
     for cell in cells:
         missing = [k for k in CELL_KEYS if k not in cell]
@@ -52,9 +56,10 @@ def sweep_yaml(cells: list[dict[str, Any]], comments: list[str] | None = None) -
     return "\n".join(lines) + "\n"
 
 
-def write_sweep(path: str | Path, cells: list[dict[str, Any]], comments: list[str] | None = None) -> Path:
+def write_sweep(path: str | Path, cells: list[dict[str, Any]], comments: list[str] | None = None,
+                bins: Any = None) -> Path:
     path = Path(path)
-    text = sweep_yaml(cells, comments)
+    text = sweep_yaml(cells, comments, bins)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
