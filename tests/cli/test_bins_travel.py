@@ -49,7 +49,8 @@ def test_sweep_bins_are_stored_and_used_by_estimate(capsys, tmp_path):
     data = json.loads(out)
     assert data["bins_used"]["input_edges"] == [64, 256] and "stored with the sweep" in data["bins_used"]["source"]
     assert data["estimates"][0]["complete"] is True
-    assert "bins: input 64,256; output 64 (stored with the sweep" in err
+    rc, out, err = run_cli(capsys, "estimate", "--trace", "task:translation", "--model", "tiny", "--db", db)
+    assert rc == 0 and "bins: input 64,256; output 64 (stored with the sweep" in out
 
     # Flags still win, and say so; the default bins leave most of the trace unmeasured (exit 1).
     rc, out, err = run_cli(capsys, "estimate", "--trace", "task:translation", "--model", "tiny", "--db", db,
@@ -66,7 +67,7 @@ def test_recommend_uses_the_stored_bins(capsys, tmp_path):
     rc, out, err = run_cli(capsys, "recommend", "--trace", str(write_planted_trace(tmp_path / "t.csv")),
                            "--db", str(tmp_path / "p.db"), "--json")
     assert rc == 0, err
-    assert "stored with the sweep x.yaml" in err
+    assert "stored with the sweep x.yaml" in json.loads(out)["binning"]["source"]
 
 
 def test_old_store_is_migrated_to_hold_bins(tmp_path):

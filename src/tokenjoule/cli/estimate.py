@@ -224,7 +224,6 @@ def estimate_cmd(
     results = []
     with store:
         bins, bins_source = bins_for(store, model, input_bins, output_bins)
-        _console(stderr=True).print(bins_line(bins, bins_source), soft_wrap=True)
         for t in traces:
             binned = bin_workload(load_workload(t, reading), bins, overflow)
             _warn_dropped(binned)
@@ -248,6 +247,7 @@ def estimate_cmd(
         for res in results:
             console.print(_estimate_table(res))
             _print_summary(console, res)
+        console.print(bins_line(bins, bins_source), soft_wrap=True)
         if comparisons:
             console.print(_theory_table(comparisons))
     for message in refusals:
@@ -319,13 +319,13 @@ def savings_cmd(
 
     with _open_store(ctx, db) as store:
         bins, bins_source = bins_for(store, model, input_bins, output_bins)
-        _console(stderr=True).print(bins_line(bins, bins_source), soft_wrap=True)
         _warn_dropped(bin_workload(workload, bins, overflow))
         result = compare_setups(workload, store, model=model, baseline=base, optimized=opt, bins=bins,
                                 overflow=overflow, gpu_name=gpu_name)
     console = _console(stderr=as_json)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json.dumps({**result.to_dict(), "bins_used": {**bins.to_dict(), "source": bins_source}},
+                              indent=2))
     else:
         table = Table(title=f"{workload.name}: {model}")
         for col in ("setup", "energy", "energy N/B", "per request", "coverage"):
@@ -336,6 +336,7 @@ def savings_cmd(
                           "n/a" if res.energy_per_request_j is None else f"{res.energy_per_request_j:,.3f} J",
                           f"{100 * res.coverage_share:.1f}%")
         console.print(table)
+        console.print(bins_line(bins, bins_source), soft_wrap=True)
         if result.complete:
             console.print(f"saved: {100 * result.saved_fraction:.1f}% ({_j(result.saved_j)}) = 1 - "
                           f"{result.optimized.total_energy_j:,.1f} / {result.baseline.total_energy_j:,.1f}")

@@ -82,9 +82,6 @@ def recommend(
         from tokenjoule.analysis.recommend import default_model
 
         bins, bins_source = bins_for(store, model or default_model(store), input_bins, output_bins)
-        from rich.console import Console
-
-        Console(stderr=True).print(bins_line(bins, bins_source), soft_wrap=True)
         rec, binned = recommend_trace(name, store, model=model, workload=workload, bins=bins, slo_ttft_ms=slo_ttft_ms,
                                       slo_tpot_ms=slo_tpot_ms, max_gpus=max_gpus,
                                       include_estimates=include_estimates)
@@ -101,10 +98,13 @@ def recommend(
     if as_json:
         data = rec.to_dict()
         data["binning"] = {"n_total": binned.n_total, "n_kept": binned.n_kept, "n_dropped": binned.n_dropped,
-                           "dropped_reasons": binned.dropped_reasons}
+                           "dropped_reasons": binned.dropped_reasons, **bins.to_dict(), "source": bins_source}
         typer.echo(json.dumps(data, indent=2))
         return
     _print_recommendation(rec, binned)
+    from rich.console import Console
+
+    Console().print(bins_line(bins, bins_source), soft_wrap=True)
 
 
 def _print_recommendation(rec, binned) -> None:
