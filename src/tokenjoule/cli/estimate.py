@@ -231,17 +231,18 @@ def estimate_cmd(
                 results.append(binned_estimate(binned, store, model=model, engine=s.engine, mode=s.mode,
                                                decoding=s.decoding, gpu_name=gpu_name))
         refusals = _predict(results, store, predict_batch) if predict else []
+        estimated = [_uses_estimates(r, store) for r in results]
     complete = [r for r in results if r.complete]
     comparisons = []
     if compare_theory and complete:
         from tokenjoule.analysis.floors import compare_theory as compare
 
-        comparisons = [compare(r, gpu=gpu) for r in complete]
+        comparisons = [(compare(r, gpu=gpu), est) for r, est in zip(results, estimated) if r.complete]
     console = _console(stderr=as_json)
     if as_json:
         typer.echo(json.dumps({"bins_used": {**bins.to_dict(), "source": bins_source},
                                "estimates": [r.to_dict() for r in results],
-                               "theory": [c.to_dict() for c in comparisons],
+                               "theory": [{**c.to_dict(), "binned_is_estimate": est} for c, est in comparisons],
                                "missing_cells": [c for r in results for c in r.missing_cells(batch_value)]}, indent=2))
     else:
         for res in results:
@@ -276,14 +277,31 @@ def _predict(results: list, store, predict_batch: Optional[int]) -> list[str]:
     return refusals
 
 
+def _uses_estimates(res, store) -> bool:
+    """Whether any cell behind an estimate is itself an estimate (CPU time, no sensor)."""
+    from tokenjoule.energy.measurement import is_estimate
+
+    for row in res.rows:
+        rec = store.get(row.cell_id) if row.cell_id is not None else None
+        if rec is not None and is_estimate(rec.metrics.get("method") or rec.measurement.get("method"),
+                                           rec.metrics.get("flags") or rec.measurement.get("flags")):
+            return True
+    return False
+
+
 def _theory_table(comparisons) -> Table:
-    c0 = comparisons[0]
-    table = Table(title=f"measured (binned) vs theoretical: {c0.model} on {c0.gpu} ({c0.precision})")
-    for col in ("trace", "engine", "measured", "theory (TDP/peak x FLOPs)", "theory % of measured",
-                "measured / theory", "roofline floor x TDP", "roofline floor x active P"):
+    """Binned energy vs theory; a binned total built on CPU-time estimates is never called measured."""
+    c0 = comparisons[0][0]
+    any_est = any(est for _, est in comparisons)
+    kind = "binned, from ESTIMATED cells" if any_est else "measured (binned)"
+    table = Table(title=f"{kind} vs theoretical: {c0.model} on {c0.gpu} ({c0.precision})")
+    label = "binned (estimate)" if any_est else "measured"
+    for col in ("trace", "engine", label, "theory (TDP/peak x FLOPs)", f"theory % of {label.split()[0]}",
+                f"{label.split()[0]} / theory", "roofline floor x TDP", "roofline floor x active P"):
         table.add_column(col, justify="right" if col not in ("trace", "engine") else "left")
-    for c in comparisons:
-        table.add_row(c.workload, f"{c.engine}/{c.mode}", _j(c.measured_energy_j), _j(c.theoretical_energy_j),
+    for c, est in comparisons:
+        table.add_row(c.workload, f"{c.engine}/{c.mode}", _j(c.measured_energy_j) + (" (estimate)" if est else ""),
+                      _j(c.theoretical_energy_j),
                       f"{c.theory_percent_of_measured:.1f}%", f"{c.measured_multiple_of_theory:.1f}x",
                       _j(c.floor_energy_tdp_j), _j(c.floor_energy_active_j))
     return table

@@ -45,7 +45,10 @@ def build_report(store, out_dir: str | Path, traces: list[str] | None = None, mo
     traces = list(traces or [])
     df = cells_frame(store)
     ref = reference_model(df, model) or (model or "llama-3.1-8b")
+    # The answer first: savings of the best setup and the workload estimate, then the figures.
     jobs: list[tuple[str, str, Callable[[], Section]]] = [
+        ("table_savings", "Savings", lambda: T.savings_table(traces, store, ref, out)),
+        ("table_estimate_vs_theory", "Table 4", lambda: T.estimate_vs_theory_table(traces, store, df, ref, out)),
         ("fig2_lengths", "Figure 2", lambda: F.fig2_lengths(df, out, ref)),
         ("fig3_decoding", "Figure 3", lambda: F.fig3_decoding(df, out, ref)),
         ("fig4_moe", "Figure 4", lambda: F.fig4_moe(df, out, ref, store)),
@@ -55,8 +58,6 @@ def build_report(store, out_dir: str | Path, traces: list[str] | None = None, mo
         ("fig9_online", "Figure 9", lambda: R.fig9_online(df, out, ref)),
         ("power_timelines", "Power timelines", lambda: R.timelines(df, out, store)),
         ("table_workloads", "Tables 1-3", lambda: T.workload_table(traces, out)),
-        ("table_estimate_vs_theory", "Table 4", lambda: T.estimate_vs_theory_table(traces, store, df, ref, out)),
-        ("table_savings", "Savings", lambda: T.savings_table(traces, store, ref, out)),
         ("table_provenance", "Table 5", lambda: T.provenance_table(store, out)),
     ]
     sections = []
@@ -68,7 +69,9 @@ def build_report(store, out_dir: str | Path, traces: list[str] | None = None, mo
             sections.append(_safe(name, title, fn))
             progress.advance(task)
     linked = sorted({i for s in sections for i in s.cell_ids})
-    index = write_html(out / "index.html", sections, store, linked, model=ref, traces=traces)
+    sweep_file, command = write_missing_sweep(sections, out, store)
+    index = write_html(out / "index.html", sections, store, linked, model=ref, traces=traces,
+                       sweep_file=sweep_file, sweep_command=command)
     return ReportResult(out, index, sections, linked)
 
 
@@ -77,3 +80,43 @@ def _progress(console: Any):
 
     return Progress(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
                     console=console, transient=True, disable=console is None)
+
+
+MISSING_SWEEP = "cells-to-measure.yaml"
+
+
+def _device_of(store) -> str:
+    """The device the store's cells ran on: cuda when any cell names a GPU, else cpu."""
+    for rec in store.find(status=None):
+        if (rec.provenance or {}).get("gpu_names"):
+            return "cuda"
+    return "cpu"
+
+
+def write_missing_sweep(sections: list[Section], out: Path, store) -> tuple[str | None, str | None]:
+    """One sweep config with every cell the sections still need; (file name, command) or (None, None)."""
+    import yaml
+
+    cells, seen = [], set()
+    for sec in sections:
+        for m in sec.missing:
+            if m.label() in seen:
+                continue
+            seen.add(m.label())
+            cell = {"model": m.model, "engine": m.engine, "mode": m.mode, "decoding": m.decoding,
+                    "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "batch_size": m.batch_size}
+            if m.tensor_parallel > 1:
+                cell["tensor_parallel"] = m.tensor_parallel
+            cells.append(cell)
+    path = out / MISSING_SWEEP
+    if not cells:
+        path.unlink(missing_ok=True)
+        return None, None
+    import shlex
+
+    device = _device_of(store)
+    command = shlex.join(["tokenjoule", "sweep", MISSING_SWEEP, "--db", str(store.path), "--device", device])
+    header = (f"# the cells the report of {store.path} still needs ({len(cells)})\n"
+              f"# measure them with: {command}\n")
+    path.write_text(header + yaml.safe_dump({"device": device, "cells": cells}, sort_keys=False))
+    return MISSING_SWEEP, command

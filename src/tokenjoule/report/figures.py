@@ -66,28 +66,45 @@ def _plot_series(ax, data, x: str, y: str, label: str, **kw: Any) -> None:
         ax.scatter(flagged[x], flagged[y], s=120, facecolors="none", edgecolors="red", zorder=5)
 
 
+def _longest_curve_at(base, fixed: str, vary: str, ref: int):
+    """The value of `fixed` whose cells vary `vary` over the most lengths at one batch size
+    (the paper's reference length on a tie); None when no batch has two lengths."""
+    best, best_n = None, 1
+    for value, group in base.groupby(fixed):
+        n = max(group[group["batch_size"] == b][vary].nunique() for b in group["batch_size"].unique())
+        if n > best_n or (n == best_n and n >= 2 and value == ref):
+            best, best_n = value, n
+    return best
+
+
 def fig2_lengths(df, out_dir: Path, model: str) -> Section:
-    """Energy vs input length and vs output length per batch size; total, prefill, decode."""
-    sec = Section("fig2_lengths", "Energy vs input and output length (Figure 2)",
-                  f"{model}, hf/eager greedy; top: output {REF_OUTPUT_TOKENS} tokens, bottom: input "
-                  f"{REF_INPUT_TOKENS} tokens. Energy of one batch; red rings are flagged measurements.")
+    """Energy vs input length and vs output length per batch size; total, prefill, decode.
+
+    Drawn from whatever cells exist: the curves at the paper's reference lengths when stored,
+    else at the fixed length with the most points; the cells still missing from the paper's
+    grid are noted under the figure (and listed at the end of the page)."""
     base = latest_per_spec(offline(df, model=model, engine="hf", mode="eager", decoding="greedy",
                                    tensor_parallel=1))
-    by_in = base[base["output_tokens"] == REF_OUTPUT_TOKENS]
-    by_out = base[base["input_tokens"] == REF_INPUT_TOKENS]
-    ok_in = any(by_in[by_in["batch_size"] == b]["input_tokens"].nunique() >= 2 for b in by_in["batch_size"].unique())
-    ok_out = any(by_out[by_out["batch_size"] == b]["output_tokens"].nunique() >= 2
-                 for b in by_out["batch_size"].unique())
-    if not (ok_in and ok_out):
-        present_in = set(zip(by_in["batch_size"], by_in["input_tokens"]))
-        present_out = set(zip(by_out["batch_size"], by_out["output_tokens"]))
-        sec.missing = missing_grid(model, present_in, ("batch_size", "input_tokens"),
-                                   [(b, i) for b in PAPER_BATCHES for i in PAPER_INPUTS],
-                                   output_tokens=REF_OUTPUT_TOKENS)
-        sec.missing += missing_grid(model, present_out, ("batch_size", "output_tokens"),
-                                    [(b, o) for b in PAPER_BATCHES for o in PAPER_OUTPUTS],
-                                    input_tokens=REF_INPUT_TOKENS)
+    out_fixed = _longest_curve_at(base, "output_tokens", "input_tokens", REF_OUTPUT_TOKENS) if len(base) else None
+    in_fixed = _longest_curve_at(base, "input_tokens", "output_tokens", REF_INPUT_TOKENS) if len(base) else None
+    sec = Section("fig2_lengths", "Energy vs input and output length (Figure 2)",
+                  f"{model}, hf/eager greedy; top: output {out_fixed or REF_OUTPUT_TOKENS} tokens, bottom: input "
+                  f"{in_fixed or REF_INPUT_TOKENS} tokens. Energy of one batch; red rings are flagged measurements.")
+    ref_in = base[base["output_tokens"] == REF_OUTPUT_TOKENS] if len(base) else base
+    ref_out = base[base["input_tokens"] == REF_INPUT_TOKENS] if len(base) else base
+    sec.missing = missing_grid(model, set(zip(ref_in["batch_size"], ref_in["input_tokens"])),
+                               ("batch_size", "input_tokens"),
+                               [(b, i) for b in PAPER_BATCHES for i in PAPER_INPUTS], output_tokens=REF_OUTPUT_TOKENS)
+    sec.missing += missing_grid(model, set(zip(ref_out["batch_size"], ref_out["output_tokens"])),
+                                ("batch_size", "output_tokens"),
+                                [(b, o) for b in PAPER_BATCHES for o in PAPER_OUTPUTS], input_tokens=REF_INPUT_TOKENS)
+    if out_fixed is None and in_fixed is None:
         return sec
+    if sec.missing:
+        sec.notes.append(f"{len(sec.missing)} point(s) of the paper's grid are not measured yet (listed under "
+                         "Cells still to measure)")
+    by_in = base[base["output_tokens"] == out_fixed] if out_fixed is not None else base.iloc[0:0]
+    by_out = base[base["input_tokens"] == in_fixed] if in_fixed is not None else base.iloc[0:0]
     # A batch size with a single length is not a curve (e.g. a trace-bin cell): left out.
     by_in = by_in.groupby("batch_size").filter(lambda g: g["input_tokens"].nunique() >= 2)
     by_out = by_out.groupby("batch_size").filter(lambda g: g["output_tokens"].nunique() >= 2)
@@ -97,16 +114,23 @@ def fig2_lengths(df, out_dir: Path, model: str) -> Section:
     for row, (data, x) in enumerate(((by_in, "input_tokens"), (by_out, "output_tokens"))):
         for col, (metric, title) in enumerate(metrics):
             ax = axes[row][col]
+            drawn = False
             for b in sorted(data["batch_size"].unique()):
                 part = data[data["batch_size"] == b]
                 if metric in part.columns and part[metric].notna().any():
                     _plot_series(ax, part[part[metric].notna()], x, metric, f"batch {b}")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
+                    drawn = True
             ax.set_xlabel(x.replace("_", " "))
             ax.set_ylabel(f"{title} energy (J)")
             ax.set_title(f"{title} vs {x.split('_')[0]} length")
-            ax.legend(fontsize=7)
+            if drawn:
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("log")
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no cells yet", ha="center", va="center", transform=ax.transAxes, color="#777")
+                ax.set_xticks([])
+                ax.set_yticks([])
     cols = ["model", "batch_size", "input_tokens", "output_tokens", "energy_j", "prefill_energy_j",
             "decode_energy_j", "duration_s"]
     import pandas as pd

@@ -45,9 +45,16 @@ class _Cells:
     def __init__(self, store):
         self.records = {int(r.id): r for r in store.find(status=None)}
 
-    def warnings(self, cid: int) -> list[str]:
+    def flags(self, cid: int) -> list[str]:
+        """The cell's flags by the one rule the figures use too (store.to_dataframe): the union
+        over its windows (metrics) when present, else the stored window's."""
         rec = self.records.get(cid)
-        return warning_flags((rec.measurement or {}).get("flags") if rec else [])
+        if rec is None:
+            return []
+        return list((rec.metrics or {}).get("flags") or (rec.measurement or {}).get("flags") or [])
+
+    def warnings(self, cid: int) -> list[str]:
+        return warning_flags(self.flags(cid))
 
     def estimate(self, cid: int) -> bool:
         rec = self.records.get(cid)
@@ -107,9 +114,8 @@ def _section(sec: Section, cells: _Cells) -> str:
             name = Path(sec.csv_path).name
             out.append(f'<p class="cells">data: <a href="{_e(name)}">{_e(name)}</a></p>')
     elif sec.missing:
-        items = "".join(f"<li>{_e(m.label())}<br><code>{_e(m.command())}</code></li>" for m in sec.missing)
-        out.append(f'<div class="missing"><b>Not drawn: the store is missing {len(sec.missing)} cell(s).</b> '
-                   f"Measure these (or a sweep over them) and run the report again:<ul>{items}</ul></div>")
+        out.append(f'<div class="missing">Not drawn yet: {len(sec.missing)} cell(s) to measure, listed in '
+                   f'<a href="#to-measure">Cells still to measure</a> (one sweep file for all of them).</div>')
     else:
         out.append(f'<div class="unavailable">{_e(sec.unavailable or "not available")}</div>')
     for note in sec.notes:
@@ -128,7 +134,7 @@ def _appendix(cells: _Cells, linked: set[int]) -> str:
         s, m, meas = rec.spec, rec.metrics, rec.measurement or {}
         dec = s.get("decoding")
         dec = dec.get("strategy") if isinstance(dec, dict) else dec
-        flags = list(meas.get("flags") or [])
+        flags = cells.flags(cid)
         method = meas.get("method") or "—"
         est = cells.estimate(cid)
         classes = [c for c, on in (("flagged", bool(cells.warnings(cid))), ("estimate", est),
@@ -151,8 +157,23 @@ def _appendix(cells: _Cells, linked: set[int]) -> str:
             f"<div class=\"wide\"><table>{''.join(rows)}</table></div>")
 
 
+def _to_measure(sections: list[Section], sweep_file: str | None, command: str | None) -> str:
+    """The end of the page: every cell a figure or table still needs, as one sweep file."""
+    seen: dict[str, Any] = {}
+    for sec in sections:
+        for m in sec.missing:
+            seen.setdefault(m.label(), m)
+    if not seen:
+        return ""
+    items = "".join(f"<li>{_e(m.label())}<br><code>{_e(m.command())}</code></li>" for m in seen.values())
+    link = (f'<p>Download <a href="{_e(sweep_file)}" download>{_e(sweep_file)}</a> and run '
+            f"<code>{_e(command)}</code>, then build the report again.</p>" if sweep_file else "")
+    return (f'<h2 id="to-measure">Cells still to measure ({len(seen)})</h2>{link}'
+            f'<details><summary>the cells one by one</summary><ul class="cells">{items}</ul></details>')
+
+
 def write_html(path: Path, sections: list[Section], store, linked: list[int], model: str,
-               traces: list[str]) -> Path:
+               traces: list[str], sweep_file: str | None = None, sweep_command: str | None = None) -> Path:
     cells = _Cells(store)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     n_ok = sum(1 for r in cells.records.values() if r.status == "ok")
@@ -172,8 +193,10 @@ def write_html(path: Path, sections: list[Section], store, linked: list[int], mo
         'counter disagreement, foreign process, …)</span><span><span class="est">estimate</span> not a '
         'sensor reading</span><span><span class="pred">predicted</span> a model, not a measurement</span>'
         "<span>numbers link to their cells</span></p>",
-        f"<nav><ul>{toc}<li><a href=\"#cells\">Cells appendix</a></li></ul></nav>",
+        f"<nav><ul>{toc}<li><a href=\"#to-measure\">Cells still to measure</a></li>"
+        f"<li><a href=\"#cells\">Cells appendix</a></li></ul></nav>",
         *(_section(s, cells) for s in sections),
+        _to_measure(sections, sweep_file, sweep_command),
         _appendix(cells, set(linked)),
         "</body></html>",
     ]

@@ -26,6 +26,7 @@ class Value:
     flags: tuple[str, ...] = ()
     estimate: bool = False  # from an estimate (e.g. CPU time), never a measurement
     predicted: bool = False  # a model's prediction (e.g. FLOPs x TDP), not a measurement
+    number: float | None = None  # the unformatted value, what the CSV holds ("2,036" is for the page)
 
 
 @dataclass
@@ -38,7 +39,9 @@ class Table:
 
         records = []
         for row in self.rows:
-            rec = {c: v.text for c, v in zip(self.columns, row)}
+            # The CSV is for machines: the raw number, or the text; a missing value is empty.
+            rec = {c: (v.number if v.number is not None else (None if v.text == "—" else v.text))
+                   for c, v in zip(self.columns, row)}
             rec["cell_ids"] = " ".join(str(i) for i in sorted({i for v in row for i in v.cell_ids}))
             records.append(rec)
         return pd.DataFrame(records, columns=[*self.columns, "cell_ids"])
@@ -46,7 +49,10 @@ class Table:
 
 def V(value: Any, ids: Any = (), digits: int = 3, **kw: Any) -> Value:
     text = value if isinstance(value, str) else fmt_number(value, digits)
-    return Value(text, tuple(sorted({int(i) for i in ids})), **kw)
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        number = value
+    return Value(text, tuple(sorted({int(i) for i in ids})), number=number, **kw)
 
 
 def _finish(sec: Section, table: Table, out_dir: Path) -> Section:
