@@ -85,6 +85,12 @@ def _progress(console: Any):
 MISSING_SWEEP = "cells-to-measure.yaml"
 
 
+def sweepable(m) -> bool:
+    """An offline cell a sweep can measure (a batch size or max), not an online run."""
+    b = m.batch_size
+    return (isinstance(b, int) and not isinstance(b, bool) and b >= 1) or b in ("max", "1..max")
+
+
 def _device_of(store) -> str:
     """The device the store's cells ran on: cuda when any cell names a GPU, else cpu."""
     for rec in store.find(status=None):
@@ -100,8 +106,8 @@ def write_missing_sweep(sections: list[Section], out: Path, store) -> tuple[str 
     cells, seen = [], set()
     for sec in sections:
         for m in sec.missing:
-            if m.label() in seen:
-                continue
+            if m.label() in seen or not sweepable(m):
+                continue  # online runs are measured with serve-bench, not a sweep (noted on their figure)
             seen.add(m.label())
             cell = {"model": m.model, "engine": m.engine, "mode": m.mode, "decoding": m.decoding,
                     "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "batch_size": m.batch_size}
