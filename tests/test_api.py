@@ -15,10 +15,11 @@ from fakes.planted_store import MODEL, plant_store, write_planted_trace
 
 
 def test_docstring_examples_run():
+    import tokenjoule.analysis.carbon as carbon
     import tokenjoule.api as api
     import tokenjoule.models.preflight as preflight
 
-    for module in (api, preflight):
+    for module in (api, preflight, carbon):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 

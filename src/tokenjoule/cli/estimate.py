@@ -16,9 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tokenjoule.cli.options import (TraceReading, columns_option, db_option, drop_warning, load_workload,
-                                    merge_format, old_format_option, one_trace, open_existing_store,
-                                    parse_traces, resolve_db, time_unit_option, trace_format_option)
+from tokenjoule.cli.options import (TraceReading, carbon_intensity_option, columns_option, db_option, drop_warning,
+                                    footprint_from_cli, load_workload, merge_format, old_format_option, one_trace,
+                                    open_existing_store, parse_traces, price_option, pue_option, region_option,
+                                    resolve_db, time_unit_option, trace_format_option)
 
 
 def _open_store(ctx: typer.Context, db: Optional[str]):
@@ -108,13 +109,15 @@ def _print_prediction(console: Console, res) -> None:
     console.print(f"predicted batch sizes: {res.prediction.batch_policy}")
 
 
-def _print_summary(console: Console, res) -> None:
+def _print_summary(console: Console, res, footprint=None) -> None:
     if not res.complete and res.predicted_complete:
         _print_prediction(console, res)
     elif res.complete:
         console.print(f"total: {_j(res.total_energy_j)} = {res.total_kwh:.6f} kWh (sum of ceil(N/B) x E_batch); "
                       f"unrounded N/B form: {_j(res.total_energy_unrounded_j)}; "
                       f"per request: {res.energy_per_request_j:,.3f} J")
+        if footprint is not None and footprint.active:
+            console.print(f"footprint: {footprint.describe(res.total_energy_j)}", soft_wrap=True)
     else:
         console.print(f"incomplete: {len(res.missing)} bin(s) unmeasured; measured bins sum to "
                       f"{_j(res.partial_energy_j)} (not a total)")
@@ -208,6 +211,10 @@ def estimate_cmd(
     predict_batch: Optional[int] = typer.Option(None, "--predict-batch", min=1,
                                                 help="Batch size of predicted bins (default: scaled from the "
                                                      "nearest measured cell)."),
+    carbon_intensity: Optional[float] = carbon_intensity_option(),
+    region: Optional[str] = region_option(),
+    price: Optional[float] = price_option(),
+    pue: Optional[float] = pue_option(),
 ) -> None:
     """Energy of a trace from measured cells: sum over bins of ceil(N/B) x E_batch."""
     from tokenjoule.analysis.estimate import binned_estimate
@@ -218,6 +225,7 @@ def estimate_cmd(
         _binning(input_bins, output_bins)  # a bad edge list is reported before the store is opened
     setups = [_setup(e, mode, decoding) for e in engine]
     batch_value = parse_batch(batch)
+    footprint = footprint_from_cli(carbon_intensity, region, price, pue)
     reading = TraceReading.from_cli(merge_format(trace_format, fmt), columns, time_unit)
     traces = parse_traces(trace)
     store = _open_store(ctx, db)
@@ -241,14 +249,18 @@ def estimate_cmd(
     console = _console(stderr=as_json)
     if as_json:
         typer.echo(json.dumps({"bins_used": {**bins.to_dict(), "source": bins_source},
-                               "estimates": [r.to_dict() for r in results],
+                               "footprint": footprint.to_dict(),
+                               "estimates": [{**r.to_dict(), "footprint": footprint.of_energy_j(r.total_energy_j)}
+                                             for r in results],
                                "theory": [{**c.to_dict(), "binned_is_estimate": est} for c, est in comparisons],
                                "missing_cells": [c for r in results for c in r.missing_cells(batch_value)]}, indent=2))
     else:
         for res in results:
             console.print(_estimate_table(res))
-            _print_summary(console, res)
+            _print_summary(console, res, footprint)
         console.print(bins_line(bins, bins_source), soft_wrap=True)
+        if footprint.note():
+            console.print(footprint.note(), soft_wrap=True)
         if comparisons:
             console.print(_theory_table(comparisons))
     for message in refusals:
@@ -324,11 +336,16 @@ def savings_cmd(
     columns: Optional[str] = columns_option(),
     time_unit: Optional[str] = time_unit_option(),
     fmt: Optional[str] = old_format_option(),
+    carbon_intensity: Optional[float] = carbon_intensity_option(),
+    region: Optional[str] = region_option(),
+    price: Optional[float] = price_option(),
+    pue: Optional[float] = pue_option(),
 ) -> None:
     """Percentage of energy saved: 1 - E_optimized / E_baseline on the same binned trace."""
     from tokenjoule.analysis.savings import compare_setups, parse_setup
 
     base, opt = parse_setup(baseline), parse_setup(optimized)
+    footprint = footprint_from_cli(carbon_intensity, region, price, pue)
     if input_bins is not None or output_bins is not None:
         _binning(input_bins, output_bins)  # a bad edge list is reported before anything is read
     reading = TraceReading.from_cli(merge_format(trace_format, fmt), columns, time_unit)
@@ -342,22 +359,28 @@ def savings_cmd(
                                 overflow=overflow, gpu_name=gpu_name)
     console = _console(stderr=as_json)
     if as_json:
-        typer.echo(json.dumps({**result.to_dict(), "bins_used": {**bins.to_dict(), "source": bins_source}},
-                              indent=2))
+        typer.echo(json.dumps({**result.to_dict(), "bins_used": {**bins.to_dict(), "source": bins_source},
+                               "footprint": {**footprint.to_dict(),
+                                             "baseline": footprint.of_energy_j(result.baseline.total_energy_j),
+                                             "optimized": footprint.of_energy_j(result.optimized.total_energy_j),
+                                             "saved": footprint.of_energy_j(result.saved_j)}}, indent=2))
     else:
         table = Table(title=f"{workload.name}: {model}")
-        for col in ("setup", "energy", "energy N/B", "per request", "coverage"):
+        for col in ("setup", "energy", "energy N/B", "per request", "coverage", "kWh, CO2e, cost"):
             table.add_column(col, justify="right" if col != "setup" else "left")
         for label, res in (("baseline", result.baseline), ("optimized", result.optimized)):
             table.add_row(f"{label} {res.engine}:{res.mode}:{res.decoding}", _j(res.total_energy_j),
                           _j(res.total_energy_unrounded_j),
                           "n/a" if res.energy_per_request_j is None else f"{res.energy_per_request_j:,.3f} J",
-                          f"{100 * res.coverage_share:.1f}%")
+                          f"{100 * res.coverage_share:.1f}%", footprint.describe(res.total_energy_j))
         console.print(table)
         console.print(bins_line(bins, bins_source), soft_wrap=True)
         if result.complete:
-            console.print(f"saved: {100 * result.saved_fraction:.1f}% ({_j(result.saved_j)}) = 1 - "
+            console.print(f"saved: {100 * result.saved_fraction:.1f}% ({_j(result.saved_j)}; "
+                          f"{footprint.describe(result.saved_j)}) = 1 - "
                           f"{result.optimized.total_energy_j:,.1f} / {result.baseline.total_energy_j:,.1f}")
+        if footprint.note():
+            console.print(footprint.note(), soft_wrap=True)
     if not result.complete:
         _report_missing(console, [result.baseline, result.optimized], emit_sweep, "max")
         raise typer.Exit(code=1)

@@ -248,3 +248,30 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
     return value
+
+
+# -- carbon and cost -------------------------------------------------------------------------
+def carbon_intensity_option() -> Any:
+    return typer.Option(None, "--carbon-intensity", metavar="G_PER_KWH",
+                        help="Grid carbon intensity (g CO2e per kWh) for the grams beside every kWh.")
+
+
+def region_option() -> Any:
+    return typer.Option(None, "--region", metavar="CODE",
+                        help="Grid intensity by country (ISO alpha-3: USA, FRA, DEU...) or cloud region "
+                             "(gcp:europe-west1), from CodeCarbon's published tables.")
+
+
+def price_option() -> Any:
+    return typer.Option(None, "--price", metavar="PER_KWH", help="Electricity price per kWh, for a cost beside every kWh.")
+
+
+def pue_option() -> Any:
+    return typer.Option(None, "--pue", help="Power usage effectiveness of the facility (>= 1; default 1: device energy only).")
+
+
+def footprint_from_cli(carbon_intensity: Optional[float], region: Optional[str], price: Optional[float],
+                       pue: Optional[float]):
+    from tokenjoule.analysis.carbon import Footprint
+
+    return Footprint.resolve(carbon_intensity, region, price, pue)

@@ -11,8 +11,9 @@ from typing import Optional
 
 import typer
 
-from tokenjoule.cli.options import (TraceReading, columns_option, db_option, load_workload, one_trace,
-                                    open_existing_store, parse_traces, resolve_db, time_unit_option,
+from tokenjoule.cli.options import (TraceReading, carbon_intensity_option, columns_option, db_option,
+                                    footprint_from_cli, load_workload, one_trace, open_existing_store, parse_traces,
+                                    price_option, pue_option, region_option, resolve_db, time_unit_option,
                                     trace_format_option)
 
 
@@ -29,6 +30,10 @@ def report(
                                               "comma-separated)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model of the single-model figures "
                                         "(default: the most-measured one)."),
+    carbon_intensity: Optional[float] = carbon_intensity_option(),
+    region: Optional[str] = region_option(),
+    price: Optional[float] = price_option(),
+    pue: Optional[float] = pue_option(),
 ) -> None:
     """Write the paper's figures and tables for this store as PNG + CSV and one HTML page."""
     from rich.console import Console
@@ -36,9 +41,11 @@ def report(
     from tokenjoule.report.build import build_report
 
     console = Console(stderr=True)
+    footprint = footprint_from_cli(carbon_intensity, region, price, pue)
     store = _open_store(ctx, db)
     try:
-        result = build_report(store, out, traces=parse_traces(trace), model=model, console=console)
+        result = build_report(store, out, traces=parse_traces(trace), model=model, console=console,
+                              footprint=footprint)
     finally:
         store.close()
     drawn = sum(1 for s in result.sections if s.drawn)
@@ -67,9 +74,15 @@ def recommend(
     trace_format: Optional[str] = trace_format_option(),
     columns: Optional[str] = columns_option(),
     time_unit: Optional[str] = time_unit_option(),
+    carbon_intensity: Optional[float] = carbon_intensity_option(),
+    region: Optional[str] = region_option(),
+    price: Optional[float] = price_option(),
+    pue: Optional[float] = pue_option(),
 ) -> None:
     """The lowest-energy measured configuration for a trace that meets the SLOs (exit 1 if none)."""
     from tokenjoule.analysis.recommend import RecommendationError, recommend_trace
+
+    footprint = footprint_from_cli(carbon_intensity, region, price, pue)
 
     name = one_trace(trace, "recommend")
     workload = load_workload(name, TraceReading.from_cli(trace_format, columns, time_unit))
@@ -99,15 +112,18 @@ def recommend(
         data = rec.to_dict()
         data["binning"] = {"n_total": binned.n_total, "n_kept": binned.n_kept, "n_dropped": binned.n_dropped,
                            "dropped_reasons": binned.dropped_reasons, **bins.to_dict(), "source": bins_source}
+        data["footprint"] = {**footprint.to_dict(), **{
+            role: footprint.of_energy_j(c.total_energy_j) for role, c in
+            (("best", rec.best), ("runner_up", rec.runner_up), ("baseline", rec.baseline)) if c is not None}}
         typer.echo(json.dumps(data, indent=2))
         return
-    _print_recommendation(rec, binned)
+    _print_recommendation(rec, binned, footprint)
     from rich.console import Console
 
     Console().print(bins_line(bins, bins_source), soft_wrap=True)
 
 
-def _print_recommendation(rec, binned) -> None:
+def _print_recommendation(rec, binned, footprint=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -120,13 +136,22 @@ def _print_recommendation(rec, binned) -> None:
     best = rec.best
     console.print(f"recommended: [bold]{best.config.label}[/bold]" + (" [estimate]" if best.estimate else "")
                   + f"; {best.total_energy_j:,.1f} J for the trace", soft_wrap=True)
-    table = Table("", "configuration", "total (J)", "kWh", "J / request", title="configurations")
+    columns = ["", "configuration", "total (J)", "kWh", "J / request"]
+    show_fp = footprint is not None and footprint.active
+    if show_fp:
+        columns += ["g CO2e", "cost"]
+    table = Table(*columns, title="configurations")
     for role, cand in (("best", rec.best), ("runner-up", rec.runner_up), ("baseline", rec.baseline)):
         if cand is None or cand.total_energy_j is None:
             continue
         label = cand.config.label + (" [estimate]" if cand.estimate else "")
-        table.add_row(role, label, f"{cand.total_energy_j:,.1f}", f"{cand.total_energy_j / 3.6e6:.3g}",
-                      f"{cand.total_energy_j / rec.n_requests:.3g}")
+        row = [role, label, f"{cand.total_energy_j:,.1f}", f"{cand.total_energy_j / 3.6e6:.3g}",
+               f"{cand.total_energy_j / rec.n_requests:.3g}"]
+        if show_fp:
+            fp = footprint.of_energy_j(cand.total_energy_j)
+            row += ["n/a" if fp["co2e_g"] is None else f"{fp['co2e_g']:.3g}",
+                    "n/a" if fp["cost"] is None else f"{fp['cost']:.3g}"]
+        table.add_row(*row)
     console.print(table)
     bins = Table("bin (in/out)", "requests", "batch", "batches", "energy (J)", "TTFT (ms)", "TPOT (ms)", "cell",
                  title="best configuration per bin" if best.config.kind == "offline" else "best configuration")
@@ -141,6 +166,11 @@ def _print_recommendation(rec, binned) -> None:
         console.print(f"savings vs baseline (hf/eager greedy, 1 GPU): [bold]{100 * rec.savings_fraction:.1f}%[/bold]")
     if rec.baseline_note:
         console.print(f"[yellow]note:[/yellow] {rec.baseline_note}")
+    if show_fp:
+        if footprint.pue != 1.0:
+            console.print(f"CO2e and cost are of facility energy: kWh x PUE {footprint.pue:g}")
+        if footprint.note():
+            console.print(footprint.note(), soft_wrap=True)
     flagged = sorted({f for b in rec.best.bins for f in b.flags})
     if flagged:
         console.print(f"[yellow]the best configuration uses flagged measurements:[/yellow] {', '.join(flagged)}")

@@ -32,7 +32,7 @@ def _safe(name: str, title: str, fn: Callable[[], Section]) -> Section:
 
 
 def build_report(store, out_dir: str | Path, traces: list[str] | None = None, model: str | None = None,
-                 console: Any = None) -> ReportResult:
+                 console: Any = None, footprint: Any = None) -> ReportResult:
     """Write DIR/index.html plus DIR/NAME.png and DIR/NAME.csv for every drawn section."""
     from tokenjoule.report import figures as F
     from tokenjoule.report import figures_runs as R
@@ -47,7 +47,7 @@ def build_report(store, out_dir: str | Path, traces: list[str] | None = None, mo
     ref = reference_model(df, model) or (model or "llama-3.1-8b")
     # The answer first: savings of the best setup and the workload estimate, then the figures.
     jobs: list[tuple[str, str, Callable[[], Section]]] = [
-        ("table_savings", "Savings", lambda: T.savings_table(traces, store, ref, out)),
+        ("table_savings", "Savings", lambda: T.savings_table(traces, store, ref, out, footprint)),
         ("table_estimate_vs_theory", "Table 4", lambda: T.estimate_vs_theory_table(traces, store, df, ref, out)),
         ("fig2_lengths", "Figure 2", lambda: F.fig2_lengths(df, out, ref)),
         ("fig3_decoding", "Figure 3", lambda: F.fig3_decoding(df, out, ref)),

@@ -161,7 +161,7 @@ def _estimate_fields(res) -> tuple[float | None, list[int], list[str], bool]:
     return total, ids_, missing, est
 
 
-def savings_table(traces: list[str], store, model: str, out_dir: Path) -> Section:
+def savings_table(traces: list[str], store, model: str, out_dir: Path, footprint: Any = None) -> Section:
     """Best measured configuration vs the baseline (hf/eager greedy, 1 GPU) per trace, no SLOs."""
     sec = Section("table_savings", "Savings of the best configuration over the baseline",
                   "Per trace, without latency targets (use `tokenjoule recommend` for SLOs). Baseline: "
@@ -171,18 +171,27 @@ def savings_table(traces: list[str], store, model: str, out_dir: Path) -> Sectio
         return sec
     from tokenjoule.analysis.recommend import RecommendationError, recommend_trace
 
-    table = Table(["trace", "best configuration", "best (J)", "baseline (J)", "savings", "runner-up",
+    from tokenjoule.analysis.carbon import Footprint
+
+    footprint = footprint or Footprint()
+    extra = ["best (kWh)", "best (kWh x PUE)", "best (g CO2e)", "best (cost)"] if footprint.active else ["best (kWh)"]
+    table = Table(["trace", "best configuration", "best (J)", *extra, "baseline (J)", "savings", "runner-up",
                    "runner-up (J)"])
+    if footprint.note():
+        sec.notes.append(footprint.note())
     for trace in traces:
         try:
             rec, _ = recommend_trace(trace, store, model=model)
         except RecommendationError as exc:
-            table.rows.append([V(trace), V(f"cannot answer: {exc}"), *(V(None) for _ in range(5))])
+            table.rows.append([V(trace), V(f"cannot answer: {exc}"), *(V(None) for _ in range(5 + len(extra)))])
             continue
         b, base, ru = rec.best, rec.baseline, rec.runner_up
+        fp = footprint.of_energy_j(b.total_energy_j)
+        fp_values = [fp["kwh"], fp["facility_kwh"], fp["co2e_g"], fp["cost"]] if footprint.active else [fp["kwh"]]
         table.rows.append([
             V(trace), V(b.config.label + (" [estimate]" if b.estimate else ""), b.cell_ids),
             V(b.total_energy_j, b.cell_ids, estimate=b.estimate),
+            *(V(v, b.cell_ids, estimate=b.estimate) for v in fp_values),
             V(base.total_energy_j if base else rec.baseline_note, base.cell_ids if base else ()),
             V(None if rec.savings_fraction is None else f"{100 * rec.savings_fraction:.1f}%",
               (*b.cell_ids, *(base.cell_ids if base else ()))),
