@@ -7,19 +7,16 @@ import json
 
 import pytest
 
-from fakes.clock_meter import FakeClock, ScriptedMeter
-from fakes.fake_engine import FakeEngine
 from tokenjoule.cli.main import main
 from tokenjoule.store.db import SCHEMA_VERSION, ResultStore
 
+# Real path: the tiny preset through the HF engine on the CPU, energy from the CPU-time estimate.
+FAST_CELLS = "device: cpu\ndtype: float32\nwarmup: 1\nrepeats: 2\nmin_window_s: 0.05\nidle_s: 0\nsplit_prefill: false\n"
+
 
 @pytest.fixture(autouse=True)
-def fakes(monkeypatch):
+def wide(monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
-    clock = FakeClock()
-    monkeypatch.setattr("tokenjoule.engines.base.get_engine", lambda name: FakeEngine(clock))
-    monkeypatch.setattr("tokenjoule.energy.make_meter", lambda kind="auto", devices=None: ScriptedMeter(clock),
-                        raising=False)
 
 
 def run_cli(capsys, *argv):
@@ -29,32 +26,32 @@ def run_cli(capsys, *argv):
 
 
 def test_sweep_bins_are_stored_and_used_by_estimate(capsys, tmp_path):
+    trace = tmp_path / "short.csv"
+    trace.write_text("input_tokens,output_tokens\n" + "10,3\n" * 12 + "30,6\n" * 8)
     sweep = tmp_path / "cells.yaml"
     db = str(tmp_path / "r.db")
-    rc, _, err = run_cli(capsys, "workload", "bins", "task:translation", "--input-bins", "64,256",
-                         "--output-bins", "64", "--emit-sweep", str(sweep), "--model", "tiny", "--engine", "hf",
-                         "--batch-size", "8")
+    rc, _, err = run_cli(capsys, "workload", "bins", str(trace), "--input-bins", "16,32", "--output-bins", "4,8",
+                         "--emit-sweep", str(sweep), "--model", "tiny", "--engine", "hf", "--batch-size", "4")
     assert rc == 0, err
-    assert "bins: {input: [64, 256], output: [64]}" in sweep.read_text()
-    text = sweep.read_text() + "device: cpu\nwarmup: 1\nrepeats: 2\nmin_window_s: 0.1\nidle_s: 0\n"
-    sweep.write_text(text)
-    rc, out, err = run_cli(capsys, "sweep", str(sweep), "--db", db, "--no-progress")
+    assert "bins: {input: [16, 32], output: [4, 8]}" in sweep.read_text()
+    sweep.write_text(sweep.read_text() + FAST_CELLS)
+    rc, out, err = run_cli(capsys, "sweep", str(sweep), "--db", db, "--no-progress", "--meter", "estimate")
     assert rc == 0, out + err
     with ResultStore(db) as store:
-        assert store.latest_bins("tiny")["input_edges"] == [64, 256]
+        assert store.latest_bins("tiny")["input_edges"] == [16, 32]
         assert store.latest_bins("other-model") is None
 
-    rc, out, err = run_cli(capsys, "estimate", "--trace", "task:translation", "--model", "tiny", "--db", db, "--json")
+    rc, out, err = run_cli(capsys, "estimate", "--trace", str(trace), "--model", "tiny", "--db", db, "--json")
     assert rc == 0, err
     data = json.loads(out)
-    assert data["bins_used"]["input_edges"] == [64, 256] and "stored with the sweep" in data["bins_used"]["source"]
-    assert data["estimates"][0]["complete"] is True
-    rc, out, err = run_cli(capsys, "estimate", "--trace", "task:translation", "--model", "tiny", "--db", db)
-    assert rc == 0 and "bins: input 64,256; output 64 (stored with the sweep" in out
+    assert data["bins_used"]["input_edges"] == [16, 32] and "stored with the sweep" in data["bins_used"]["source"]
+    assert data["estimates"][0]["complete"] is True and data["estimates"][0]["n_covered"] == 20
+    rc, out, err = run_cli(capsys, "estimate", "--trace", str(trace), "--model", "tiny", "--db", db)
+    assert rc == 0 and "bins: input 16,32; output 4,8 (stored with the sweep" in out
 
-    # Flags still win, and say so; the default bins leave most of the trace unmeasured (exit 1).
-    rc, out, err = run_cli(capsys, "estimate", "--trace", "task:translation", "--model", "tiny", "--db", db,
-                           "--input-bins", "32,64,128,256", "--json")
+    # Flags still win, and say so; the default bins are not measured here (exit 1, missing cells listed).
+    rc, out, err = run_cli(capsys, "estimate", "--trace", str(trace), "--model", "tiny", "--db", db,
+                           "--input-bins", "64", "--output-bins", "8", "--json")
     assert rc == 1 and json.loads(out)["bins_used"]["source"] == "from --input-bins/--output-bins"
 
 
@@ -84,3 +81,17 @@ def test_old_store_is_migrated_to_hold_bins(tmp_path):
         assert store.schema_version == SCHEMA_VERSION and store.latest_bins() is None
         store.add_bins([8, 16], [4])
         assert store.latest_bins()["output_edges"] == [4]
+
+
+def test_sweep_overrides_repeats_and_warmup(capsys, tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("model: tiny\nengine: hf\nmode: eager\ninput_tokens: 16\noutput_tokens: 4\nbatch_size: 2\n"
+                   + FAST_CELLS.replace("warmup: 1", "warmup: 3").replace("repeats: 2", "repeats: 5"))
+    db = tmp_path / "r.db"
+    rc, out, err = run_cli(capsys, "sweep", str(cfg), "--repeats", "2", "--warmup", "1", "--db", str(db),
+                           "--no-progress", "--meter", "estimate")
+    assert rc == 0, err + out
+    with ResultStore(db) as s:
+        (rec,) = s.find()
+    assert rec.spec["repeats"] == 2 and rec.spec["warmup"] == 1
+    assert len(rec.metrics.get("energy_by_repeat_j") or rec.measurement.get("repeats") or [0, 0]) == 2

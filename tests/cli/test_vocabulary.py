@@ -61,19 +61,6 @@ def test_measure_takes_db_before_the_command(capsys, tmp_path):
         assert s.count() == 1
 
 
-def test_sweep_overrides_repeats_and_warmup(capsys, tmp_path):
-    cfg = tmp_path / "s.yaml"
-    cfg.write_text("model: tiny\nengine: hf\nmode: eager\ndevice: cpu\ninput_tokens: 16\noutput_tokens: 4\n"
-                   "batch_size: 2\nwarmup: 3\nrepeats: 5\nmin_window_s: 0.1\n")
-    db = tmp_path / "r.db"
-    rc, out, err = run_cli(capsys, "sweep", str(cfg), "--repeats", "2", "--warmup", "1", "--db", str(db),
-                           "--no-progress")
-    assert rc == 0, err + out
-    with ResultStore(db) as s:
-        (rec,) = s.find()
-    assert rec.spec["repeats"] == 2 and rec.spec["warmup"] == 1
-
-
 @pytest.mark.parametrize("traces", [["--trace", "task:translation,task:generation"],
                                     ["--trace", "task:translation", "--trace", "task:generation"]])
 def test_trace_is_repeatable_and_comma_separated(capsys, tmp_path, traces):
