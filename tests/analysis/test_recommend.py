@@ -167,3 +167,20 @@ def test_offline_records_without_batch_lengths_are_ignored(tmp_path):
         after, _ = recommend_trace(str(trace), store)
     assert after.best.config == before.best.config
     assert after.best.total_energy_j == pytest.approx(before.best.total_energy_j)
+
+
+def test_cells_that_exist_as_estimates_are_not_called_missing(tmp_path, capsys):
+    from fakes.planted_store import PLANTED_BINS, offline_record, write_planted_trace
+    from tokenjoule.cli.main import main
+
+    with ResultStore(tmp_path / "est.db") as store:
+        for i, o in PLANTED_BINS:
+            store.add(offline_record("llama-3.1-8b", "hf", "eager", "greedy", 8, i, o, method="estimate-cpu-time",
+                                     flags=("estimate",)))
+    trace = write_planted_trace(tmp_path / "t.csv")
+    rc = main(["recommend", "--trace", str(trace), "--db", str(tmp_path / "est.db")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "CPU-time ESTIMATES" in err and "--include-estimates" in err
+    rc = main(["recommend", "--trace", str(trace), "--db", str(tmp_path / "est.db"), "--include-estimates"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "(estimate)" in out

@@ -270,7 +270,18 @@ def recommend(bin_counts: dict[tuple[int, int], int], store, *, model: str, trac
                                 include_estimates, max_gpus)
     feasible = sorted((c for c in cands if c.feasible), key=lambda c: c.total_energy_j)
     if not feasible:
-        raise _why_not(cands, bin_counts, model, trace, slo_ttft_ms, slo_tpot_ms, max_gpus)
+        err = _why_not(cands, bin_counts, model, trace, slo_ttft_ms, slo_tpot_ms, max_gpus)
+        if not include_estimates:
+            # Cells that exist as CPU-time estimates are not "missing": say they were left out.
+            with_est = _offline_cells(store, model, True, max_gpus)
+            covered = [cfg for cfg, cells in with_est.items()
+                       if evaluate_offline(cfg, cells, bin_counts, slo_ttft_ms, slo_tpot_ms).complete]
+            if covered:
+                err = RecommendationError(
+                    f"{err} - note: {len(covered)} configuration(s) cover every bin with CPU-time ESTIMATES "
+                    "(no energy sensor), left out of the ranking; pass --include-estimates to rank them, "
+                    "labelled as estimates", err.missing)
+        raise err
     base_cfg = Config(*BASELINE)
     baseline, note = None, ""
     if base_cfg in groups:

@@ -134,7 +134,7 @@ def _print_recommendation(rec, binned, footprint=None) -> None:
                   f"{len(binned.counts)} bins ({binned.n_dropped} dropped beyond the largest bin); "
                   f"SLOs: {slo or 'none'}")
     best = rec.best
-    console.print(f"recommended: [bold]{best.config.label}[/bold]" + (" [estimate]" if best.estimate else "")
+    console.print(f"recommended: [bold]{best.config.label}[/bold]" + (" (estimate)" if best.estimate else "")
                   + f"; {best.total_energy_j:,.1f} J for the trace", soft_wrap=True)
     columns = ["", "configuration", "total (J)", "kWh", "J / request"]
     show_fp = footprint is not None and footprint.active
@@ -144,7 +144,7 @@ def _print_recommendation(rec, binned, footprint=None) -> None:
     for role, cand in (("best", rec.best), ("runner-up", rec.runner_up), ("baseline", rec.baseline)):
         if cand is None or cand.total_energy_j is None:
             continue
-        label = cand.config.label + (" [estimate]" if cand.estimate else "")
+        label = cand.config.label + (" (estimate)" if cand.estimate else "")
         row = [role, label, f"{cand.total_energy_j:,.1f}", f"{cand.total_energy_j / 3.6e6:.3g}",
                f"{cand.total_energy_j / rec.n_requests:.3g}"]
         if show_fp:

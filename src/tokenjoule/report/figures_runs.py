@@ -31,12 +31,12 @@ def fig9_online(df, out_dir: Path, model: str) -> Section:
     for _, r in online.iterrows():
         arrival = _arrival(r.get("arrival"))
         rate = arrival.get("rate_rps") or arrival.get("rate")
-        rows.append({"cell_id": int(r["id"]), "kind": "online", "engine": r["engine"], "mode": r["mode"],
-                     "rate_rps": rate, "batch_size": None,
+        rows.append({"cell_id": int(r["id"]), "kind": "online", "engine": r["engine"], "mode": _mode(r["mode"]),
+                     "rate_rps": rate, "concurrency": arrival.get("concurrency"), "batch_size": None,
                      "energy_per_request_j": r.get("energy_per_request_j"),
                      "is_estimate": bool(r["is_estimate"]), "warnings": r["warnings"]})
     pairs = {(r["engine"], r["mode"]) for r in rows}
-    for engine, mode in sorted(pairs):
+    for engine, mode in sorted(pairs, key=lambda p: (str(p[0]), str(p[1]))):
         off = latest_per_spec(offline(df, model=model, engine=engine, mode=mode, decoding="greedy",
                                       tensor_parallel=1, input_tokens=REF_INPUT_TOKENS,
                                       output_tokens=REF_OUTPUT_TOKENS))
@@ -46,23 +46,43 @@ def fig9_online(df, out_dir: Path, model: str) -> Section:
                          "energy_per_request_j": r["energy_per_request_j"],
                          "is_estimate": bool(r["is_estimate"]), "warnings": r["warnings"]})
     data = pd.DataFrame(rows)
+    online_rows = data[data["kind"] == "online"]
+    # x: the arrival rate; closed-loop runs have none, then their concurrency; else the run's order.
+    if online_rows["rate_rps"].notna().any():
+        x_col, x_label = "rate_rps", "arrival rate (requests/s)"
+    elif "concurrency" in data.columns and online_rows["concurrency"].notna().any():
+        x_col, x_label = "concurrency", "clients in flight (closed loop)"
+    else:
+        data["run"] = None
+        data.loc[data["kind"] == "online", "run"] = range(1, len(online_rows) + 1)
+        x_col, x_label = "run", "online run"
+    skipped = int(online_rows[x_col].isna().sum()) if x_col != "run" else 0
+    if skipped:
+        sec.notes.append(f"{skipped} online run(s) without a {x_label.split(' (')[0]} are not drawn")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for k, (engine, mode) in enumerate(sorted(pairs)):
-        on = data[(data["kind"] == "online") & (data["engine"] == engine) & (data["mode"] == mode)]
-        on = on[on["rate_rps"].notna()].sort_values("rate_rps")
-        ax.plot(on["rate_rps"], on["energy_per_request_j"], marker="o", color=f"C{k}",
-                label=f"online {engine}/{mode}")
-        off = data[(data["kind"] == "offline") & (data["engine"] == engine) & (data["mode"] == mode)]
+    for k, (engine, mode) in enumerate(sorted(pairs, key=lambda p: (str(p[0]), str(p[1])))):
+        same_mode = data["mode"].isna() if mode is None else (data["mode"] == mode)  # None == None is False in pandas
+        on = data[(data["kind"] == "online") & (data["engine"] == engine) & same_mode]
+        on = on[on[x_col].notna()].sort_values(x_col)
+        setup = f"{engine}/{mode}" if mode else f"{engine}"
+        ax.plot(on[x_col].astype(float), on["energy_per_request_j"], marker="o", color=f"C{k}",
+                label=f"online {setup}")
+        off = data[(data["kind"] == "offline") & (data["engine"] == engine) & same_mode]
         for _, r in off.iterrows():
             ax.axhline(r["energy_per_request_j"], color=f"C{k}", linestyle="--", linewidth=0.8)
             ax.annotate(f"offline b{int(r['batch_size'])}", (ax.get_xlim()[0], r["energy_per_request_j"]),
                         fontsize=7, color=f"C{k}")
-    ax.set_xlabel("arrival rate (requests/s)")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("energy per request (J)")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     return save(sec, fig, data, out_dir)
+
+
+def _mode(value):
+    """An online run's mode; None (not NaN) when the engine has none (transformers serve)."""
+    return None if value is None or (isinstance(value, float) and value != value) else value
 
 
 def _arrival(value) -> dict:

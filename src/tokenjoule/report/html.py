@@ -147,7 +147,7 @@ def _appendix(cells: _Cells, linked: set[int]) -> str:
                 s.get("tensor_parallel", 1), energy, fmt_number(m.get("energy_per_output_token_j")),
                 fmt_number(m.get("duration_s")), fmt_number(m.get("avg_power_w")),
                 f"{method}" + (" (estimate)" if est else ""),
-                ", ".join(flags) or "—", gpus[0] if gpus else (rec.provenance.get("cpu_name") or "—"),
+                ", ".join(flags) or "—", gpus[0] if gpus else "none (CPU run)",  # never a CPU name as a GPU
                 rec.provenance.get("time_utc") or rec.created_at or "—"]
         tds = "".join(f"<td>{v if k in (0, 10) else _e(v)}</td>" for k, v in enumerate(vals))
         cls = f' class="{" ".join(classes)}"' if classes else ""
