@@ -30,28 +30,28 @@ def test_sweep_bins_are_stored_and_used_by_estimate(capsys, tmp_path):
     trace.write_text("input_tokens,output_tokens\n" + "10,3\n" * 12 + "30,6\n" * 8)
     sweep = tmp_path / "cells.yaml"
     db = str(tmp_path / "r.db")
-    rc, _, err = run_cli(capsys, "workload", "bins", str(trace), "--input-bins", "16,32", "--output-bins", "4,8",
+    rc, _, err = run_cli(capsys, "workload", "bins", str(trace), "--input-bins", "48", "--output-bins", "8",
                          "--emit-sweep", str(sweep), "--model", "tiny", "--engine", "hf", "--batch-size", "4")
     assert rc == 0, err
-    assert "bins: {input: [16, 32], output: [4, 8]}" in sweep.read_text()
+    assert "bins: {input: [48], output: [8]}" in sweep.read_text()  # one cell; the default bins need two
     sweep.write_text(sweep.read_text() + FAST_CELLS)
     rc, out, err = run_cli(capsys, "sweep", str(sweep), "--db", db, "--no-progress", "--meter", "estimate")
     assert rc == 0, out + err
     with ResultStore(db) as store:
-        assert store.latest_bins("tiny")["input_edges"] == [16, 32]
+        assert store.latest_bins("tiny")["input_edges"] == [48]
         assert store.latest_bins("other-model") is None
 
     rc, out, err = run_cli(capsys, "estimate", "--trace", str(trace), "--model", "tiny", "--db", db, "--json")
     assert rc == 0, err
     data = json.loads(out)
-    assert data["bins_used"]["input_edges"] == [16, 32] and "stored with the sweep" in data["bins_used"]["source"]
+    assert data["bins_used"]["input_edges"] == [48] and "stored with the sweep" in data["bins_used"]["source"]
     assert data["estimates"][0]["complete"] is True and data["estimates"][0]["n_covered"] == 20
     rc, out, err = run_cli(capsys, "estimate", "--trace", str(trace), "--model", "tiny", "--db", db)
-    assert rc == 0 and "bins: input 16,32; output 4,8 (stored with the sweep" in out
+    assert rc == 0 and "bins: input 48; output 8 (stored with the sweep" in out
 
     # Flags still win, and say so; the default bins are not measured here (exit 1, missing cells listed).
     rc, out, err = run_cli(capsys, "estimate", "--trace", str(trace), "--model", "tiny", "--db", db,
-                           "--input-bins", "64", "--output-bins", "8", "--json")
+                           "--input-bins", "16,32", "--output-bins", "4,8", "--json")
     assert rc == 1 and json.loads(out)["bins_used"]["source"] == "from --input-bins/--output-bins"
 
 
