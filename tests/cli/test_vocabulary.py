@@ -98,3 +98,13 @@ def test_models_list_view_has_json_and_csv(capsys):
     assert rc == 0 and lines[0].startswith("name,") and any(line.startswith("tiny,") for line in lines)
     rc, out, _ = run_cli(capsys, "models", "--json")
     assert rc == 0 and any(r["name"] == "tiny" for r in json.loads(out))
+
+
+def test_workload_bins_csv_counts_add_up(capsys):
+    import csv
+
+    rc, out, _ = run_cli(capsys, "workload", "bins", "--trace", "task:translation", "--csv")
+    rows = list(csv.DictReader(out.splitlines()))
+    assert rc == 0 and rows and {"input_tokens", "output_tokens", "n_requests", "share"} <= set(rows[0])
+    rc, js, _ = run_cli(capsys, "workload", "bins", "--trace", "task:translation", "--json")
+    assert sum(int(r["n_requests"]) for r in rows) == json.loads(js)["n_kept"]

@@ -59,6 +59,10 @@ def _flat(rec: Any) -> dict[str, Any]:
     }
 
 
+# Short names of the usual methods for the narrow listing (--json/--csv carry the full names).
+COMPACT_METHODS = {"estimate-cpu-time": "est-cpu", "nvml-counter": "nvml", "simulated": "sim"}
+
+
 def _compact_row(rec: Any) -> list[str]:
     """The listing for a narrow terminal (< 120 columns): the columns that tell cells apart."""
     f = _flat(rec)
@@ -67,7 +71,7 @@ def _compact_row(rec: Any) -> list[str]:
     return [
         str(f["id"]), str(f["model"]), f"{f['engine']}/{f['mode']} {f['decoding']}", _fmt(f["batch_size"], "{}"),
         f"{_fmt(f['input_tokens'], '{}')}/{_fmt(f['output_tokens'], '{}')}", _fmt(f["energy_per_output_token_j"]),
-        str(f["method"] or "-"), flags, status,
+        COMPACT_METHODS.get(str(f["method"]), str(f["method"] or "-")), flags, status,
     ]
 
 
@@ -130,8 +134,9 @@ def results(
         for rec in shown:
             table.add_row(*_compact_row(rec))
         console.print(table)
-        console.print("J/tok: joules per output token; flags: how many quality flags (tokenjoule results show "
-                      "ID); every column: --json, --csv or a wider terminal")
+        console.print("J/tok: joules per output token; est-cpu: CPU-time estimate, not a measurement; flags: "
+                      "how many quality flags (tokenjoule results show ID); every column: --json, --csv or a "
+                      "wider terminal")
         return
     table = Table(title=title, header_style="bold")
     for name, justify in (("id", "right"), ("time (UTC)", "left"), ("model", "left"), ("engine/mode", "left"),

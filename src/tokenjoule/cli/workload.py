@@ -141,6 +141,7 @@ def bins_cmd(
     output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges, e.g. 8,16,...,512."),
     overflow: str = typer.Option("drop", "--overflow", help="Requests beyond the largest bin: drop or clip."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print the occupied bins as CSV (one row per bin)."),
     trace_opt: Optional[list[str]] = typer.Option(None, "--trace", help="The trace, as in other commands."),
     trace_format: Optional[str] = trace_format_option(),
     columns: Optional[str] = columns_option(),
@@ -166,8 +167,14 @@ def bins_cmd(
     if warning:
         Console(stderr=True).print(f"[bold yellow]{warning}[/]", soft_wrap=True)
     console = Console()
+    if as_json and as_csv:
+        raise TokenjouleError("give --json or --csv, not both")
     if as_json:
         typer.echo(json.dumps(binned.to_dict(), indent=2))
+    elif as_csv:
+        from tokenjoule.cli.options import emit_rows
+
+        emit_rows(binned.rows(), False, True)
     else:
         console.print(bins_table(binned))
         console.print(f"kept {binned.n_kept:,} of {binned.n_total:,} requests in {len(binned.counts)} bins; "
@@ -176,7 +183,7 @@ def bins_cmd(
             console.print(f"dropped {n:,}: {reason}")
         for line in _removed_lines(workload):
             console.print(line)
-    out = Console(stderr=True) if as_json else console
+    out = Console(stderr=True) if as_json or as_csv else console
     if png is not None:
         out.print(f"wrote {plot_cdfs(binned, png)}")
     if emit_sweep is not None:
