@@ -102,3 +102,15 @@ def test_keeping_bins_keep_every_request(user_trace):
 def test_task_profiles_refuse_file_options(capsys):
     rc, _, err = run_cli(capsys, "workload", "stats", "task:translation", "--columns", MAPPING)
     assert rc == 2 and "do not apply to task profiles" in err
+
+
+def test_report_reads_a_mapped_trace(capsys, tmp_path, user_trace):
+    plant_store(tmp_path / "p.db")
+    rc, _, err = run_cli(capsys, "report", "--db", str(tmp_path / "p.db"), "-o", str(tmp_path / "rep"),
+                         "--trace", str(user_trace), "--columns", MAPPING, "--time-unit", "iso")
+    assert rc == 0, err
+    import pandas as pd
+
+    savings = pd.read_csv(tmp_path / "rep" / "table_savings.csv")
+    assert savings["best (J)"].notna().all()  # the mapped trace was binned and answered
+    assert (tmp_path / "rep" / "traces" / "mine.csv").read_text().startswith("input_tokens,output_tokens,arrival_s")

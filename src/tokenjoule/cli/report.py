@@ -34,6 +34,9 @@ def report(
     region: Optional[str] = region_option(),
     price: Optional[float] = price_option(),
     pue: Optional[float] = pue_option(),
+    trace_format: Optional[str] = trace_format_option(),
+    columns: Optional[str] = columns_option(),
+    time_unit: Optional[str] = time_unit_option(),
 ) -> None:
     """Write the paper's figures and tables for this store as PNG + CSV and one HTML page."""
     from rich.console import Console
@@ -42,9 +45,10 @@ def report(
 
     console = Console(stderr=True)
     footprint = footprint_from_cli(carbon_intensity, region, price, pue)
+    traces = _mapped_traces(parse_traces(trace), TraceReading.from_cli(trace_format, columns, time_unit), out)
     store = _open_store(ctx, db)
     try:
-        result = build_report(store, out, traces=parse_traces(trace), model=model, console=console,
+        result = build_report(store, out, traces=traces, model=model, console=console,
                               footprint=footprint)
     finally:
         store.close()
@@ -55,6 +59,33 @@ def report(
         if not s.drawn:
             why = s.unavailable or f"missing {len(s.missing)} cell(s)"
             console.print(f"  [yellow]{s.name}[/yellow]: {why}")
+
+
+def _mapped_traces(traces: list[str], reading: TraceReading, out: Path) -> list[str]:
+    """Trace files read with --columns/--time-unit/--trace-format are rewritten once in the
+    canonical columns under OUT/traces/, so every section of the report reads the same requests."""
+    if not reading.any_file_option:
+        return traces
+    import csv
+
+    from tokenjoule.workloads.traces import BUILTIN_TRACES
+
+    mapped = []
+    for name in traces:
+        if name.startswith("task:") or name in BUILTIN_TRACES:
+            mapped.append(name)
+            continue
+        workload = load_workload(name, reading)
+        path = out / "traces" / f"{Path(name).stem}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            timed = all(r.arrival_s is not None for r in workload.requests)
+            writer.writerow(["input_tokens", "output_tokens", *(["arrival_s"] if timed else [])])
+            for r in workload.requests:
+                writer.writerow([r.input_tokens, r.output_tokens, *([f"{r.arrival_s:.6f}"] if timed else [])])
+        mapped.append(str(path))
+    return mapped
 
 
 def recommend(
