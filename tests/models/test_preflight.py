@@ -78,3 +78,11 @@ def test_tiny_fits_and_passes(small_box):
     spec = RunSpec(model="tiny", batch_size=2, input_tokens=16, output_tokens=4, device="auto")
     need = pf.preflight(spec)
     assert need is not None and need.device == "cpu" and need.total_bytes < 16 * GIB
+
+
+def test_serve_bench_launch_transformers_is_preflighted(capsys, tmp_path, small_box):
+    rc, _, err = run_cli(capsys, "serve-bench", "--model", "llama-3.1-8b", "--launch", "transformers",
+                         "--device", "auto", "--input-tokens", "64", "--output-tokens", "16", "--rate", "2",
+                         "--db", str(tmp_path / "r.db"))
+    assert rc == 2 and err.count("\n") == 1 and "needs about" in err
+    assert not (tmp_path / "r.db").exists()
