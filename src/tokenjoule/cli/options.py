@@ -84,10 +84,6 @@ def open_existing_store(choice: DbChoice, what: str = "results database"):
 
 
 # -- traces ----------------------------------------------------------------------------------
-def trace_option(required: bool = False, help: str = TRACE_HELP) -> Any:
-    return typer.Option(... if required else None, "--trace", help=help)
-
-
 def parse_traces(values: Optional[Iterable[str]]) -> list[str]:
     """`--trace a --trace b,c` -> [a, b, c] (blank items ignored, order kept, duplicates once)."""
     out: list[str] = []

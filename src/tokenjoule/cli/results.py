@@ -11,7 +11,6 @@ export ...` and `tokenjoule results export --db X ...` read the same store (cli/
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import typer
