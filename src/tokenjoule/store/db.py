@@ -232,7 +232,10 @@ class ResultStore:
     def latest_bins(self, model: str | None = None) -> dict[str, Any] | None:
         """The most recently stored sweep bins (for `model`, or declared for any model), or None:
         {"input_edges", "output_edges", "model", "source", "created_at"}."""
-        rows = self._conn.execute("SELECT * FROM sweep_bins ORDER BY id DESC").fetchall()
+        try:
+            rows = self._conn.execute("SELECT * FROM sweep_bins ORDER BY id DESC").fetchall()
+        except sqlite3.OperationalError:  # a store opened without migrating (read-only file): no bins
+            return None
         for row in rows:
             models = [m for m in (row["model"] or "").split(",") if m]
             if model is None or not models or model in models:
