@@ -125,15 +125,13 @@ APPENDIX_COLS = ("id", "kind", "status", "model", "engine/mode", "decoding", "ba
 def _appendix(cells: _Cells, linked: set[int]) -> str:
     rows = ["<tr>" + "".join(f"<th>{c}</th>" for c in APPENDIX_COLS) + "</tr>"]
     for cid, rec in sorted(cells.records.items()):
-        s, m, meas = rec.spec, rec.metrics, rec.measurement or {}
-        dec = s.get("decoding")
-        dec = dec.get("strategy") if isinstance(dec, dict) else dec
-        flags = list(meas.get("flags") or [])
-        method = meas.get("method") or "—"
+        s, m = rec.spec, rec.metrics
+        dec = rec.decoding
+        flags = rec.flags
+        method = rec.method or "—"
         est = cells.estimate(cid)
         classes = [c for c, on in (("flagged", bool(cells.warnings(cid))), ("estimate", est),
                                    ("failed", rec.status != "ok")) if on]
-        gpus = rec.provenance.get("gpu_names") or []
         energy = _e(fmt_number(m.get("energy_j"))) if rec.status == "ok" else _e(f"failed: {rec.error or ''}")
         vals = [f'<a href="#cell-{cid}">{cid}</a>' + (" ·" if cid in linked else ""), rec.kind, rec.status,
                 s.get("model"), f"{s.get('engine')}/{s.get('mode')}", dec or "—",
@@ -141,7 +139,7 @@ def _appendix(cells: _Cells, linked: set[int]) -> str:
                 s.get("tensor_parallel", 1), energy, fmt_number(m.get("energy_per_output_token_j")),
                 fmt_number(m.get("duration_s")), fmt_number(m.get("avg_power_w")),
                 f"{method}" + (" (estimate)" if est else ""),
-                ", ".join(flags) or "—", gpus[0] if gpus else (rec.provenance.get("cpu_name") or "—"),
+                ", ".join(flags) or "—", rec.device_name or "—",
                 rec.provenance.get("time_utc") or rec.created_at or "—"]
         tds = "".join(f"<td>{v if k in (0, 10) else _e(v)}</td>" for k, v in enumerate(vals))
         cls = f' class="{" ".join(classes)}"' if classes else ""
