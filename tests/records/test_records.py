@@ -73,3 +73,16 @@ def test_a_store_written_by_earlier_versions_opens_and_reads(tmp_path):
         assert {r.cell_kind for r in records} <= {"offline", "online", "comparison"}
         frame = store.to_dataframe()
         assert len(frame) == len(records) and "cell_kind" in frame and "is_estimate" in frame
+
+
+def test_engine_capabilities_are_declared():
+    from tokenjoule.engines.base import CAP_GENERATE_REQUESTS, CAP_PROBE_MEMORY, CapabilityMissing, EngineBase, supports
+    from tokenjoule.engines.vllm_offline import VLLMEngine
+
+    assert supports(EngineBase(), CAP_PROBE_MEMORY) is False
+    with pytest.raises(CapabilityMissing):
+        EngineBase().generate_requests([(1, 1)])
+    assert EngineBase().kv_cache_tokens() is None
+    assert {CAP_PROBE_MEMORY, CAP_GENERATE_REQUESTS} <= VLLMEngine.capabilities
+    with pytest.raises(ValueError, match="unknown engine capability"):
+        supports(EngineBase(), "teleport")

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from tokenjoule.report.data import Section, fmt_number, is_estimate, warning_flags
+from tokenjoule.report.data import Section, fmt_number, warning_flags
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1150px;
@@ -47,14 +47,11 @@ class _Cells:
 
     def warnings(self, cid: int) -> list[str]:
         rec = self.records.get(cid)
-        return warning_flags((rec.measurement or {}).get("flags") if rec else [])
+        return warning_flags(rec.flags if rec else [])
 
     def estimate(self, cid: int) -> bool:
         rec = self.records.get(cid)
-        if rec is None:
-            return False
-        m = rec.measurement or {}
-        return is_estimate(m.get("method"), m.get("flags") or [])
+        return rec is not None and rec.is_estimate
 
 
 def _e(text: Any) -> str:

@@ -203,7 +203,7 @@ def provenance_table(store, out_dir: Path) -> Section:
         g = groups.setdefault(key, {"prov": prov, "ids": [], "times": [], "methods": set()})
         g["ids"].append(int(rec.id))
         g["times"].append(rec.provenance.get("time_utc") or rec.created_at or "")
-        g["methods"].add(str((rec.measurement or {}).get("method") or "—"))
+        g["methods"].add(str(rec.method or "—"))
     if not groups:
         sec.unavailable = "not available: the store has no cells"
         return sec

@@ -231,7 +231,7 @@ class RunContext:
     """How cells are measured: the store, the meter (shared, or one made per group from
     `meter_kind`), the idle baseline length, the engine factory and the measurement function."""
 
-    def __init__(self, store: Any, *, meter: Meter | None = None, meter_kind: str = "auto", idle_s: float = 5.0,
+    def __init__(self, store: Store | None, *, meter: Meter | None = None, meter_kind: str = "auto", idle_s: float = 5.0,
                  engine_factory: Callable[[str], Engine] | None = None, measure: MeasureFn | None = None,
                  on_progress: ProgressFn | None = None, on_stage: Callable[[str], None] | None = None):
         self.store, self.meter, self.meter_kind, self.idle_s = store, meter, meter_kind, idle_s
@@ -250,7 +250,7 @@ class RunContext:
 class DryContext(RunContext):
     """The context of a dry run: reads the store (which may be None) and never writes it."""
 
-    def __init__(self, store: Any, *, meter: Meter | None = None, idle_s: float = 0.0):
+    def __init__(self, store: Store | None, *, meter: Meter | None = None, idle_s: float = 0.0):
         self.store, self.meter, self.idle_s = store, meter, idle_s
         self.stage = lambda text: None
 

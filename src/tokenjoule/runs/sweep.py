@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+from tokenjoule.energy.meter import Meter
 from tokenjoule.engines.base import Engine, get_engine
 from tokenjoule.records import CellRecord
 from tokenjoule.runs.batch_search import lower_max_batch, max_batch_key
@@ -36,6 +37,7 @@ from tokenjoule.runs.runner import (  # noqa: F401  (gpu_name_of re-exported)
     RunContext,
     Runner,
     Session,
+    Store,
     gpu_name_of,
 )
 from tokenjoule.runs.sweep_config import CellPlan, SweepConfig
@@ -403,7 +405,7 @@ class SweepPlan:
         return summary
 
 
-def run_sweep(config: SweepConfig, store: Any, *, meter: Any = None, meter_kind: str = "auto",
+def run_sweep(config: SweepConfig, store: Store | None, *, meter: Meter | None = None, meter_kind: str = "auto",
               dry_run: bool = False, retry_failed: bool = False, budget_minutes: float | None = None,
               engine_factory: Callable[[str], Engine] = get_engine, progress: bool = True,
               measure: MeasureFn | None = None, clock: Callable[[], float] = time.monotonic,
