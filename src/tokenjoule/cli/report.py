@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -48,8 +48,9 @@ def report(
     traces = _mapped_traces(parse_traces(trace), TraceReading.from_cli(trace_format, columns, time_unit), out)
     store = _open_store(ctx, db)
     try:
-        result = build_report(store, out, traces=traces, model=model, console=console,
-                              footprint=footprint)
+        with report_progress(console) as on_progress:
+            result = build_report(store, out, traces=traces, model=model, on_progress=on_progress,
+                                  footprint=footprint)
     finally:
         store.close()
     drawn = sum(1 for s in result.sections if s.drawn)
@@ -86,6 +87,29 @@ def _mapped_traces(traces: list[str], reading: TraceReading, out: Path) -> list[
                 writer.writerow([r.input_tokens, r.output_tokens, *([f"{r.arrival_s:.6f}"] if timed else [])])
         mapped.append(str(path))
     return mapped
+
+
+class report_progress:
+    """A transient rich bar over the report's sections (build_report's on_progress)."""
+
+    def __init__(self, console: Any):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
+                                 console=console, transient=True, disable=console is None)
+        self.task: Any = None
+
+    def __enter__(self) -> Any:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def __call__(self, section: str, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("report", total=total)
+        self.progress.update(self.task, description=section, completed=done)
 
 
 def recommend(
@@ -205,6 +229,9 @@ def _print_recommendation(rec, binned, footprint=None) -> None:
     flagged = sorted({f for b in rec.best.bins for f in b.flags})
     if flagged:
         console.print(f"[yellow]the best configuration uses flagged measurements:[/yellow] {', '.join(flagged)}")
+    from tokenjoule.analysis.selection import SELECTION_RULE
+
+    console.print(SELECTION_RULE, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
