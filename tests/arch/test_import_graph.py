@@ -11,7 +11,7 @@ import tokenjoule
 
 SRC = Path(tokenjoule.__file__).parent
 LAYERS = {
-    "cli": 0,
+    "cli": 0, "api": 0,  # api: the Python entry points, beside the CLI (it never imports cli)
     "report": 1, "analysis": 1, "serving": 1, "runs": 1,
     "engines": 2, "energy": 2, "workloads": 2, "models": 2,
     "records": 3, "spec": 3, "store": 3,

@@ -291,12 +291,9 @@ def _predict(results: list, store, predict_batch: Optional[int]) -> list[str]:
 
 def _uses_estimates(res, store) -> bool:
     """Whether any cell behind an estimate is itself an estimate (CPU time, no sensor)."""
-    from tokenjoule.energy.measurement import is_estimate
-
     for row in res.rows:
         rec = store.get(row.cell_id) if row.cell_id is not None else None
-        if rec is not None and is_estimate(rec.metrics.get("method") or rec.measurement.get("method"),
-                                           rec.metrics.get("flags") or rec.measurement.get("flags")):
+        if rec is not None and rec.is_estimate:  # the one rule (records.CellRecord.is_estimate)
             return True
     return False
 

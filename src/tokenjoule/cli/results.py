@@ -45,16 +45,14 @@ def _fmt(value: Any, fmt: str = "{:.4g}") -> str:
 def _flat(rec: Any) -> dict[str, Any]:
     """One cell as a flat dict of plain values (the --json / --csv form of the listing)."""
     spec, m = rec.spec, rec.metrics
-    decoding = spec.get("decoding")
-    decoding = decoding.get("strategy") if isinstance(decoding, dict) else decoding
     return {
         "id": rec.id, "created_at": rec.created_at, "status": rec.status, "kind": rec.kind,
-        "model": spec.get("model"), "engine": spec.get("engine"), "mode": spec.get("mode"), "decoding": decoding,
+        "model": spec.get("model"), "engine": spec.get("engine"), "mode": spec.get("mode"), "decoding": rec.decoding,
         "batch_size": spec.get("batch_size"), "input_tokens": spec.get("input_tokens"),
         "output_tokens": spec.get("output_tokens"), "energy_j": m.get("energy_j"),
         "energy_per_output_token_j": m.get("energy_per_output_token_j"), "energy_cv": m.get("energy_cv"),
-        "method": m.get("method") or rec.measurement.get("method"),
-        "flags": list(m.get("flags") or rec.measurement.get("flags") or []), "error": rec.error,
+        "method": rec.method, "is_estimate": rec.is_estimate, "flags": list(rec.flags),
+        "gpu_name": rec.gpu_name, "error": rec.error,  # gpu_name: None for a CPU run, never the CPU
     }
 
 
