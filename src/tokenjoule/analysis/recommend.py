@@ -2,8 +2,11 @@
 
 A configuration is (engine, mode, decoding, GPUs) plus a batch policy. For an offline
 configuration the batch policy is chosen per bin: among the measured batch sizes of that
-bin's cell that meet the SLOs, the one with the least energy for the bin,
-ceil(N_bin / B) x E_batch(B) (the binned estimate's rounding). Its total is the sum over bins.
+bin's cell that meet the SLOs, the one with the least energy for the bin under a rounding of the
+partly filled batch (analysis.rounding). The default stays `ceil`, ceil(N_bin / B) x E_batch(B):
+under the paper's N/B every bin would pick its largest batch (linear charging hides what a
+mostly empty batch costs), so the choice of batch size would stop meaning anything; `measured`
+charges the remainder its own cell's energy. Its total is the sum over bins.
 
 SLO check (documented in docs/METHOD.md):
 - offline cell: TTFT = the cell's `ttft_s` (prefill of the whole batch: every request waits for
@@ -24,10 +27,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tokenjoule.analysis.rounding import charge_bin
 from tokenjoule.errors import TokenjouleError
 
 BASELINE = ("hf", "eager", "greedy", 1)
 ONLINE_PERCENTILE = "p90"
+# Per-bin batch choice needs the cost of a mostly empty batch; see the module docstring.
+RECOMMEND_ROUNDING = "ceil"
 
 
 class RecommendationError(TokenjouleError):
@@ -192,8 +198,9 @@ def _offline_cells(store, model: str, include_estimates: bool, max_gpus: int | N
 
 
 def evaluate_offline(cfg: Config, cells: dict, bin_counts: dict[tuple[int, int], int],
-                     slo_ttft_ms: float | None, slo_tpot_ms: float | None) -> Candidate:
-    """Per bin, the batch size with the least ceil(N/B) x E_batch among cells meeting the SLOs."""
+                     slo_ttft_ms: float | None, slo_tpot_ms: float | None,
+                     rounding: str = RECOMMEND_ROUNDING) -> Candidate:
+    """Per bin, the batch size with the least energy (under `rounding`) among cells meeting the SLOs."""
     cand = Candidate(cfg, slo_applied=slo_ttft_ms is not None or slo_tpot_ms is not None)
     total = 0.0
     for (i, o), n in sorted(bin_counts.items()):
@@ -208,7 +215,8 @@ def evaluate_offline(cfg: Config, cells: dict, bin_counts: dict[tuple[int, int],
                 continue
             b = int(rec.spec["batch_size"])
             batches = math.ceil(n / b)
-            energy = batches * float(rec.metrics["energy_j"])
+            by_batch = {int(r.spec["batch_size"]): (float(r.metrics["energy_j"]), r.id) for r in recs}
+            energy = charge_bin(n, b, float(rec.metrics["energy_j"]), rounding, by_batch).energy_j
             if best is None or energy < best.energy_j:
                 best = BinChoice(i, o, n, b, batches, energy, int(rec.id), ttft, tpot,
                                  _cell_flags(rec))
@@ -258,14 +266,15 @@ def _online_candidates(store, model: str, traces: set[str], n_requests: int, slo
 def recommend(bin_counts: dict[tuple[int, int], int], store, *, model: str, trace: str = "trace",
               slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None,
               max_gpus: int | None = None, include_estimates: bool = False,
-              trace_aliases: tuple[str, ...] = ()) -> Recommendation:
+              trace_aliases: tuple[str, ...] = (), rounding: str = RECOMMEND_ROUNDING) -> Recommendation:
     """The best and runner-up configurations for the binned workload; raises
     RecommendationError (exit 1) with the cells to measure or the SLOs that cannot be met."""
     if not bin_counts:
         raise RecommendationError(f"trace {trace!r} has no requests left after binning")
     n_requests = sum(bin_counts.values())
     groups = _offline_cells(store, model, include_estimates, max_gpus)
-    cands = [evaluate_offline(cfg, cells, bin_counts, slo_ttft_ms, slo_tpot_ms) for cfg, cells in groups.items()]
+    cands = [evaluate_offline(cfg, cells, bin_counts, slo_ttft_ms, slo_tpot_ms, rounding)
+             for cfg, cells in groups.items()]
     cands += _online_candidates(store, model, {trace, *trace_aliases}, n_requests, slo_ttft_ms, slo_tpot_ms,
                                 include_estimates, max_gpus)
     feasible = sorted((c for c in cands if c.feasible), key=lambda c: c.total_energy_j)
@@ -274,9 +283,9 @@ def recommend(bin_counts: dict[tuple[int, int], int], store, *, model: str, trac
     base_cfg = Config(*BASELINE)
     baseline, note = None, ""
     if base_cfg in groups:
-        baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, slo_ttft_ms, slo_tpot_ms)
+        baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, slo_ttft_ms, slo_tpot_ms, rounding)
         if baseline.complete and not baseline.feasible:
-            baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, None, None)
+            baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, None, None, rounding)
             note = "the baseline cannot meet the SLOs; it is shown without them"
     if baseline is None or not baseline.feasible:
         missing = baseline.missing_bins if baseline else sorted(bin_counts)

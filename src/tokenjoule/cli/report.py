@@ -62,15 +62,20 @@ def recommend(
     include_estimates: bool = typer.Option(False, "--include-estimates",
                                            help="Also rank CPU-time estimates (labelled as such)."),
     as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
+    rounding: str = typer.Option("ceil", "--rounding",
+                                 help="Partly filled batches when choosing a batch per bin: ceil (default: "
+                                      "a partly filled batch costs a full one), measured (its own cell's "
+                                      "energy) or paper (N/B; then every bin picks its largest batch)."),
 ) -> None:
     """The lowest-energy measured configuration for a trace that meets the SLOs (exit 1 if none)."""
     from tokenjoule.analysis.recommend import RecommendationError, recommend_trace
+    from tokenjoule.analysis.rounding import check_rounding
 
     store = _open_store(db)
     try:
         rec, binned = recommend_trace(trace, store, model=model, slo_ttft_ms=slo_ttft_ms,
                                       slo_tpot_ms=slo_tpot_ms, max_gpus=max_gpus,
-                                      include_estimates=include_estimates)
+                                      include_estimates=include_estimates, rounding=check_rounding(rounding))
     except RecommendationError as exc:
         if not as_json:
             raise

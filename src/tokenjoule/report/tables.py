@@ -88,8 +88,8 @@ def workload_table(traces: list[str], out_dir: Path) -> Section:
 def estimate_vs_theory_table(traces: list[str], store, df, model: str, out_dir: Path) -> Section:
     """Measured binned estimate vs the paper's FLOPs x TDP estimate, per trace and engine/mode."""
     sec = Section("table_estimate_vs_theory", "Binned estimate vs theoretical energy (Table 4)",
-                  f"{model}, greedy. Binned = sum over bins of ceil(N/B) x measured batch energy at the largest "
-                  "measured batch per bin (as `tokenjoule estimate` computes it); "
+                  f"{model}, greedy. Binned = sum over bins of N/B x measured batch energy at the largest "
+                  "measured batch per bin (the paper's rounding) (as `tokenjoule estimate` computes it); "
                   "theory = TDP / peak bf16 FLOP/s x FLOPs of the kept requests (a prediction, not a measurement).")
     if not traces:
         sec.unavailable = "not available: give --trace NAME to compare a trace's binned estimate with theory"
