@@ -26,6 +26,7 @@ from tokenjoule.runs.batch_search import (
     max_batch_key,
     release_memory,
 )
+from tokenjoule.runs.max_batch import MaxBatchResolver
 from tokenjoule.runs.sweep_config import CellPlan, SweepConfig
 from tokenjoule.runs.sweep_estimate import CellTimeEstimator
 from tokenjoule.store.db import CellRecord, utc_now
@@ -134,6 +135,7 @@ class _Sweep:
             from tokenjoule.runs.offline import measure_cell as measure
         self.measure, self.clock, self.sleep = measure, clock, sleep
         self.estimator = CellTimeEstimator(store)
+        self.max_batch = MaxBatchResolver(store, config.max_batch_cap)
         self.resume_command = resume_command
         self.start_s = clock()
         self.measured_any = False
@@ -179,11 +181,15 @@ class _Sweep:
         """Search (if needed) and measure one cell; every outcome is stored before returning.
         Returns (status, batch size, reason)."""
         t0 = self.clock()
-        spec, probes = plan.spec, []
+        spec, probes, found = plan.spec, [], {}
         if plan.batch != "fixed":
             resolved = plan.batch == "upto-max"
             try:
-                search = find_max_batch(self.store, engine, spec, gpu_name, self.config.max_batch_cap)
+                if self.config.max_batch_method == "predict":
+                    search = self.max_batch.resolve(engine, spec, gpu_name)
+                    found = search.metrics()
+                else:
+                    search = find_max_batch(self.store, engine, spec, gpu_name, self.config.max_batch_cap)
             except Exception as exc:  # noqa: BLE001 - a failing search fails this cell only
                 return "failed", None, self.record_failure(plan, exc, provenance, resolved).error
             if search.max_batch is None:
@@ -226,6 +232,8 @@ class _Sweep:
                     rec.metrics["idle_power_w"] = idle["power_w"]
             if plan.batch == "max":
                 rec.metrics["max_batch_probes"] = len(probes)
+                rec.metrics.update(found)
+                rec.metrics.setdefault("max_batch_method", self.config.max_batch_method)
             rec.metrics["sweep_wall_s"] = self.clock() - t0
             self.store.add(rec)  # one transaction: the cell is either fully stored or absent
             return "ok", spec.batch_size, None

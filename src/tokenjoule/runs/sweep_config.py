@@ -154,6 +154,8 @@ class SweepConfig(CellTemplate):
     max_batch_cap: int = Field(DEFAULT_MAX_BATCH_CAP, ge=1)  # ceiling of the largest-batch search
     max_batch_retries: int = Field(5, ge=0)  # x0.8 steps when the measurement at "max" runs out of memory
     order: str = "ascending"
+    # batch: max by "search" (doubling + bisection) or "predict" (memory model + one probe; runs.max_batch)
+    max_batch_method: str = "search"
     cells: list[CellTemplate] | None = None
 
     _source: str = PrivateAttr("config")
@@ -164,6 +166,15 @@ class SweepConfig(CellTemplate):
     def _order(cls, v: str) -> str:
         if v not in ORDERS:
             raise ValueError(str(UnknownNameError("order", v, ORDERS)))
+        return v
+
+    @field_validator("max_batch_method")
+    @classmethod
+    def _max_batch_method(cls, v: str) -> str:
+        from tokenjoule.runs.max_batch import MAX_BATCH_METHODS
+
+        if v not in MAX_BATCH_METHODS:
+            raise ValueError(str(UnknownNameError("max_batch_method", v, MAX_BATCH_METHODS)))
         return v
 
     @property
