@@ -33,7 +33,8 @@ from tokenjoule.spec import DECODING_STRATEGIES, DecodingSpec, RunSpec
 # Keys that may be lists (one grid axis each) and keys that are one value per cell.
 AXES = ("model", "engine", "mode", "decoding", "input_tokens", "output_tokens", "batch_size",
         "repeats", "warmup", "dtype", "seed", "tensor_parallel", "pipeline_parallel")
-CELL_SCALARS = ("device", "min_window_s", "split_prefill", "engine_options")
+CELL_SCALARS = ("device", "min_window_s", "split_prefill", "engine_options", "protocol", "window_agree_rel",
+                "max_windows")
 ALIASES = {"batch": "batch_size"}
 BATCH_MAX = "max"
 BATCH_UPTO_MAX = "1..max"
@@ -89,6 +90,9 @@ class CellTemplate(BaseModel):
     min_window_s: float | None = Field(None, ge=0)
     split_prefill: bool | None = None
     engine_options: dict[str, Any] | None = None
+    protocol: str | None = None  # full | adaptive (runs.windows)
+    window_agree_rel: float | None = Field(None, gt=0)
+    max_windows: int | None = Field(None, ge=2)
 
     @field_validator("model", "engine", "mode", "dtype")
     @classmethod
