@@ -72,6 +72,10 @@ def _print_summary(console: Console, summary: Any) -> None:
             console.print(f"[red]failed[/red] {c.label}: {c.reason}")
     if summary.stopped_by_budget:
         console.print("stopped before a cell that would exceed the budget")
+        if summary.blocked_s is not None:
+            console.print(f"nothing was measured: the next cell is predicted to end at "
+                          f"{format_duration(summary.blocked_s)} ({summary.blocked_source}); "
+                          "the resume command below has a budget it fits in")
     if summary.interrupted:
         console.print("interrupted; the cell in flight was not stored")
     if summary.resume_command:

@@ -59,6 +59,9 @@ class SweepSummary:
     interrupted: bool = False
     resume_command: str | None = None
     estimated_s: float | None = None  # dry run: predicted wall time of the cells to run
+    # Budget stop before anything ran: the blocking cell's predicted end (s) and its source.
+    blocked_s: float | None = None
+    blocked_source: str | None = None
     dry_run: bool = False
 
     def count(self, status: str) -> int:
@@ -134,7 +137,9 @@ class _Sweep:
         if measure is None:
             from tokenjoule.runs.offline import measure_cell as measure
         self.measure, self.clock, self.sleep = measure, clock, sleep
-        self.estimator = CellTimeEstimator(store)
+        self.estimator = CellTimeEstimator(store, max_batch_method=config.max_batch_method,
+                                           max_batch_cap=config.max_batch_cap)
+        self.blocked: tuple[float, str] | None = None  # (predicted s, source) of the cell the budget stopped
         self.max_batch = MaxBatchResolver(store, config.max_batch_cap)
         self.resume_command = resume_command
         self.start_s = clock()
@@ -154,15 +159,16 @@ class _Sweep:
         return self.estimator.calibrated(sum(self.pending_s.values()))
 
     def over_budget(self, predicted_s: float, source: str) -> bool:
-        """Would this cell end past the budget? A guessed time (nothing similar stored) does
-        not stop the first cell of a session: it is no evidence, and the cell calibrates
-        the ETA; from then on the calibrated estimate decides."""
+        """Would this cell end past the budget? Never run a cell predicted to overrun, whatever
+        the prediction's source (a guess included: `--dry-run` says which it is, and the stored
+        cells' time model replaces the guess as soon as a few cells of the setup exist)."""
         if self.budget_s is None:
             return False
         elapsed = self.clock() - self.start_s
-        if source == "guess" and not self.measured_any:
-            return elapsed >= self.budget_s
-        return elapsed + self.estimator.calibrated(predicted_s) > self.budget_s
+        if elapsed + self.estimator.calibrated(predicted_s) > self.budget_s:
+            self.blocked = (elapsed + self.estimator.calibrated(predicted_s), source)
+            return True
+        return False
 
     # -- one cell --------------------------------------------------------------------------
     def record_failure(self, plan: CellPlan, exc: BaseException, provenance: dict, resolved: bool,

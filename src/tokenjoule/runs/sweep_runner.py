@@ -93,7 +93,24 @@ def execute(state: _Sweep, groups: list[list[CellPlan]], *, progress: bool, cons
     summary.wall_s = state.clock() - state.start_s
     if not (summary.stopped_by_budget or summary.interrupted):
         summary.resume_command = None
+    elif summary.stopped_by_budget and not state.measured_any and state.blocked is not None:
+        # The same command would measure nothing again: resume with a budget the cell fits in.
+        summary.blocked_s, summary.blocked_source = state.blocked
+        summary.resume_command = with_budget(summary.resume_command, summary.blocked_s)
     return summary
+
+
+def with_budget(command: str | None, needed_s: float) -> str | None:
+    """`command` with --budget-minutes raised to fit `needed_s` (rounded up, 10% margin)."""
+    import math
+    import re
+
+    if command is None:
+        return None
+    minutes = max(1, math.ceil(needed_s * 1.1 / 60))
+    if re.search(r"--budget-minutes \S+", command):
+        return re.sub(r"--budget-minutes \S+", f"--budget-minutes {minutes}", command)
+    return f"{command} --budget-minutes {minutes}"
 
 
 def _run_group(state: _Sweep, gi: int, group: list[CellPlan], summary: SweepSummary, finish: Any,
@@ -168,8 +185,9 @@ def plan_only(config: SweepConfig, plans: list[CellPlan], store: Any, meter: Any
     """The dry run: what would run, what would be skipped, and how long it would take.
     Reads the store (if any) and never writes it."""
     summary = SweepSummary(total=len(plans), dry_run=True)
-    estimator = CellTimeEstimator(store)
     gpu_name = gpu_name_of(meter) if meter is not None else None
+    estimator = CellTimeEstimator(store, gpu_name, max_batch_method=config.max_batch_method,
+                                  max_batch_cap=config.max_batch_cap)
     total_s, groups_with_work = 0.0, 0
     for gi, group in enumerate(plan_groups(plans, config.order)):
         any_work = False
