@@ -47,8 +47,10 @@ def _print_plan(console: Console, summary: Any) -> None:
     console.print(table)
     planned = [c for c in summary.cells if c.status == "planned"]
     guessed = sum(1 for c in planned if c.estimate_source == "guess")
-    note = (f"{len(planned) - guessed} cells from stored durations of similar cells, {guessed} guessed "
-            "(a fixed per-token time model, not a measurement), plus a guessed model load per group")
+    modelled = sum(1 for c in planned if c.estimate_source == "model")
+    note = (f"{len(planned) - guessed - modelled} cells from stored durations of the same cells, {modelled} from "
+            f"a time model fitted to the setup's stored cells, {guessed} guessed (a fixed per-token time "
+            "model, not a measurement), plus a guessed model load per group")
     console.print(f"would run {len(planned)} cells, skip {summary.total - len(planned)}; "
                   f"estimated duration {format_duration(summary.estimated_s)} ({note})")
 
