@@ -165,3 +165,14 @@ def test_bins_emit_remainder_cells_then_measured_rounding_uses_them(trace, db, t
     est = json.loads(capsys.readouterr().out)["estimates"][0]
     assert est["remainders_predicted"] == 0
     assert est["total_energy_j"] == pytest.approx(2 * 10.0 + 7.0 + 60.0)
+
+
+def test_estimate_measured_emits_predicted_remainders(trace, db, tmp_path, capsys):
+    sweep = tmp_path / "rem.yaml"
+    assert main(["estimate", "--trace", trace, "--model", "llama-3.1-8b", "--db", db, *BINS,
+                 "--rounding", "measured", "--emit-sweep", str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "PREDICTED" in out and "remainder cell" in out
+    cells = yaml.safe_load(sweep.read_text())["cells"]
+    # bins: 5 requests at batch 2 -> remainder 1; 2 requests at batch 4 -> remainder 2
+    assert sorted((c["input_tokens"], c["output_tokens"], c["batch_size"]) for c in cells) == [(32, 8, 1), (64, 16, 2)]

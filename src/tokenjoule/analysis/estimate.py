@@ -203,6 +203,15 @@ class EstimateResult:
             for m in self.missing
         ]
 
+    def remainder_cells(self) -> list[dict[str, Any]]:
+        """Sweep cells at batch N mod B for the bins whose partly filled batch was PREDICTED
+        (rounding `measured`): measuring them makes those remainders measured."""
+        return [
+            {"model": self.model, "engine": self.engine, "mode": self.mode, "decoding": self.decoding,
+             "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "batch_size": r.remainder_requests}
+            for r in self.rows if r.remainder_predicted
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         d = self._base_dict()
         if self.prediction is None:
@@ -230,7 +239,7 @@ class EstimateResult:
             "rounding": self.rounding, "rounding_formula": self.rounding_formula,
             "total_energy_ceil_j": self.total_energy_ceil_j,
             "partial_batches_energy_j": self.partial_batches_energy_j, "partial_share": self.partial_share,
-            "remainders_predicted": self.n_remainders_predicted,
+            "remainders_predicted": self.n_remainders_predicted, "remainder_cells": self.remainder_cells(),
             "gpu_names": list(self.gpu_names), "notes": list(self.notes),
         }
 

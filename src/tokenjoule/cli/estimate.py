@@ -252,6 +252,13 @@ def estimate_cmd(
             console.print(_theory_table(comparisons))
     for message in refusals:
         console.print(f"prediction refused: {message}")
+    remainder_cells = [c for r in results for c in r.remainder_cells()]
+    if remainder_cells and emit_sweep is not None and len(complete) == len(results):
+        from tokenjoule.workloads.sweep_config import write_sweep
+
+        write_sweep(emit_sweep, remainder_cells, ["remainder batches (N mod B) predicted by estimate --rounding "
+                                                  "measured", "measure them with: tokenjoule sweep FILE"])
+        console.print(f"wrote {len(remainder_cells)} remainder cell(s) to {emit_sweep}")
     if len(complete) < len(results):
         if any(r.predicted_complete for r in results):
             console.print("the bins below are predicted above, not measured; measure them to replace the prediction")
