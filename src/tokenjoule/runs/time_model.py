@@ -57,6 +57,22 @@ class TimeModel:
         return f"model (fit of {self.n_cells} stored cells{where}, wall x{self.wall_ratio:.2f})"
 
 
+def _nonnegative_lstsq(x, y):
+    """Least squares with every coefficient >= 0: refit without the terms that come out negative
+    (a small active-set loop; 4 terms, so at most 4 refits). numpy only."""
+    import numpy as np
+
+    active = list(range(x.shape[1]))
+    coef = np.zeros(x.shape[1])
+    while active:
+        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
+        if (sol >= 0).all():
+            coef[active] = sol
+            break
+        active = [a for a, c in zip(active, sol) if c > 0] if (sol > 0).any() else []
+    return coef
+
+
 def _gpu(rec: Any) -> str | None:
     names = (rec.provenance or {}).get("gpu_names") or []
     return names[0] if names else None
@@ -66,7 +82,6 @@ def fit_time_model(records: list, gpu_name: str | None,
                    protocol_seconds: Callable[[RunSpec, float, float | None], float]) -> TimeModel | None:
     """Fit the model to `records` (ok offline cells of one setup); None with too few cells."""
     import numpy as np
-    from scipy.optimize import nnls
 
     usable = []
     for rec in records:
@@ -86,8 +101,7 @@ def fit_time_model(records: list, gpu_name: str | None,
     y = np.array([float(r.metrics["duration_s"]) for r, _ in usable])
     scale = x.max(axis=0)
     scale[scale == 0] = 1.0
-    coef, _ = nnls(x / scale, y)
-    coef = tuple(float(c) for c in coef / scale)
+    coef = tuple(float(c) for c in _nonnegative_lstsq(x / scale, y) / scale)
     model = TimeModel(coef, len(usable), gpu_name)  # type: ignore[arg-type]
     ratios = []
     for rec, spec in usable:
