@@ -103,3 +103,27 @@ def test_planted_engine_end_to_end_probe_count():
                                 model.predict_max_batch(i, o, cap=4096), cap=4096, method="memory-model")
         assert len(res.probes) == 1
         assert res.max_batch >= 0.95 * min(planted_limit(i, o), 4096)
+
+
+def test_resolver_vllm_uses_the_kv_cache_and_the_scheduler(store):
+    from tokenjoule.runs.max_batch import MaxBatchResolver
+    from tokenjoule.spec import RunSpec
+
+    class Vllm:
+        probes: list = []
+
+        def kv_cache_tokens(self):
+            return 100_000
+
+        def max_num_seqs(self):
+            return 256
+
+        def probe_memory(self, spec):
+            self.probes.append(spec.batch_size)
+
+    eng = Vllm()
+    spec = RunSpec(model="tiny", engine="vllm", mode="graphs", input_tokens=900, output_tokens=100)
+    res = MaxBatchResolver(store, cap=1024).resolve(eng, spec, "Fake GPU")
+    assert (res.max_batch, res.method, eng.probes) == (100, "vllm-kv-cache", [100])
+    short = spec.model_copy(update={"input_tokens": 90, "output_tokens": 10})
+    assert MaxBatchResolver(store, cap=1024).resolve(eng, short, "Fake GPU").max_batch == 256  # max_num_seqs

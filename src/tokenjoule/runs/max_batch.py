@@ -216,6 +216,8 @@ class MaxBatchResolver:
         model: MemoryModel | str | None = None
         if spec.engine != "vllm":
             model = self.memory_model(engine, spec, gpu_name)
+        elif not callable(getattr(engine, "kv_cache_tokens", None)) or engine.kv_cache_tokens() is None:
+            model = "the engine reports no KV-cache capacity"
         if isinstance(model, str):
             search = search_max_batch(fits, self.cap, how)
             res = MaxBatchResult(search.max_batch, None, f"search ({model})", search.probes)
