@@ -17,7 +17,7 @@ from rich.table import Table
 from tokenjoule.errors import TokenjouleError
 from tokenjoule.store.db import DEFAULT_DB
 
-PRESET_NAMES = ("paper-lengths", "paper-decoding", "paper-moe", "paper-frameworks", "paper-bins")
+PRESET_NAMES = ("paper-lengths", "paper-decoding", "paper-moe", "paper-frameworks", "paper-bins", "paper-bins-fast")
 
 
 def _resume_command(config_arg: str, db: str, budget: float | None, retry: bool, meter: str,
