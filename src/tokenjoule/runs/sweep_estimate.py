@@ -132,7 +132,9 @@ class CellTimeEstimator:
         if unresolved_max:  # the largest stored batch is the best stand-in for "max"
             top = max(r.spec.get("batch_size") or 0 for r in similar)
             similar = [r for r in similar if (r.spec.get("batch_size") or 0) == top]
-        walls = [r.metrics["sweep_wall_s"] for r in similar if r.metrics.get("sweep_wall_s")]
+        # Wall times only of cells measured with this protocol (others ran other batches).
+        walls = [r.metrics["sweep_wall_s"] for r in similar if r.metrics.get("sweep_wall_s")
+                 and r.spec.get("protocol", "full") == spec.protocol]
         if walls:
             return CellEstimate(statistics.median(walls), "history")
         batches = [r.metrics["duration_s"] for r in similar if r.metrics.get("duration_s")]

@@ -6,9 +6,10 @@ one GPU (the named one, else the GPU most of them ran on):
 
 - batch latency: duration_s = a x prefill tokens + b x decode steps + c x decode tokens + d
   (prefill tokens = B x I, decode steps = O, decode tokens = B x O; non-negative least squares);
-- wall overhead: the median of sweep_wall_s / (what the protocol's batches alone take) over cells
-  that recorded their wall time: the largest-batch probes, Python and meter overheads that the
-  batch latency does not see (this is what left the old estimate 3-4x low on a CPU);
+- wall overhead: the median of (sweep_wall_s - their largest-batch probes) / (what the protocol's
+  batches alone take) over cells that recorded their wall time: Python, meter and first-call
+  overheads that the batch latency does not see (this is what left the old estimate 3-4x low on a
+  CPU); probes are predicted separately, by the method (one when predicted, ~log2(B) + 6 searched);
 - token budget: the median of B x (I + O) over cells measured at their largest batch, the memory
   model's constant (models.memory: the largest batch is free bytes / ((I + O) x bytes per token)),
   which predicts the batch an unresolved `batch: max` cell will run at.
@@ -106,6 +107,12 @@ def fit_time_model(records: list, gpu_name: str | None,
     ratios = []
     for rec, spec in usable:
         wall = rec.metrics.get("sweep_wall_s")
+        # A largest-batch search's probes are in the wall time; they are predicted apart
+        # (CellTimeEstimator.probes_s), so they are taken out here: one probe = a 1-token pass
+        # over B x (I + O) tokens.
+        probes = rec.metrics.get("max_batch_probes") or 0
+        if isinstance(wall, (int, float)) and probes:
+            wall -= probes * model.batch_s(spec.batch_size, spec.input_tokens + spec.output_tokens, 1, _beams(spec))
         if isinstance(wall, (int, float)) and wall > 0:
             protocol_s = protocol_seconds(spec, float(rec.metrics["duration_s"]),
                                           rec.metrics.get("prefill_duration_s"))
