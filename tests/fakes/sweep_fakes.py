@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tokenjoule.engines.base import CAP_PROBE_MEMORY
 from tokenjoule.spec import RunSpec
 
 from fakes.fake_engine import FakeEngine, FakeOutOfMemoryError
@@ -16,6 +17,8 @@ class LimitEngine(FakeEngine):
     `probe_memory` counts its calls; `fail_input_tokens` makes generate raise a non-OOM error
     for cells of that input length; `measure_limit_batch` (below limit_batch) makes the full
     measurement run out of memory although the probe fitted."""
+
+    capabilities = frozenset({CAP_PROBE_MEMORY})
 
     def __init__(self, limit_batch: int = 1_000_000, fail_input_tokens: int | None = None,
                  measure_limit_batch: int | None = None, sleep_s: float = 0.0, **kw: Any):
@@ -46,6 +49,8 @@ class MemoryEngine(FakeEngine):
     """A fake engine with a planted device memory: a batch of b requests of I + O tokens needs
     weights + fixed + b x (I + O) x bytes_per_token; beyond `capacity_bytes` it runs out of memory
     (probe and generate alike). `peak_bytes` is what a profiler would read."""
+
+    capabilities = frozenset({CAP_PROBE_MEMORY})
 
     def __init__(self, capacity_bytes: float = 80e9, weights_bytes: float = 16e9, fixed_bytes: float = 1e9,
                  bytes_per_token: float = 331_072.0, **kw: Any):

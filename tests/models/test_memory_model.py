@@ -109,7 +109,11 @@ def test_resolver_vllm_uses_the_kv_cache_and_the_scheduler(store):
     from tokenjoule.runs.max_batch import MaxBatchResolver
     from tokenjoule.spec import RunSpec
 
-    class Vllm:
+    from tokenjoule.engines.base import CAP_KV_CACHE_TOKENS, CAP_PROBE_MEMORY, EngineBase
+
+    class Vllm(EngineBase):
+        name = "vllm"
+        capabilities = frozenset({CAP_KV_CACHE_TOKENS, CAP_PROBE_MEMORY})
         probes: list = []
 
         def kv_cache_tokens(self):

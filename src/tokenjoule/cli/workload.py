@@ -139,8 +139,8 @@ def bins_cmd(
     log_type: Optional[str] = typer.Option(None, "--log-type", help="BurstGPT: keep this log type's rows."),
     remainders: bool = typer.Option(False, "--remainders",
                                     help="Also emit batch = N mod B cells (the partly filled batches) for "
-                                         "`estimate --rounding measured`; with --batch max, B is the largest "
-                                         "batch stored in --db."),
+                                         "`estimate --rounding measured`; with --batch max, B is the batch "
+                                         "`estimate` uses for the bin in --db."),
     db: Optional[Path] = typer.Option(None, "--db", help="Results database giving B per bin for --remainders "
                                                           "with --batch max."),
 ) -> None:
@@ -192,10 +192,12 @@ def bins_cmd(
 
 def _bin_batch_sizes(binned, batch_value, db: Optional[Path], model: str, engine: str, mode: str,
                      decoding: str) -> dict:
-    """B per bin: the given integer batch, else the largest batch stored for the bin in `db`."""
+    """B per bin: the given integer batch, else the batch of the stored cell `estimate` uses for
+    the bin (analysis.selection) in `db`."""
     if batch_value != "max":
         return {key: batch_value for key in binned.counts}
     from tokenjoule.analysis.estimate import select_cells
+    from tokenjoule.analysis.selection import choose_cell
     from tokenjoule.errors import TokenjouleError
     from tokenjoule.store.db import ResultStore
 
@@ -203,7 +205,12 @@ def _bin_batch_sizes(binned, batch_value, db: Optional[Path], model: str, engine
         raise TokenjouleError(f"no results database at {db}; measure the bins first or pass an integer --batch")
     with ResultStore(db) as store:
         chosen, _ = select_cells(store, model=model, engine=engine, mode=mode, decoding=decoding)
-    return {key: int(rec.spec["batch_size"]) for key, (rec, _) in chosen.items() if key in binned.counts}
+    out = {}
+    for key, n in binned.counts.items():
+        rec = choose_cell(chosen.get(key, []), n)
+        if rec is not None and rec.batch_size is not None:
+            out[key] = int(rec.batch_size)
+    return out
 
 
 def check_setup(engine: str, mode: str, decoding: str = "greedy") -> None:

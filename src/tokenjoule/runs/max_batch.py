@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from tokenjoule.engines.base import CAP_KV_CACHE_TOKENS, CAP_PROBE_MEMORY, supports
 from tokenjoule.models.memory import MemoryModel, MemoryProfile, calibrate, vllm_max_batch
 from tokenjoule.spec import RunSpec
 
@@ -155,10 +156,10 @@ def calibrate_engine(engine: Any, spec: RunSpec, rows: tuple[int, ...] = PROFILE
 def predict_for(engine: Any, spec: RunSpec, model: MemoryModel | None, cap: int) -> tuple[int, str]:
     """The predicted largest batch of this cell and the method that produced it."""
     beams = spec.decoding.num_beams if spec.decoding.strategy == "beam" else 1
-    kv_tokens = getattr(engine, "kv_cache_tokens", None)
-    if spec.engine == "vllm" and callable(kv_tokens) and kv_tokens() is not None:
-        seqs = getattr(engine, "max_num_seqs", lambda: None)()
-        return max(1, vllm_max_batch(kv_tokens(), spec.input_tokens, spec.output_tokens, beams, seqs, cap)), \
+    kv_tokens = engine.kv_cache_tokens() if supports(engine, CAP_KV_CACHE_TOKENS) else None
+    if spec.engine == "vllm" and kv_tokens is not None:
+        seqs = engine.max_num_seqs()
+        return max(1, vllm_max_batch(kv_tokens, spec.input_tokens, spec.output_tokens, beams, seqs, cap)), \
             "vllm-kv-cache"
     if model is None:
         raise ValueError("a memory model is needed for engines without a KV-cache capacity")
@@ -188,11 +189,11 @@ class MaxBatchResolver:
         self.models: dict[tuple, MemoryModel | str] = {}
 
     def memory_model(self, engine: Any, spec: RunSpec, gpu_name: str | None) -> MemoryModel | str:
-        from tokenjoule.runs.offline import error_text, is_out_of_memory
+        from tokenjoule.records import error_text, is_out_of_memory
 
         key = (id(engine), spec.model, spec.engine, spec.mode, spec.dtype, spec.device, gpu_name)
         if key not in self.models:
-            if not callable(getattr(engine, "probe_memory", None)):
+            if not supports(engine, CAP_PROBE_MEMORY):
                 self.models[key] = "the engine has no probe_memory"
             else:
                 try:
@@ -216,7 +217,7 @@ class MaxBatchResolver:
         model: MemoryModel | str | None = None
         if spec.engine != "vllm":
             model = self.memory_model(engine, spec, gpu_name)
-        elif not callable(getattr(engine, "kv_cache_tokens", None)) or engine.kv_cache_tokens() is None:
+        elif not supports(engine, CAP_KV_CACHE_TOKENS) or engine.kv_cache_tokens() is None:
             model = "the engine reports no KV-cache capacity"
         if isinstance(model, str):
             search = search_max_batch(fits, self.cap, how)
