@@ -198,7 +198,7 @@ class TableRun:
 
     def measure(self, spec, b: Bin, protocol: str, found: dict, provenance: dict) -> Row:
         from tokenjoule.runs.offline import error_text, is_out_of_memory, measure_cell
-        from tokenjoule.store.db import CellRecord, utc_now
+        from tokenjoule.records import CellRecord, utc_now
 
         row = Row(self.table, protocol, b.input_tokens, b.output_tokens, b.n_requests, spec.batch_size,
                   found.get("max_batch_predicted"), found.get("max_batch_probes"), found.get("max_batch_method"))
