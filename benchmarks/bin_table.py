@@ -9,6 +9,10 @@ doubling + bisection search, 3 warm-ups, 3 repeats) and reports their agreement:
 request and predicted vs searched largest batch. `--remainders` also measures each trace's
 partly filled batch (batch = N mod B) for `estimate --rounding measured`.
 
+Shape. Each table is a `BinTablePlan` run by the one cell loop (runs.runner.Runner): the
+runner owns the idle baseline, the load, measuring and storing; the plan owns the bin order,
+the predicted batch, the faithfulness re-measurements, the remainders and the budget.
+
 Order. Bins run most requested first (a budget-limited session has the bins that weigh most),
 and a faithfulness re-measurement follows its bin directly: the engine never returns to a shape
 it left, so a mode that captures per shape captures each once (vLLM captures at load).
@@ -164,15 +168,37 @@ def write_rows(rows: list[Row], path: Path) -> None:
             w.writerow(asdict(r))
 
 
-# -- measuring ------------------------------------------------------------------------------------
-class TableRun:
-    """One table: one engine load, every bin fast, the picked bins again with the old protocol."""
+# -- measuring: a plan for the one runner (runs.runner.Runner) -----------------------------------
+@dataclass(eq=False)
+class _BinItem:
+    bin: Bin
+    spec: Any  # the adaptive spec at batch 1: loads the engine; its batch is resolved per bin
+    index: int
+    steps: Any = None
+    pending: dict = field(default_factory=dict)  # what the next record is: protocol, metrics to add
 
-    def __init__(self, table: str, args: argparse.Namespace, store: Any, meter: Any,
-                 engine_factory: Callable[[str], Any], clock: Callable[[], float], deadline_s: float | None):
-        self.table, self.args, self.store, self.meter = table, args, store, meter
+    @property
+    def key(self) -> str:
+        from tokenjoule.spec import unresolved_hash
+
+        return unresolved_hash(self.spec)
+
+
+class BinTablePlan:
+    """One table: one engine load, every bin fast, the picked bins again with the old protocol
+    (same load, same shape), optionally each trace's remainder batch."""
+
+    claims = False
+
+    def __init__(self, table: str, bins: list[Bin], args: argparse.Namespace, store: Any,
+                 clock: Callable[[], float], deadline_s: float | None):
+        from tokenjoule.runs.max_batch import MaxBatchResolver
+
+        self.table, self.bins, self.args, self.store = table, bins, args, store
         self.engine_name, self.mode = TABLES[table]
-        self.engine_factory, self.clock, self.deadline_s = engine_factory, clock, deadline_s
+        self.clock, self.deadline_s = clock, deadline_s
+        self.resolver = MaxBatchResolver(store, args.max_batch_cap)
+        self.picks = set(faithfulness_picks(len(bins), args.faithfulness))
         self.rows: list[Row] = []
         self.gpus = 1
         self.stopped_by_budget = False
@@ -186,119 +212,115 @@ class TableRun:
                        batch_size=batch_size, input_tokens=b.input_tokens, output_tokens=b.output_tokens,
                        split_prefill=False, min_window_s=self.args.min_window_s, **extra)
 
+    # -- the plan protocol ------------------------------------------------------------------------
+    def groups(self) -> list[list[_BinItem]]:
+        return [[_BinItem(b, self.spec(b, "adaptive"), k) for k, b in enumerate(self.bins)]]
+
+    def admit(self, group, session) -> list[_BinItem]:
+        return list(group)
+
+    def should_stop(self, item: _BinItem, session, first: bool) -> bool:
+        return self.stopped_by_budget
+
+    def next_step(self, item: _BinItem, session):
+        if item.steps is None:
+            self.gpus = max(1, len(session.engine_devices))
+            item.steps = self._steps(item, session)
+        return next(item.steps, None)
+
+    def told(self, item: _BinItem, record: Any) -> Any:
+        if record.is_ok:
+            record.metrics.update({k: v for k, v in item.pending.get("metrics", {}).items() if v is not None})
+            record.metrics["sweep_wall_s"] = self.clock() - item.pending["t0"]
+        return record
+
+    def recorded(self, item: _BinItem, record: Any) -> None:
+        b = item.bin if item.pending.get("protocol") != "remainder" else item.pending["bin"]
+        self.rows.append(self._row(item.pending.get("protocol", "adaptive"), b, record))
+
+    def load_failed(self, item: _BinItem, exc: BaseException) -> Any:
+        from tokenjoule.records import CellRecord
+
+        return CellRecord.failed(item.spec, exc, key=item.key, prefix="engine load failed: ")
+
+    def not_claimed(self, item: _BinItem) -> None:  # pragma: no cover - claims is False
+        pass
+
+    # -- one bin ----------------------------------------------------------------------------------
     def over_budget(self, spec) -> bool:
-        if self.deadline_s is None:
+        """Never start a measurement predicted to end past the budget (a stored cell costs nothing)."""
+        if self.deadline_s is None or self.store.has_success(spec.spec_hash()):
             return False
         from tokenjoule.runs.sweep_estimate import CellTimeEstimator
 
         predicted = CellTimeEstimator(self.store, max_batch_method="predict").predict(spec).seconds
-        if self.clock() + predicted > self.deadline_s:
-            self.stopped_by_budget = True
+        self.stopped_by_budget = self.clock() + predicted > self.deadline_s
         return self.stopped_by_budget
 
-    def measure(self, spec, b: Bin, protocol: str, found: dict, provenance: dict) -> Row:
-        from tokenjoule.runs.offline import error_text, is_out_of_memory, measure_cell
-        from tokenjoule.records import CellRecord, utc_now
-
-        row = Row(self.table, protocol, b.input_tokens, b.output_tokens, b.n_requests, spec.batch_size,
-                  found.get("max_batch_predicted"), found.get("max_batch_probes"), found.get("max_batch_method"))
+    def _measure(self, item: _BinItem, spec, protocol: str, metrics: dict, t0: float, b: Bin | None = None):
+        """A step: the stored record when this spec was measured before (resume), else the spec."""
+        item.pending = {"protocol": protocol, "metrics": metrics, "t0": t0, "bin": b or item.bin}
         done = self.store.latest(spec.spec_hash())
-        if done is not None:  # resumed: reuse the stored cell
-            return self._fill(row, done)
-        t0 = self.clock()
-        try:
-            rec = measure_cell(spec, self.engine, self.meter)
-        except Exception as exc:  # noqa: BLE001 - recorded; the table goes on
-            if is_out_of_memory(exc):
-                from tokenjoule.runs.batch_search import release_memory
+        if done is not None:
+            self.rows.append(self._row(protocol, b or item.bin, done))
+            return None
+        return spec
 
-                release_memory()
-            rec = CellRecord(spec=spec.canonical(), spec_hash=spec.spec_hash(), kind="offline", status="failed",
-                             provenance=dict(provenance, time_utc=utc_now()), error=error_text(exc))
-            self.store.add(rec)
-            row.status, row.error = "failed", rec.error
-            return row
-        rec.provenance = dict(provenance, time_utc=utc_now())
-        rec.metrics.update({k: v for k, v in found.items() if v is not None})
-        rec.metrics["sweep_wall_s"] = self.clock() - t0 + found.get("probe_wall_s", 0.0)
-        rec.metrics.pop("probe_wall_s", None)
-        rec.id = self.store.add(rec)
-        return self._fill(row, rec)
-
-    @staticmethod
-    def _fill(row: Row, rec: Any) -> Row:
-        m = rec.metrics
-        row.batch_size = int(rec.spec["batch_size"])
-        for key in ("max_batch_predicted", "max_batch_probes", "max_batch_method"):
-            if m.get(key) is not None:
-                setattr(row, key, m[key])
-        row.windows, row.stop_reason = m.get("windows"), m.get("stop_reason")
-        row.energy_j, row.energy_cv = m.get("energy_j"), m.get("energy_cv")
-        row.energy_per_request_j, row.wall_s, row.cell_id = m.get("energy_per_request_j"), m.get("sweep_wall_s"), rec.id
-        return row
-
-    def run(self, bins: list[Bin]) -> None:
+    def _steps(self, item: _BinItem, session):
+        from tokenjoule.records import CellRecord
         from tokenjoule.runs.batch_search import engine_fits, max_batch_key, search_max_batch
-        from tokenjoule.runs.max_batch import MaxBatchResolver
-        from tokenjoule.runs.offline import base_provenance, safe_provenance
-        from tokenjoule.runs.sweep import gpu_name_of
 
-        gpu = gpu_name_of(self.meter)
-        if self.args.idle_s > 0:
-            self.meter.measure_idle(self.args.idle_s)
-        self.engine = self.engine_factory(self.engine_name)
-        self.engine.load(self.spec(bins[0], "adaptive"))
-        try:
-            provenance = {**base_provenance(), **safe_provenance(self.meter.provenance),
-                          **safe_provenance(self.engine.provenance)}
-            devices = list(self.engine.device_indices())
-            provenance["engine_devices"] = devices
-            self.gpus = max(1, len(devices))
-            resolver = MaxBatchResolver(self.store, self.args.max_batch_cap)
-            picks = set(faithfulness_picks(len(bins), self.args.faithfulness))
-            for k, b in enumerate(bins):
-                spec = self.spec(b, "adaptive")
-                t0 = self.clock()
-                res = resolver.resolve(self.engine, spec, gpu)
-                if res.max_batch is None:
-                    self.rows.append(Row(self.table, "adaptive", b.input_tokens, b.output_tokens, b.n_requests,
-                                         None, res.predicted, len(res.probes), res.method, status="failed",
-                                         error="out of memory at batch 1"))
-                    continue
-                found = {**res.metrics(), "probe_wall_s": self.clock() - t0}
-                spec = spec.model_copy(update={"batch_size": res.max_batch})
-                if not self.store.has_success(spec.spec_hash()) and self.over_budget(spec):
+        b, t0 = item.bin, self.clock()
+        res = self.resolver.resolve(session.engine, item.spec, session.gpu_name)
+        if res.max_batch is None:
+            item.pending = {"protocol": "adaptive", "metrics": {}, "t0": t0}
+            yield CellRecord.failed(item.spec, MemoryError("out of memory even at batch size 1"), key=item.key,
+                                    metrics=res.metrics())
+            return
+        fast = item.spec.model_copy(update={"batch_size": res.max_batch})
+        if self.over_budget(fast):
+            return
+        step = self._measure(item, fast, "adaptive", res.metrics(), t0)
+        if step is not None:
+            yield step
+        if item.index in self.picks:  # the old protocol, same load, same shape: no re-capture
+            key = max_batch_key(fast, session.gpu_name, self.args.max_batch_cap) + "|search"
+            t1, probes = self.clock(), []
+            searched = self.store.get_max_batch(key)
+            if searched is None:
+                fits, how = engine_fits(session.engine, fast)
+                search = search_max_batch(fits, self.args.max_batch_cap, how)
+                searched, probes = search.max_batch, search.probes
+                if searched is not None:
+                    self.store.set_max_batch(key, searched, session.gpu_name, probes)
+            if searched is not None:
+                full = self.spec(b, "full", searched)
+                if self.over_budget(full):
                     return
-                self.rows.append(self.measure(spec, b, "adaptive", found, provenance))
-                if k in picks:  # the old protocol, same load, same shape: no re-capture
-                    key = max_batch_key(spec, gpu, self.args.max_batch_cap) + "|search"
-                    searched = self.store.get_max_batch(key)
-                    t1, probes = self.clock(), []
-                    if searched is None:
-                        fits, how = engine_fits(self.engine, spec)
-                        search = search_max_batch(fits, self.args.max_batch_cap, how)
-                        searched, probes = search.max_batch, search.probes
-                        if searched is not None:
-                            self.store.set_max_batch(key, searched, gpu, probes)
-                    if searched is None:
-                        continue
-                    full = self.spec(b, "full", searched)
-                    if not self.store.has_success(full.spec_hash()) and self.over_budget(full):
-                        return
-                    self.rows.append(self.measure(full, b, "full", {
-                        "max_batch_probes": len(probes), "max_batch_method": "search",
-                        "probe_wall_s": self.clock() - t1}, provenance))
-                if self.args.remainders:
-                    for trace, n in sorted(b.per_trace.items()):
-                        r = n % res.max_batch
-                        rem = spec.model_copy(update={"batch_size": r}) if r else None
-                        if rem is not None and not self.store.has_success(rem.spec_hash()) and self.over_budget(rem):
-                            return
-                        if rem is not None:
-                            self.rows.append(self.measure(rem, Bin(b.input_tokens, b.output_tokens, n), "remainder",
-                                                          {"remainder_of": trace}, provenance))
-        finally:
-            self.engine.close()
+                step = self._measure(item, full, "full", {"max_batch_probes": len(probes),
+                                                          "max_batch_method": "search"}, t1)
+                if step is not None:
+                    yield step
+        if self.args.remainders:
+            for trace, n in sorted(b.per_trace.items()):
+                r = n % res.max_batch
+                if not r:
+                    continue
+                rem = fast.model_copy(update={"batch_size": r})
+                if self.over_budget(rem):
+                    return
+                step = self._measure(item, rem, "remainder", {"remainder_of": trace}, self.clock(),
+                                     Bin(b.input_tokens, b.output_tokens, n))
+                if step is not None:
+                    yield step
+
+    def _row(self, protocol: str, b: Bin, rec: Any) -> Row:
+        m = rec.metrics
+        row = Row(self.table, protocol, b.input_tokens, b.output_tokens, b.n_requests, rec.batch_size,
+                  m.get("max_batch_predicted"), m.get("max_batch_probes"), m.get("max_batch_method"),
+                  m.get("windows"), m.get("stop_reason"), m.get("energy_j"), m.get("energy_cv"),
+                  m.get("energy_per_request_j"), m.get("sweep_wall_s"), rec.id, rec.status, rec.error)
+        return row
 
 
 def main(argv: list[str] | None = None, *, engine_factory: Callable[[str], Any] | None = None,
@@ -323,25 +345,18 @@ def main(argv: list[str] | None = None, *, engine_factory: Callable[[str], Any] 
     rows, seconds, gpus, stopped = [], {}, {}, False
     with ResultStore(db) as store:
         for table in tables:
-            own = meter is None
-            if own:
-                from tokenjoule.energy import make_meter
+            from tokenjoule.runs.runner import RunContext, Runner
 
-                table_meter = make_meter(args.meter, devices=None if args.device != "cpu" else [])
-            else:
-                table_meter = meter
-            run = TableRun(table, args, store, table_meter, engine_factory, clock, deadline)
+            plan = BinTablePlan(table, bins, args, store, clock, deadline)
+            context = RunContext(store, meter=meter, meter_kind=args.meter, idle_s=args.idle_s,
+                                 engine_factory=engine_factory)
             t0 = clock()
-            try:
-                run.run(bins)
-            finally:
-                if own:
-                    table_meter.close()
-            seconds[table], gpus[table] = clock() - t0, run.gpus
-            rows += run.rows
-            print(f"{table}: {sum(r.protocol == 'adaptive' for r in run.rows)} bins in "
-                  f"{seconds[table] / 60:.1f} min" + (" (stopped by the budget)" if run.stopped_by_budget else ""))
-            if run.stopped_by_budget:
+            Runner(context).run(plan)
+            seconds[table], gpus[table] = clock() - t0, plan.gpus
+            rows += plan.rows
+            print(f"{table}: {sum(r.protocol == 'adaptive' for r in plan.rows)} bins in "
+                  f"{seconds[table] / 60:.1f} min" + (" (stopped by the budget)" if plan.stopped_by_budget else ""))
+            if plan.stopped_by_budget:
                 stopped = True
                 break
         gpu_names = sorted({n for r in store.find(status="ok") for n in (r.provenance.get("gpu_names") or [])})
