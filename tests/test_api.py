@@ -83,13 +83,16 @@ def test_read_results_is_a_dataframe_and_never_creates_a_store(tmp_path):
         tokenjoule.read_results(tmp_path / "junk.db")
 
 
-def test_estimate_sums_ceil_n_over_b_times_batch_energy(tmp_path):
+def test_estimate_sums_n_over_b_times_batch_energy(tmp_path):
     plant_store(tmp_path / "p.db")
     trace = write_planted_trace(tmp_path / "t.csv")
-    res = tokenjoule.estimate(trace, tmp_path / "p.db", model=MODEL)
+    res = tokenjoule.estimate(trace, tmp_path / "p.db", model=MODEL)  # the paper's N/B rounding
     assert res.complete and res.rows
-    assert res.total_energy_j == pytest.approx(
-        sum(math.ceil(r.n_requests / r.batch_size) * r.energy_per_batch_j for r in res.rows))
+    assert res.total_energy_j == pytest.approx(sum(r.n_requests / r.batch_size * r.energy_per_batch_j
+                                                   for r in res.rows))
+    ceil = tokenjoule.estimate(trace, tmp_path / "p.db", model=MODEL, rounding="ceil")
+    assert ceil.total_energy_j == pytest.approx(
+        sum(math.ceil(r.n_requests / r.batch_size) * r.energy_per_batch_j for r in ceil.rows))
     frame = tokenjoule.read_results(tmp_path / "p.db")
     for r in res.rows:  # every bin's energy is a stored cell's
         assert frame.loc[frame["id"] == r.cell_id, "energy_j"].item() == pytest.approx(r.energy_per_batch_j)

@@ -182,9 +182,10 @@ def load_trace(name_or_path: str | Path, fmt: Optional[str] = None, *, columns: 
 
 def estimate(trace: Any, db: str | Path, *, model: str, engine: str = "hf", mode: str = "eager",
              decoding: str = "greedy", input_bins: Optional[Sequence[int]] = None,
-             output_bins: Optional[Sequence[int]] = None, overflow: str = "drop", gpu_name: Optional[str] = None):
+             output_bins: Optional[Sequence[int]] = None, overflow: str = "drop", gpu_name: Optional[str] = None,
+             rounding: str = "paper"):
     """The binned energy of a trace from the measured cells of a store: the sum over length
-    bins of ceil(N / B) x E_batch (`tokenjoule estimate`). `trace`: a name, path, `task:NAME`
+    bins of N / B x E_batch (`tokenjoule estimate`; `rounding`: paper, ceil or measured). `trace`: a name, path, `task:NAME`
     or a `Workload` from `load_trace`. Returns an `EstimateResult`: `total_energy_j` (None
     while a bin is unmeasured), `rows` (bin, cell, energy), `missing` (the bins to measure),
     `notes` (estimates among the cells, flags).
@@ -209,4 +210,4 @@ def estimate(trace: Any, db: str | Path, *, model: str, engine: str = "hf", mode
         raise TokenjouleError(f"no results store at {db}; give the path of an existing store")
     with ResultStore(p) as store:
         return binned_estimate(workload, store, model=model, engine=engine, mode=mode, decoding=decoding,
-                               bins=bins, overflow=overflow, gpu_name=gpu_name)
+                               bins=bins, overflow=overflow, gpu_name=gpu_name, rounding=rounding)

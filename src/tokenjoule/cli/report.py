@@ -123,6 +123,9 @@ def recommend(
     include_estimates: bool = typer.Option(False, "--include-estimates",
                                            help="Also rank CPU-time estimates (labelled as such)."),
     as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
+    rounding: str = typer.Option("paper", "--rounding",
+                                 help="Partly filled batches: paper (N/B, default, as `estimate`), ceil (a "
+                                      "partly filled batch costs a full one) or measured (its own cell's energy)."),
     input_bins: Optional[str] = typer.Option(None, "--input-bins", help="Input bin edges (default: the bins "
                                              "stored with the sweep, else powers of two)."),
     output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges."),
@@ -136,9 +139,10 @@ def recommend(
 ) -> None:
     """The lowest-energy measured configuration for a trace that meets the SLOs (exit 1 if none)."""
     from tokenjoule.analysis.recommend import RecommendationError, recommend_trace
+    from tokenjoule.analysis.rounding import check_rounding
 
     footprint = footprint_from_cli(carbon_intensity, region, price, pue)
-
+    rounding = check_rounding(rounding)
     name = one_trace(trace, "recommend")
     workload = load_workload(name, TraceReading.from_cli(trace_format, columns, time_unit))
     from tokenjoule.cli.estimate import _binning, bins_for, bins_line
@@ -152,7 +156,7 @@ def recommend(
         bins, bins_source = bins_for(store, model or default_model(store), input_bins, output_bins)
         rec, binned = recommend_trace(name, store, model=model, workload=workload, bins=bins, slo_ttft_ms=slo_ttft_ms,
                                       slo_tpot_ms=slo_tpot_ms, max_gpus=max_gpus,
-                                      include_estimates=include_estimates)
+                                      include_estimates=include_estimates, rounding=rounding)
     except RecommendationError as exc:
         if not as_json:
             raise
