@@ -137,3 +137,19 @@ def test_a_single_acceptance_is_not_interpolated(tmp_path):
     assert b.high is None and not b.complete
     assert b.energy_per_output_token_j(0.5) is None
     assert b.energy_per_output_token_j(0.0)[1] == MEASURED
+
+
+def test_cli_prints_json_tables_and_one_line_errors(measured, tmp_path, capsys, monkeypatch):
+    from tokenjoule.cli.main import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    store, _, _ = measured
+    db = str(store.path) if hasattr(store, "path") else str(tmp_path / "spec.db")
+    assert main(["speculative", "--db", db, "--json", "--acceptance", "0.6"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["setups"][0]["batches"][0]["low"]["draft"] == "tiny"
+    assert main(["speculative", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "interpolated, not measured" in out and "placeholder" in out
+    assert main(["speculative", "--db", db, "--acceptance", "1.5"]) == 2
+    assert "--acceptance must be between 0 and 1" in capsys.readouterr().err
