@@ -153,3 +153,23 @@ def test_cli_prints_json_tables_and_one_line_errors(measured, tmp_path, capsys, 
     assert "interpolated, not measured" in out and "placeholder" in out
     assert main(["speculative", "--db", db, "--acceptance", "1.5"]) == 2
     assert "--acceptance must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_ngram_and_draft_model_cells_bracket_only_within_their_family(tmp_path):
+    clock = FakeClock()
+    engine = SpeculativeSimEngine(clock)
+    with ResultStore(tmp_path / "f.db") as store:
+        for dec in (GREEDY, LOW, HIGH):
+            _measure(store, engine, clock, dec, 8)
+        ngram = {"strategy": "speculative", "ngram": True, "lookahead_tokens": 4}
+        for rate, extra in ((0.1, {}), (0.9, {"repeat_prompt": True})):
+            rec = _measure(store, engine, clock, LOW, 8)
+            rec.spec["decoding"] = ngram | extra
+            rec.spec_hash = f"ngram-{rate}"
+            rec.metrics["acceptance_rate"] = rate
+            store.add(rec)
+        found = {b.family: b for b in brackets(store.find())}
+    assert set(found) == {"ngram", "draft-model"}
+    assert (found["ngram"].low.acceptance_rate, found["ngram"].high.acceptance_rate) == (0.1, 0.9)
+    assert found["ngram"].high.repeat_prompt and not found["ngram"].low.repeat_prompt
+    assert (found["draft-model"].low.draft, found["draft-model"].high.draft) == ("tiny", "self")

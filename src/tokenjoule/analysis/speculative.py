@@ -69,6 +69,12 @@ class SpecCell:
     is_estimate: bool
 
     @property
+    def family(self) -> str:
+        """Cells bracket each other only within a family: n-gram lookup (no draft model, step
+        cost independent of the prompts) or a draft model (separate or the target itself)."""
+        return "ngram" if self.draft == "ngram" else "draft-model"
+
+    @property
     def step_energy_j(self) -> float:
         return self.energy_per_output_token_j * tokens_per_step(self.acceptance_rate, self.lookahead_tokens)
 
@@ -84,6 +90,7 @@ class Bracket:
     output_tokens: int
     batch_size: int
     lookahead_tokens: int
+    family: str
     low: SpecCell
     high: SpecCell | None
     baseline_cell_id: int | None
@@ -144,15 +151,15 @@ def brackets(records: Iterable[CellRecord], model: str | None = None) -> list[Br
         elif rec.decoding == "speculative":
             sc = _spec_cell(rec)
             if sc is not None:
-                groups.setdefault((*key, sc.lookahead_tokens), []).append(sc)
+                groups.setdefault((*key, sc.lookahead_tokens, sc.family), []).append(sc)
     out = []
     for key, group in sorted(groups.items(), key=lambda kv: (tuple(str(x) for x in kv[0][:6]), kv[0][6:])):
         measured = [c for c in group if not c.is_estimate] or group
         low = min(measured, key=lambda c: (c.acceptance_rate, -c.cell_id))
         high = max(measured, key=lambda c: (c.acceptance_rate, c.cell_id))
-        base = baselines.get(key[:-1])
+        base = baselines.get(key[:7])  # setup + batch
         out.append(Bracket(model=key[0], engine=key[1], mode=key[2], input_tokens=key[3], output_tokens=key[4],
-                           batch_size=key[6], lookahead_tokens=key[7], low=low,
+                           batch_size=key[6], lookahead_tokens=key[7], family=key[8], low=low,
                            high=high if high is not low else None,
                            baseline_cell_id=int(base.id) if base is not None and base.id is not None else None,
                            baseline_energy_per_output_token_j=base.energy_per_output_token_j if base else None))
@@ -198,8 +205,8 @@ def analyse(records: Iterable[CellRecord], model: str | None = None,
         {round(reference_acceptance, 6)} if reference_acceptance is not None else set()))
     setups: dict[tuple[Any, ...], list[Bracket]] = {}
     for b in found:
-        setups.setdefault((b.model, b.engine, b.mode, b.input_tokens, b.output_tokens, b.lookahead_tokens),
-                          []).append(b)
+        setups.setdefault((b.model, b.engine, b.mode, b.input_tokens, b.output_tokens, b.lookahead_tokens,
+                           b.family), []).append(b)
     out_setups = []
     for key, group in setups.items():
         rows = []
@@ -220,7 +227,7 @@ def analyse(records: Iterable[CellRecord], model: str | None = None,
             })
         breaks = [asdict(x) for a in grid if (x := break_even(group, a)) is not None]
         out_setups.append({"model": key[0], "engine": key[1], "mode": key[2], "input_tokens": key[3],
-                           "output_tokens": key[4], "lookahead_tokens": key[5], "batches": rows,
+                           "output_tokens": key[4], "lookahead_tokens": key[5], "family": key[6], "batches": rows,
                            "break_even": breaks})
     references = [dict(r) for r in REFERENCE_ACCEPTANCE]
     if reference_acceptance is not None:

@@ -52,7 +52,7 @@ def speculative(
     console.print(f"model: {data['model']}")
     for s in data["setups"]:
         title = (f"{s['model']} {s['engine']}/{s['mode']} in{s['input_tokens']} out{s['output_tokens']} "
-                 f"look-ahead {s['lookahead_tokens']}: J per output token")
+                 f"look-ahead {s['lookahead_tokens']}, {s['family']}: J per output token")
         grid = sorted({p["acceptance_rate"] for row in s["batches"] for p in row["curve"]})
         table = Table(title=title, header_style="bold")
         for col in ("batch", "greedy", "low bracket", "high bracket", *[f"a={a:g}" for a in grid]):
