@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import math
 
+from fakes.clock_meter import ScriptedMeter
 from fakes.fake_engine import FakeEngine
 from tokenjoule.engines.base import GenerationResult
-from tokenjoule.spec import RunSpec
+from tokenjoule.runs.offline import measure_cell
+from tokenjoule.spec import DecodingSpec, RunSpec
+from tokenjoule.store.db import ResultStore
 
 # acceptance of each draft kind in the simulation (the real engines measure it)
 DRAFT_ACCEPTANCE = {"self": 1.0, "tiny": 0.0, "half": 0.5}
@@ -48,3 +51,19 @@ class SpeculativeSimEngine(FakeEngine):
         result = super().generate(spec, output_tokens)
         result.acceptance_rate = self.acceptance_of(spec)
         return result
+
+
+GREEDY = DecodingSpec()
+LOW = DecodingSpec(strategy="speculative", draft_model="tiny", lookahead_tokens=4)
+HIGH = DecodingSpec(strategy="speculative", draft_model="self", lookahead_tokens=4)
+
+
+def measure_brackets(tmp_path, engine, batches, power_w: float = 100.0) -> ResultStore:
+    store = ResultStore(tmp_path / "brackets.db")
+    for b in batches:
+        for dec in (GREEDY, LOW, HIGH):
+            spec = RunSpec(model="tiny", batch_size=b, input_tokens=64, output_tokens=60, warmup=0, repeats=1,
+                           min_window_s=0.0, split_prefill=False, decoding=dec)
+            engine.load(spec)
+            store.add(measure_cell(spec, engine, ScriptedMeter(engine.clock, power_w=power_w)))
+    return store
