@@ -74,3 +74,28 @@ def test_hf_generates_on_repeating_prompts():
         engine.close()
     assert result.output_tokens == [15]
     assert ids[:16] == ids[16:32]
+
+
+def test_vllm_self_draft_points_at_the_targets_own_config_without_vllm():
+    import json
+    from pathlib import Path
+
+    from tokenjoule.engines.vllm_offline import VLLMEngine
+
+    engine = object.__new__(VLLMEngine)  # no vLLM here: only the config building is exercised
+    engine._tmp, engine._config, engine._avoid, engine.llm = [], {}, (), None
+    spec = RunSpec(model="llama-3.1-8b", engine="vllm", mode="graphs", batch_size=4,
+                   decoding=DecodingSpec(strategy="speculative", draft_model=SELF_DRAFT, lookahead_tokens=4))
+    target_dir, dummy = engine._model_dir(spec.model)
+    config = engine._speculative_config(spec)
+    try:
+        assert dummy and config["num_speculative_tokens"] == 4
+        draft_cfg = json.loads((Path(config["model"]) / "config.json").read_text())
+        assert draft_cfg == json.loads((Path(target_dir) / "config.json").read_text())
+        assert engine._config["vocab_size"] == draft_cfg["vocab_size"]  # the target's config is kept
+        ngram = engine._speculative_config(spec.model_copy(update={"decoding": DecodingSpec(
+            strategy="speculative", ngram=True, repeat_prompt=True)}))
+        assert ngram["method"] == "ngram"
+    finally:
+        for tmp in engine._tmp:
+            tmp.cleanup()
