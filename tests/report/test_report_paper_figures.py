@@ -65,7 +65,7 @@ def test_fig3_draws_the_speculative_brackets_with_their_baselines(tmp_path):
     assert set(data["cell_id"]) == set(ids)
     series = set(data["series"])
     assert {"speculative vllm/graphs, acceptance ~0", "speculative vllm/graphs, acceptance ~1",
-            "greedy vllm/graphs", "greedy", "beam"} <= series
+            "greedy vllm/graphs", "greedy hf/eager", "beam hf/eager"} <= series
     spec_rows = data[data["decoding"] == "speculative"]
     assert set(spec_rows["acceptance_rate"]) == {0.0, 0.98}
     assert any("acceptance" in n for n in sec.notes)

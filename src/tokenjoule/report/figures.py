@@ -59,8 +59,8 @@ def _plot_series(ax, data, x: str, y: str, label: str, **kw: Any) -> None:
     if len(measured):
         ax.plot(measured[x], measured[y], marker="o", label=label, **kw)
     if len(est):
-        ax.plot(est[x], est[y], marker="o", linestyle=":", markerfacecolor="none",
-                label=f"{label} (estimate)", **kw)
+        ax.plot(est[x], est[y], marker="o", markerfacecolor="none", label=f"{label} (estimate)",
+                **(kw | {"linestyle": ":"}))  # estimates dotted whatever style the series has
     flagged = data[data["warnings"] != ""]
     if len(flagged):  # a red ring marks measurements the meter flagged
         ax.scatter(flagged[x], flagged[y], s=120, facecolors="none", edgecolors="red", zorder=5)
@@ -138,7 +138,8 @@ def fig3_decoding(df, out_dir: Path, model: str) -> Section:
     greedy = _at_reference(df, model, decoding="greedy", tensor_parallel=1)
     base = greedy[[(e, m) in others for e, m in zip(greedy["engine"], greedy["mode"])]] if len(greedy) else greedy
     hf = hf[hf["decoding"] != "speculative"]
-    series = [(d, hf[hf["decoding"] == d])
+    suffix = " hf/eager" if others else ""  # name the engine once several are drawn
+    series = [(d + suffix, hf[hf["decoding"] == d])
               for d in DECODINGS + tuple(sorted(set(hf["decoding"]) - set(DECODINGS)))]
     series += [(f"greedy {e}/{m}", base[(base["engine"] == e) & (base["mode"] == m)]) for e, m in sorted(others)]
     series += [(label, part) for label, part in spec_sel.groupby("bracket", sort=True)] if len(spec_sel) else []
@@ -155,7 +156,8 @@ def fig3_decoding(df, out_dir: Path, model: str) -> Section:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, part in series:
-        _plot_series(ax, part, "batch_size", "energy_per_output_token_j", label)
+        style = {"linestyle": "--"} if label.endswith("acceptance ~1") else {}  # the brackets may overlap
+        _plot_series(ax, part, "batch_size", "energy_per_output_token_j", label, **style)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
