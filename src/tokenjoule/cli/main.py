@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "tokenjoule.cli.sweep",
     "tokenjoule.cli.serve",
     "tokenjoule.cli.report",
+    "tokenjoule.cli.speculative",
 )
 
 app = typer.Typer(
