@@ -166,6 +166,9 @@ def estimate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     compare_theory: bool = typer.Option(False, "--compare-theory", help="Also show the Table-4 view vs theory."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU table row for theory (default: the cells' GPU)."),
+    paper_constants: bool = typer.Option(False, "--paper-constants",
+                                         help="Theory as the paper computed it: sparsity-enabled peak FLOP/s "
+                                              "(309.7 TFLOP/s on the A6000) and FLOPs at the bin edges."),
     gpu_name: Optional[str] = typer.Option(None, "--gpu-name", help="Use only cells measured on this GPU (NVML name)."),
     input_bins: Optional[str] = typer.Option(None, "--input-bins", help="Input bin edges, comma-separated."),
     output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges, comma-separated."),
@@ -202,7 +205,8 @@ def estimate_cmd(
     if compare_theory and complete:
         from tokenjoule.analysis.floors import compare_theory as compare
 
-        comparisons = [compare(r, gpu=gpu) for r in complete]
+        convention = "paper" if paper_constants else "tokenjoule"
+        comparisons = [compare(r, gpu=gpu, convention=convention) for r in complete]
     console = _console(stderr=as_json)
     if as_json:
         typer.echo(json.dumps({"estimates": [r.to_dict() for r in results],
@@ -242,7 +246,8 @@ def _predict(results: list, store, predict_batch: Optional[int]) -> list[str]:
 
 def _theory_table(comparisons) -> Table:
     c0 = comparisons[0]
-    table = Table(title=f"measured (binned) vs theoretical: {c0.model} on {c0.gpu} ({c0.precision})")
+    table = Table(title=f"measured (binned) vs theoretical: {c0.model} on {c0.gpu} ({c0.precision}); "
+                        f"theory convention {c0.convention_label}")
     for col in ("trace", "engine", "measured", "theory (TDP/peak x FLOPs)", "theory % of measured",
                 "measured / theory", "roofline floor x TDP", "roofline floor x active P"):
         table.add_column(col, justify="right" if col not in ("trace", "engine") else "left")
