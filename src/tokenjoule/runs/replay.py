@@ -161,7 +161,8 @@ def prepare(config: ReplayConfig, store) -> tuple[Workload, BinnedWorkload, Any,
     est = binned_estimate(binned, store, model=config.model, engine=config.engine, mode=config.mode,
                           gpu_name=config.gpu_name)
     if not est.complete:
-        cells = ", ".join(f"in{m.input_tokens}/out{m.output_tokens}" for m in est.missing)
+        cells = ", ".join(f"in{m.input_tokens}/out{m.output_tokens}" for m in est.missing[:12])
+        cells += f" (+{len(est.missing) - 12} more)" if len(est.missing) > 12 else ""
         raise TokenjouleError(f"the bin table of {config.model} {config.engine}/{config.mode} lacks {len(est.missing)} "
                               f"bin(s) of this sample: {cells}; measure them first (tokenjoule estimate ... "
                               "--emit-sweep FILE, then tokenjoule sweep FILE)")
