@@ -115,6 +115,7 @@ def test_partial_batches_and_padding_are_counted(store, tmp_path):
     # Real lengths below the edges and a partial batch: the replay costs less than 2 full batches.
     assert result.measured_energy_j < result.estimates_j["ceil"]
     assert result.per_bin[0]["batches"] == 2
+    assert result.partial_batches == 1 and result.to_dict()["partial_batches"] == 1
 
 
 def test_vllm_replay_is_one_call_with_exact_lengths(store, tmp_path):

@@ -97,6 +97,9 @@ def print_result(console: Console, result) -> None:
                   f"output {t['useful_output_tokens']:,} useful / {t['computed_output_tokens']:,} computed "
                   f"(padding as static batching pads)" if cfg.engine == "hf" else
                   f"tokens: input {t['useful_input_tokens']:,}, output {t['useful_output_tokens']:,} (exact lengths)")
+    if cfg.engine == "hf":
+        console.print(f"batches: {len(result.batches)}, {result.partial_batches} of them partial (fewer requests "
+                      "than the table's batch size)")
     console.print(f"dropped {result.n_dropped:,} of {result.n_sampled:,} sampled requests beyond the largest bins; "
                   f"replay time {result.measured_duration_s:,.1f} s; method {result.method}; "
                   f"one meter window per batch")

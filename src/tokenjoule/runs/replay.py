@@ -134,6 +134,11 @@ class ReplayResult:
         return {k: None if (v is None or not m) else (v - m) / m for k, v in self.estimates_j.items()}
 
     @property
+    def partial_batches(self) -> int:
+        """hf batches with fewer requests than the table's batch size (the last of a bin)."""
+        return sum(1 for b in self.batches if b["table_batch_size"] and b["requests"] < b["table_batch_size"])
+
+    @property
     def within_target(self) -> dict[str, bool | None]:
         return {k: None if d is None else abs(d) <= TARGET_FRACTION for k, d in self.differences.items()}
 
@@ -143,6 +148,7 @@ class ReplayResult:
             "n_dropped": self.n_dropped, "measured_energy_j": self.measured_energy_j,
             "measured_duration_s": self.measured_duration_s, "estimates_j": self.estimates_j,
             "differences": self.differences, "target_fraction": TARGET_FRACTION, "within_target": self.within_target,
+            "partial_batches": self.partial_batches,
             "per_bin": self.per_bin, "tokens": self.tokens, "method": self.method, "flags": self.flags,
             "windows": "one meter window per batch; energy = meter total (no idle subtraction), as in the cells",
             "batches": self.batches, "notes": self.notes, "record_id": self.record_id,
