@@ -9,6 +9,7 @@ Phases, each resumable (a finished cell or replay is never repeated; the store i
    default bin of the five case-study workloads (the shipped Azure 2023 traces and the three
    paper-matched synthetic sets), at the largest fitting batch, most requested bins first
    (so a budget-limited session measures the bins that weigh most);
+   The bins of the replay sample go first, so the replay can run before the table is complete.
 2. the direct replay of a seeded sample of --replay-n requests of --replay-trace for each
    setup whose table covers the sample (tokenjoule.runs.replay), when its predicted time fits
    the budget left: hf as padded static batches by bin, vllm as one generate;
@@ -92,6 +93,20 @@ def bin_rows(workloads, bins) -> list[dict]:
             counts[key] = counts.get(key, 0) + n
     return [{"input_tokens": i, "output_tokens": o, "n_requests": n}
             for (i, o), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def replay_first(rows: list[dict], replay_bins) -> list[dict]:
+    """The replay sample's bins first (a replay needs all of them), each group most requested first."""
+    keys = set(replay_bins)
+    return sorted(rows, key=lambda r: (r["input_tokens"], r["output_tokens"]) not in keys)
+
+
+def replay_sample_bins(trace: str, n: int, bins) -> set[tuple[int, int]]:
+    from tokenjoule.runs.replay import draw_sample
+    from tokenjoule.workloads import bin_workload
+    from tokenjoule.workloads.traces import resolve_workload
+
+    return set(bin_workload(draw_sample(resolve_workload(trace), n, 0), bins).counts)
 
 
 def sweep_dict(model: str, setup: str, rows: list[dict], device: str | None, idle_s: float,
@@ -192,7 +207,11 @@ def main(argv: list[str] | None = None, *, engine_factory=None, meter=None, cloc
               f"benchmarks/case_study.py --seed-db benchmarks/results/case_study_<gpu>.db --budget-minutes "
               f"{args.budget_minutes:g}")
     rows = bin_rows(load_workloads(names, args.n_synthetic), bins)
-    print(f"{len(rows)} occupied bins in the union of {', '.join(names)}")
+    # Bins of the replay sample first: a budget-limited session can then replay before the table is full.
+    first = replay_sample_bins(args.replay_trace, args.replay_n, bins)
+    rows = replay_first(rows, first)
+    print(f"{len(rows)} occupied bins in the union of {', '.join(names)} ({len(first)} of them in the replay sample, "
+          "measured first)")
     store = ResultStore(db)
     summary: dict = {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "command": " ".join(["python benchmarks/case_study.py",

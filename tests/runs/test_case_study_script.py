@@ -47,6 +47,10 @@ def test_bin_rows_are_the_union_most_requested_first():
             union[key] = union.get(key, 0) + n
     assert {(r["input_tokens"], r["output_tokens"]): r["n_requests"] for r in rows} == union
     assert [r["n_requests"] for r in rows] == sorted((r["n_requests"] for r in rows), reverse=True)
+    first = {(rows[-1]["input_tokens"], rows[-1]["output_tokens"])}
+    reordered = cs.replay_first(rows, first)
+    assert (reordered[0]["input_tokens"], reordered[0]["output_tokens"]) in first
+    assert sorted(map(str, reordered)) == sorted(map(str, rows))
     d = cs.sweep_dict("m", "vllm:graphs", rows, None, 0.0, 64)
     assert d["engine"] == "vllm" and d["mode"] == "graphs" and len(d["cells"]) == len(rows)
 
