@@ -20,49 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tokenjoule.analysis.estimate import select_cells  # noqa: E402
-from tokenjoule.analysis.gpus import find_gpu  # noqa: E402
-from tokenjoule.analysis.savings import parse_setup  # noqa: E402
-from tokenjoule.store.db import ResultStore  # noqa: E402
-
-VERSION_KEYS = ("tokenjoule_version", "torch_version", "transformers_version", "vllm_version", "driver_version",
-                "cuda_version", "zeus_version", "python_version")
-DEFAULT_COVERAGE = ("partial: hf eager, 11 paper-size bins of the Azure 2023 traces plus 512-in/64-out; "
-                    "vllm graphs only at 512-in/64-out (the 63-bin table was not finished)")
+from tokenjoule.reference.build import DEFAULT_COVERAGE, build_table  # noqa: E402
 
 
 def build(db: Path, name: str, model: str, setups: list[str], coverage: str, title: str) -> dict:
-    cells, versions, dates, cards, commands = [], {}, [], set(), set()
-    with ResultStore(db) as store:
-        for text in setups:
-            s = parse_setup(text)
-            chosen, _ = select_cells(store, model=model, engine=s.engine, mode=s.mode, decoding=s.decoding)
-            for (i, o), (rec, _sizes) in sorted(chosen.items()):
-                prov, m = rec.provenance, rec.metrics
-                cards.update(prov.get("gpu_names") or [])
-                dates.append(rec.created_at)
-                versions.update({k: prov[k] for k in VERSION_KEYS if prov.get(k)})
-                if prov.get("command"):
-                    commands.add(prov["command"])
-                cells.append({"engine": s.engine, "mode": s.mode, "decoding": s.decoding, "input_tokens": i,
-                              "output_tokens": o, "batch_size": int(rec.spec["batch_size"]),
-                              "energy_j": m["energy_j"], "duration_s": m.get("duration_s"),
-                              "avg_power_w": m.get("avg_power_w"), "idle_power_w": m.get("idle_power_w"),
-                              "method": m.get("method") or rec.measurement.get("method"),
-                              "flags": list(m.get("flags") or []), "dtype": prov.get("dtype") or rec.spec.get("dtype"),
-                              "source_cell_id": rec.id, "created_at": rec.created_at})
-    if not cells:
-        raise SystemExit(f"no ok offline cells of {model} for {', '.join(setups)} in {db}")
-    if len(cards) != 1:
-        raise SystemExit(f"cells come from {len(cards)} GPUs ({', '.join(sorted(cards))}); one table per card")
-    card = cards.pop()
-    gpu = find_gpu(card)
-    return {"format_version": 1, "name": name, "title": title, "card": card, "gpu": gpu.name if gpu else None,
-            "date": max(dates)[:10], "model": model, "coverage": coverage,
-            "source": str(db.relative_to(ROOT)) if db.is_relative_to(ROOT) else str(db),
-            "built_by": " ".join(["python benchmarks/build_reference.py", *sys.argv[1:]]),
-            "commands": sorted(commands) or ["python benchmarks/paper_bins.py (see docs/RESULTS.md)"],
-            "versions": versions, "cells": cells}
+    return build_table(db, name, model, setups, coverage, title,
+                       command=" ".join(["python benchmarks/build_reference.py", *sys.argv[1:]]))
+
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
-"""benchmarks/case_study.py: its planning and arithmetic, and one whole session on the CPU with a
-scripted engine and meter (bins -> replays -> Table-4 view -> resume)."""
+"""The case-study session (tokenjoule.runs.case_study, run by benchmarks/case_study.py): its
+planning and arithmetic, and one whole session on the CPU with a scripted engine and meter
+(bins -> replays -> Table-4 view -> resume)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tokenjoule.analysis.estimate import binned_estimate
+from tokenjoule.runs import case_study as session
 from tokenjoule.energy import SimulatedMeter
 from tokenjoule.engines.base import GenerationResult
 from tokenjoule.store.db import CellRecord, ResultStore
@@ -39,8 +41,8 @@ class ReplayFakeEngine(FakeEngine):
 
 
 def test_bin_rows_are_the_union_most_requested_first():
-    wls = cs.load_workloads(["task:translation", "task:generation"], 1000)
-    rows = cs.bin_rows(wls, BINS)
+    wls = session.load_workloads(["task:translation", "task:generation"], 1000)
+    rows = session.bin_rows(wls, BINS)
     union = {}
     for wl in wls:
         for key, n in bin_workload(wl, BINS).counts.items():
@@ -48,10 +50,10 @@ def test_bin_rows_are_the_union_most_requested_first():
     assert {(r["input_tokens"], r["output_tokens"]): r["n_requests"] for r in rows} == union
     assert [r["n_requests"] for r in rows] == sorted((r["n_requests"] for r in rows), reverse=True)
     first = {(rows[-1]["input_tokens"], rows[-1]["output_tokens"])}
-    reordered = cs.replay_first(rows, first)
+    reordered = session.replay_first(rows, first)
     assert (reordered[0]["input_tokens"], reordered[0]["output_tokens"]) in first
     assert sorted(map(str, reordered)) == sorted(map(str, rows))
-    d = cs.sweep_dict("m", "vllm:graphs", rows, None, 0.0, 64)
+    d = session.sweep_dict("m", "vllm:graphs", rows, None, 0.0, 64)
     assert d["engine"] == "vllm" and d["mode"] == "graphs" and len(d["cells"]) == len(rows)
 
 
@@ -63,13 +65,13 @@ def test_replay_seconds_counts_whole_batches_for_hf_and_fractions_for_vllm(store
              "batch_size": 8, "input_tokens": i, "output_tokens": o}
         store.add(CellRecord(spec=s, spec_hash=f"{i}{o}", metrics={"energy_j": 5.0, "duration_s": 2.0}))
     est = binned_estimate(binned, store, model="m", engine="hf", mode="eager")
-    assert cs.replay_seconds(est, "hf") == pytest.approx(sum(math.ceil(n / 8) * 2.0 for n in binned.counts.values()))
-    assert cs.replay_seconds(est, "vllm") == pytest.approx(sum(n / 8 * 2.0 for n in binned.counts.values()))
+    assert session.replay_seconds(est, "hf") == pytest.approx(sum(math.ceil(n / 8) * 2.0 for n in binned.counts.values()))
+    assert session.replay_seconds(est, "vllm") == pytest.approx(sum(n / 8 * 2.0 for n in binned.counts.values()))
 
 
 def test_budget_on_a_scripted_clock():
     clock = FakeClock()
-    b = cs.Budget(1.0, clock)
+    b = session.Budget(1.0, clock)
     assert b.fits(60) and not b.fits(61)
     clock.advance(45)
     assert b.left_s == pytest.approx(15) and not b.fits(16)
