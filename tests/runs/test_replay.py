@@ -178,3 +178,22 @@ def test_validate_cli_real_tiny_model_on_cpu(tmp_path):
     assert "estimate" in data["flags"]
     with ResultStore(db) as store:
         assert store.get(data["record_id"]).kind == "replay"
+
+
+def test_fit_correction_explains_padding_and_partial_batches(store, tmp_path):
+    """The scripted cost (0.3 B I + 15 O joules) is inside the fit's model family, so once the
+    fit has enough cells, rescaling each bin to the batches actually run reproduces the replay
+    exactly, while the plain rounding modes do not: the gap is lengths and partial batches."""
+    plant_table(store, SIZES)
+    plant_table(store, {(16, 4): 1, (32, 8): 1, (16, 8): 1})  # smaller batches: more distinct cells
+    pairs = [(10, 3), (16, 4), (12, 2), (9, 4), (16, 1), (20, 8), (31, 5), (17, 7)]
+    result, _ = run(store, write_trace(tmp_path, pairs), n=len(pairs))
+    assert abs(result.differences["ceil"]) > 0.05
+    assert result.fit_corrected_difference == pytest.approx(0.0, abs=1e-6)
+    assert "LOO" in result.fit_note
+
+
+def test_fit_correction_refused_with_too_few_cells(store, tmp_path):
+    plant_table(store, SIZES)
+    result, _ = run(store, write_trace(tmp_path, [(16, 4)] * 4), n=4)
+    assert result.fit_corrected_j is None and "at least" in result.fit_note

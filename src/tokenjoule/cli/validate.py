@@ -82,7 +82,10 @@ def print_result(console: Console, result) -> None:
         ok = result.within_target[mode]
         table.add_row(f"binned estimate, rounding {mode}", _j(value), _pct(result.differences[mode]),
                       "n/a" if ok is None else ("yes" if ok else "no"))
+    table.add_row("diagnostic: bins rescaled by the fit to the batches run", _j(result.fit_corrected_j),
+                  _pct(result.fit_corrected_difference), "")
     console.print(table)
+    console.print(f"fit: {result.fit_note}")
     if result.per_bin:
         bins = Table(title="per bin: replay vs estimate")
         for col in ("input ≤", "output ≤", "requests", "batch", "batches", "replay", "paper", "ceil"):

@@ -110,6 +110,51 @@ def estimate_totals(estimate) -> dict[str, float | None]:
     return {"paper": estimate.total_energy_unrounded_j, "ceil": estimate.total_energy_j}
 
 
+def fit_corrected_j(estimate, plan: list[PlannedBatch], store, config: ReplayConfig) -> tuple[float | None, str]:
+    """A diagnostic, not a rounding mode: each bin's measured E_batch rescaled by the energy
+    model of analysis.fit from the bin's edges to what the replay actually runs:
+
+        hf:   per planned batch  E_batch x Ê(longest I, longest O, rows) / Ê(I*, O*, B)
+        vllm: per bin            N/B x E_batch x Ê(mean I, mean O, B) / Ê(I*, O*, B)
+
+    If this agrees with the replay while `paper`/`ceil` do not, the gap comes from the lengths
+    (real below the edges, padding) and partial batches, not from the per-bin measurements.
+    Returns (None, reason) when the fit is refused (fewer than 6 distinct cells)."""
+    from tokenjoule.analysis.fit import fit_cells_from_store, fit_energy_model
+
+    try:
+        cells, gpu = fit_cells_from_store(store, model=config.model, engine=config.engine, mode=config.mode,
+                                          gpu_name=config.gpu_name)
+        fit = fit_energy_model(cells, gpu_name=gpu, what=f"{config.model} {config.engine}/{config.mode}")
+    except TokenjouleError as exc:
+        return None, str(exc)
+    rows = {(r.input_tokens, r.output_tokens): r for r in estimate.rows}
+
+    def scaled(row, i: float, o: float, b: float) -> float | None:
+        edge = fit.predict_energy_j(row.input_tokens, row.output_tokens, row.batch_size)
+        return None if edge <= 0 else row.energy_per_batch_j * fit.predict_energy_j(i, o, b) / edge
+
+    total = 0.0
+    if config.engine == "hf":
+        for batch in plan:
+            value = scaled(rows[batch.bin], max(a for a, _ in batch.lengths), max(b for _, b in batch.lengths),
+                           len(batch.lengths))
+            if value is None:
+                return None, f"the fit predicts no energy at bin {batch.bin}"
+            total += value
+    else:
+        binned = estimate.binned
+        for (i, o), row in rows.items():
+            mask = (binned.binned_input_tokens == i) & (binned.binned_output_tokens == o)
+            value = scaled(row, float(binned.real_input_tokens[mask].mean()), float(binned.real_output_tokens[mask].mean()),
+                           row.batch_size)
+            if value is None:
+                return None, f"the fit predicts no energy at bin {(i, o)}"
+            total += row.n_requests / row.batch_size * value
+    return total, (f"fit {fit.n_cells} cells, LOO error median {100 * fit.loo_median_rel_error:.1f}%, "
+                   f"max {100 * fit.loo_max_rel_error:.1f}%")
+
+
 @dataclass
 class ReplayResult:
     config: ReplayConfig
@@ -126,12 +171,19 @@ class ReplayResult:
     flags: list[str]
     notes: list[str] = field(default_factory=list)
     record_id: int | None = None
+    fit_corrected_j: float | None = None  # diagnostic (see fit_corrected_j), not an estimate mode
+    fit_note: str = ""
 
     @property
     def differences(self) -> dict[str, float | None]:
         """(estimate - measured) / measured per rounding mode."""
         m = self.measured_energy_j
         return {k: None if (v is None or not m) else (v - m) / m for k, v in self.estimates_j.items()}
+
+    @property
+    def fit_corrected_difference(self) -> float | None:
+        m = self.measured_energy_j
+        return None if self.fit_corrected_j is None or not m else (self.fit_corrected_j - m) / m
 
     @property
     def partial_batches(self) -> int:
@@ -149,6 +201,8 @@ class ReplayResult:
             "measured_duration_s": self.measured_duration_s, "estimates_j": self.estimates_j,
             "differences": self.differences, "target_fraction": TARGET_FRACTION, "within_target": self.within_target,
             "partial_batches": self.partial_batches,
+            "fit_corrected_j": self.fit_corrected_j, "fit_corrected_difference": self.fit_corrected_difference,
+            "fit_note": self.fit_note,
             "per_bin": self.per_bin, "tokens": self.tokens, "method": self.method, "flags": self.flags,
             "windows": "one meter window per batch; energy = meter total (no idle subtraction), as in the cells",
             "batches": self.batches, "notes": self.notes, "record_id": self.record_id,
@@ -223,6 +277,7 @@ def run_replay(config: ReplayConfig, store, *, meter=None, meter_kind: str = "au
         if own_meter and meter is not None:
             meter.close()
     result = _result(config, sample, binned, est, batches, methods, flags)
+    result.fit_corrected_j, result.fit_note = fit_corrected_j(est, plan, store, config)
     if save:
         result.record_id = store.add(replay_record(result, provenance))
     return result
@@ -274,6 +329,7 @@ def replay_record(result: ReplayResult, provenance: dict[str, Any]):
                "method": result.method, "flags": result.flags,
                **{f"estimate_{k}_j": v for k, v in result.estimates_j.items()},
                **{f"difference_{k}": v for k, v in result.differences.items()},
+               "fit_corrected_j": result.fit_corrected_j,
                "n_kept": result.n_kept, "n_dropped": result.n_dropped, **result.tokens}
     if result.n_kept and result.measured_energy_j is not None:
         metrics["energy_per_request_j"] = result.measured_energy_j / result.n_kept
