@@ -95,3 +95,29 @@ def test_comparison_with_shipped_trace_shows_the_known_gap():
 
 def test_list_names():
     assert list_paper_workloads() == ["paper:burstgpt", "paper:azure-conv", "paper:azure-code"]
+
+
+def test_workload_paper_cli_json_and_markdown():
+    import json
+
+    from typer.testing import CliRunner
+
+    from tokenjoule.cli.main import app
+
+    out = CliRunner().invoke(app, ["workload", "paper", "paper:azure-code", "--n", "2000", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["label"] == "synthetic" and len(doc["rows"]) == 8
+    assert {r["shipped_trace"] for r in doc["rows"]} == {"azure-code-2023"}
+    md = CliRunner().invoke(app, ["workload", "paper", "--n", "1000", "--markdown"])
+    assert md.exit_code == 0 and md.stdout.count("\n") == 2 + 3 * 8
+
+
+def test_paper_workload_stats_cli_shows_the_synthetic_name():
+    from typer.testing import CliRunner
+
+    from tokenjoule.cli.main import app
+
+    out = CliRunner().invoke(app, ["workload", "stats", "paper:burstgpt", "--json"])
+    assert out.exit_code == 0, out.output
+    assert '"synthetic": true' in out.stdout and "paper:burstgpt (synthetic)" in out.stdout
