@@ -324,7 +324,8 @@ def replay_record(result: ReplayResult, provenance: dict[str, Any]):
     from tokenjoule.store.db import CellRecord, utc_now
 
     cfg = result.config
-    spec = {"model": cfg.model, "engine": cfg.engine, "mode": cfg.mode, "replay": cfg.to_dict()}
+    spec = {"model": cfg.model, "engine": cfg.engine, "mode": cfg.mode, "decoding": {"strategy": "greedy"},
+            "replay": cfg.to_dict()}
     metrics = {"energy_j": result.measured_energy_j, "duration_s": result.measured_duration_s,
                "method": result.method, "flags": result.flags,
                **{f"estimate_{k}_j": v for k, v in result.estimates_j.items()},
