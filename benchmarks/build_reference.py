@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tokenjoule.reference.build import DEFAULT_COVERAGE, build_table  # noqa: E402
+from tokenjoule.analysis.reference_table import DEFAULT_COVERAGE, build_table  # noqa: E402
 
 
 def build(db: Path, name: str, model: str, setups: list[str], coverage: str, title: str) -> dict:

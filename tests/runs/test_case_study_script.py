@@ -33,6 +33,8 @@ BINS = Bins((64, 128), (64,))
 class ReplayFakeEngine(FakeEngine):
     """FakeEngine plus `generate_requests`, costed as a padded static batch."""
 
+    capabilities = FakeEngine.capabilities | {"generate_requests"}
+
     def generate_requests(self, lengths, seed: int = 0) -> GenerationResult:
         rows, longest_in, longest_out = len(lengths), max(a for a, _ in lengths), max(b for _, b in lengths)
         duration = self.prefill_s_per_token * rows * longest_in + self.decode_s_per_step * longest_out

@@ -30,6 +30,7 @@ def fake_duration_s(lengths) -> float:
 
 class ScriptedEngine:
     name = "hf"
+    capabilities = frozenset({"generate_requests"})
 
     def __init__(self, clock: FakeClock):
         self.clock, self.calls = clock, []

@@ -95,7 +95,8 @@ def load_reference(name: str) -> ReferenceTable:
 
 def reference_store(table: ReferenceTable):
     """An in-memory ResultStore holding the table's cells as offline records."""
-    from tokenjoule.store.db import CellRecord, ResultStore
+    from tokenjoule.records import CellRecord
+    from tokenjoule.store.db import ResultStore
 
     store = ResultStore(":memory:")
     for k, c in enumerate(table.cells):

@@ -154,7 +154,8 @@ def study_markdown(study, gpu_label: str) -> str:
             f"| {r.workload} | {r.setup} | {r.n_kept:,} | "
             + (_cell(r.total_kwh, "{:.4f}") if r.total_energy_j is not None
                else f"≥ {r.partial_energy_j / 3.6e6:.4f} ({r.bins_missing} bins missing)")
-            + f" | {_cell(r.energy_per_request_j)} | {_cell(None if theory_kwh is None else theory_kwh / 3.6e6, '{:.4f}')}"
+            + f" | {_cell(r.energy_per_request_j)} | "
+            f"{_cell(None if theory_kwh is None else theory_kwh / 3.6e6, '{:.4f}')}"
             f" | {_cell(r.above_theory_percent.get('paper'), '{:+.1f}%')} | "
             f"{_cell(r.multiple_of_theory.get('paper'), '{:.2f}x')} | "
             f"{_cell(r.above_theory_percent.get('tokenjoule'), '{:+.1f}%')} | "
@@ -260,7 +261,7 @@ def run_session(args: CaseStudyOptions, *, engine_factory=None, meter=None, cloc
         (out / "case_study.md").write_text(study_markdown(study, gpu_label))
         # 4. the reference table of what is measured
         if ok and card is not None and not args.dry_run:
-            from tokenjoule.reference.build import build_table as build
+            from tokenjoule.analysis.reference_table import build_table as build
 
             name = args.reference_name or f"{card.name.split()[0].lower()}-{args.model}"
             complete = all(r.total_energy_j is not None for r in study.rows)

@@ -20,8 +20,6 @@ estimate against the requests themselves. A replay does that check:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -55,9 +53,15 @@ class ReplayConfig:
         d["bins"] = self.bins.to_dict()
         return d
 
+    def record_spec(self) -> dict[str, Any]:
+        """The stored spec of this replay (its resume key is `spec_hash` of it)."""
+        return {"model": self.model, "engine": self.engine, "mode": self.mode, "decoding": {"strategy": "greedy"},
+                "replay": self.to_dict()}
+
     def hash(self) -> str:
-        blob = json.dumps({"kind": "replay", **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        from tokenjoule.spec import spec_hash
+
+        return spec_hash(self.record_spec())
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,8 @@ def fit_corrected_j(estimate, plan: list[PlannedBatch], store, config: ReplayCon
         binned = estimate.binned
         for (i, o), row in rows.items():
             mask = (binned.binned_input_tokens == i) & (binned.binned_output_tokens == o)
-            value = scaled(row, float(binned.real_input_tokens[mask].mean()), float(binned.real_output_tokens[mask].mean()),
-                           row.batch_size)
+            value = scaled(row, float(binned.real_input_tokens[mask].mean()),
+                           float(binned.real_output_tokens[mask].mean()), row.batch_size)
             if value is None:
                 return None, f"the fit predicts no energy at bin {(i, o)}"
             total += row.n_requests / row.batch_size * value
@@ -233,7 +237,7 @@ def prepare(config: ReplayConfig, store) -> tuple[Workload, BinnedWorkload, Any,
 def run_replay(config: ReplayConfig, store, *, meter=None, meter_kind: str = "auto", engine=None,
                on_progress: ProgressFn | None = None, save: bool = True) -> ReplayResult:
     """Prepare, run every planned batch under the meter, compare, and store a `replay` record."""
-    from tokenjoule.engines.base import get_engine
+    from tokenjoule.engines.base import CAP_GENERATE_REQUESTS, get_engine, supports
     from tokenjoule.spec import RunSpec
 
     sample, binned, est, plan = prepare(config, store)
@@ -243,6 +247,9 @@ def run_replay(config: ReplayConfig, store, *, meter=None, meter_kind: str = "au
                    output_tokens=max(int(x) for x in binned.real_output_tokens))
     own_meter = meter is None
     engine = engine or get_engine(config.engine)
+    if not supports(engine, CAP_GENERATE_REQUESTS):
+        raise TokenjouleError(f"engine {config.engine} cannot run requests of their own lengths "
+                              "(no generate_requests); valid for validate: hf, vllm")
     try:
         engine.load(spec)
         if meter is None:
@@ -269,7 +276,7 @@ def run_replay(config: ReplayConfig, store, *, meter=None, meter_kind: str = "au
                             "computed_output_tokens": gen.extra.get("computed_output_tokens", sum(gen.output_tokens))})
             if on_progress:
                 on_progress("replay", k + 1, len(plan))
-        from tokenjoule.runs.offline import base_provenance
+        from tokenjoule.records import base_provenance
 
         provenance = {**base_provenance(), **_safe(meter.provenance), **_safe(engine.provenance)}
     finally:
@@ -321,11 +328,9 @@ def _result(config, sample, binned, est, batches, methods, flags) -> ReplayResul
 
 def replay_record(result: ReplayResult, provenance: dict[str, Any]):
     """The stored form: kind "replay"; spec = the replay config (no cell length columns)."""
-    from tokenjoule.store.db import CellRecord, utc_now
+    from tokenjoule.records import CellRecord, utc_now
 
     cfg = result.config
-    spec = {"model": cfg.model, "engine": cfg.engine, "mode": cfg.mode, "decoding": {"strategy": "greedy"},
-            "replay": cfg.to_dict()}
     metrics = {"energy_j": result.measured_energy_j, "duration_s": result.measured_duration_s,
                "method": result.method, "flags": result.flags,
                **{f"estimate_{k}_j": v for k, v in result.estimates_j.items()},
@@ -334,9 +339,9 @@ def replay_record(result: ReplayResult, provenance: dict[str, Any]):
                "n_kept": result.n_kept, "n_dropped": result.n_dropped, **result.tokens}
     if result.n_kept and result.measured_energy_j is not None:
         metrics["energy_per_request_j"] = result.measured_energy_j / result.n_kept
-    return CellRecord(spec=spec, spec_hash=cfg.hash(), kind="replay", status="ok", metrics=metrics,
-                      measurement={"method": result.method, "batches": result.batches, "per_bin": result.per_bin},
-                      provenance={**provenance, "time_utc": utc_now()})
+    return CellRecord.replay(cfg.record_spec(), metrics,
+                             {"method": result.method, "batches": result.batches, "per_bin": result.per_bin},
+                             {**provenance, "time_utc": utc_now()})
 
 
 def expected_batches(binned: BinnedWorkload, batch_sizes: dict[tuple[int, int], int]) -> int:

@@ -1,4 +1,4 @@
-"""Build a reference table (the shipped package-data format, see tables.py) from a results database.
+"""Build a reference table (the shipped format, see tokenjoule.reference.tables) from a results database.
 
 Used by `benchmarks/build_reference.py` (the shipped tables) and the case-study session.
 """
@@ -13,7 +13,7 @@ from tokenjoule.analysis.savings import parse_setup
 from tokenjoule.errors import TokenjouleError
 from tokenjoule.store.db import ResultStore
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[3]  # src/tokenjoule/analysis/ -> the repository
 
 
 def _relative(db: Path) -> str:
@@ -30,26 +30,30 @@ DEFAULT_COVERAGE = ("partial: hf eager, 11 paper-size bins of the Azure 2023 tra
 def build_table(db: Path, name: str, model: str, setups: list[str], coverage: str, title: str,
                 command: str = "python benchmarks/build_reference.py") -> dict:
     """The reference-table dict of the ok offline cells of `model` for `setups` in `db` (see
-    tables.py for the format): for each bin only the cell the estimate would choose."""
+    tables.py for the format): every usable candidate cell of each bin (analysis.selection)."""
     cells, versions, dates, cards, commands = [], {}, [], set(), set()
     with ResultStore(db) as store:
         for text in setups:
             s = parse_setup(text)
             chosen, _ = select_cells(store, model=model, engine=s.engine, mode=s.mode, decoding=s.decoding)
-            for (i, o), (rec, _sizes) in sorted(chosen.items()):
-                prov, m = rec.provenance, rec.metrics
-                cards.update(prov.get("gpu_names") or [])
-                dates.append(rec.created_at)
-                versions.update({k: prov[k] for k in VERSION_KEYS if prov.get(k)})
-                if prov.get("command"):
-                    commands.add(prov["command"])
-                cells.append({"engine": s.engine, "mode": s.mode, "decoding": s.decoding, "input_tokens": i,
-                              "output_tokens": o, "batch_size": int(rec.spec["batch_size"]),
-                              "energy_j": m["energy_j"], "duration_s": m.get("duration_s"),
-                              "avg_power_w": m.get("avg_power_w"), "idle_power_w": m.get("idle_power_w"),
-                              "method": m.get("method") or rec.measurement.get("method"),
-                              "flags": list(m.get("flags") or []), "dtype": prov.get("dtype") or rec.spec.get("dtype"),
-                              "source_cell_id": rec.id, "created_at": rec.created_at})
+            # every candidate of a bin: which one answers depends on the user's request count
+            # (analysis.selection.choose_cell), so the table keeps them all
+            for (i, o), candidates in sorted(chosen.items()):
+                for rec in sorted(candidates, key=lambda r: (r.batch_size or 0, r.id or 0)):
+                    prov, m = rec.provenance, rec.metrics
+                    cards.update(prov.get("gpu_names") or [])
+                    dates.append(rec.created_at)
+                    versions.update({k: prov[k] for k in VERSION_KEYS if prov.get(k)})
+                    if prov.get("command"):
+                        commands.add(prov["command"])
+                    cells.append({"engine": s.engine, "mode": s.mode, "decoding": s.decoding, "input_tokens": i,
+                                  "output_tokens": o, "batch_size": int(rec.spec["batch_size"]),
+                                  "energy_j": m["energy_j"], "duration_s": m.get("duration_s"),
+                                  "avg_power_w": m.get("avg_power_w"), "idle_power_w": m.get("idle_power_w"),
+                                  "method": m.get("method") or rec.measurement.get("method"),
+                                  "flags": list(m.get("flags") or []),
+                                  "dtype": prov.get("dtype") or rec.spec.get("dtype"),
+                                  "source_cell_id": rec.id, "created_at": rec.created_at})
     if not cells:
         raise TokenjouleError(f"no ok offline cells of {model} for {', '.join(setups)} in {db}")
     if len(cards) != 1:
