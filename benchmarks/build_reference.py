@@ -6,8 +6,8 @@
 
 Reads the ok offline cells of one model (and GPU) for the given setups and writes
 src/tokenjoule/reference/data/NAME.json: card, date (of the newest cell), versions, the commands
-that measured them, and per cell its lengths, batch size, energy and time. For each bin only the
-cells the estimate would choose are kept (largest batch, newest row), so the table is small.
+that measured them, and per cell its lengths, batch size, energy and time. Every usable
+candidate cell of a bin is kept (the selection rule picks one per request count).
 """
 
 from __future__ import annotations
