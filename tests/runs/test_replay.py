@@ -168,7 +168,7 @@ def test_validate_cli_real_tiny_model_on_cpu(tmp_path):
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["n_kept"] == 5 and data["n_dropped"] == 1  # 40 > 32: dropped, as the estimate drops it
-    assert data["measured_energy_j"] > 0 and set(data["estimates_j"]) == {"paper", "ceil"}
+    assert data["measured_energy_j"] > 0 and set(data["estimates_j"]) == {"paper", "ceil", "measured"}
     assert data["tokens"]["useful_input_tokens"] == 12 + 16 + 20 + 31 + 8
     assert data["tokens"]["computed_input_tokens"] >= data["tokens"]["useful_input_tokens"]
     assert sum(b["requests"] for b in data["batches"]) == 5

@@ -17,6 +17,7 @@ from typing import Any
 
 from tokenjoule.analysis.estimate import J_PER_KWH, binned_estimate
 from tokenjoule.analysis.floors import compare_theory
+from tokenjoule.analysis.rounding import DEFAULT_ROUNDING, FORMULAS
 from tokenjoule.analysis.savings import Setup, parse_setup, savings_fraction
 from tokenjoule.errors import TokenjouleError
 from tokenjoule.workloads.binning import Bins, bin_workload
@@ -65,16 +66,19 @@ class CaseStudy:
     rows: list[CaseRow]
     savings: dict[str, float | None]  # workload -> 1 - E_opt / E_base (None when incomplete)
     basis: str  # where the cells come from (a database path or a reference label)
+    rounding: str = DEFAULT_ROUNDING
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "baseline": self.baseline, "optimized": self.optimized, "gpu": self.gpu,
+        return {"rounding": self.rounding, "rounding_formula": FORMULAS[self.rounding],
+                "model": self.model, "baseline": self.baseline, "optimized": self.optimized, "gpu": self.gpu,
                 "basis": self.basis, "rows": [r.to_dict() for r in self.rows], "savings": dict(self.savings),
                 "paper_table4": {k: {"pytorch_above_theory_percent": v[0], "vllm_above_theory_percent": v[1],
                                      "savings_percent": v[2]} for k, v in PAPER_TABLE4.items()}}
 
 
-def _row(workload, binned, store, model: str, setup: Setup, gpu: str | None) -> CaseRow:
-    res = binned_estimate(binned, store, model=model, engine=setup.engine, mode=setup.mode, decoding=setup.decoding)
+def _row(workload, binned, store, model: str, setup: Setup, gpu: str | None, rounding: str) -> CaseRow:
+    res = binned_estimate(binned, store, model=model, engine=setup.engine, mode=setup.mode, decoding=setup.decoding,
+                          rounding=rounding)
     row = CaseRow(workload=workload.name, setup=f"{setup.engine}:{setup.mode}", n_total=res.n_total,
                   n_kept=res.n_kept, coverage_share=res.coverage_share, bins_occupied=len(binned.counts),
                   bins_missing=len(res.missing), total_energy_j=res.total_energy_j,
@@ -99,7 +103,7 @@ def _row(workload, binned, store, model: str, setup: Setup, gpu: str | None) -> 
 
 def case_study(store, *, model: str, workloads=CASE_STUDY_WORKLOADS, baseline: str = BASELINE,
                optimized: str = OPTIMIZED, gpu: str | None = None, bins: Bins | None = None,
-               basis: str = "", n: int | None = None, seed: int = 0) -> CaseStudy:
+               basis: str = "", n: int | None = None, seed: int = 0, rounding: str = DEFAULT_ROUNDING) -> CaseStudy:
     """The Table-4 view of every workload on both setups (see the module docstring)."""
     from tokenjoule.workloads.traces import resolve_workload
 
@@ -108,9 +112,9 @@ def case_study(store, *, model: str, workloads=CASE_STUDY_WORKLOADS, baseline: s
     for name in workloads:
         wl = resolve_workload(name, n=n, seed=seed)
         binned = bin_workload(wl, bins or Bins())
-        pair = [_row(wl, binned, store, model, s, gpu) for s in (base, opt)]
+        pair = [_row(wl, binned, store, model, s, gpu, rounding) for s in (base, opt)]
         rows.extend(pair)
         b, o = pair[0].total_energy_j, pair[1].total_energy_j
         savings[wl.name] = savings_fraction(b, o) if b and o else None
     return CaseStudy(model=model, baseline=baseline, optimized=optimized, gpu=gpu, rows=rows, savings=savings,
-                     basis=basis)
+                     basis=basis, rounding=rounding)

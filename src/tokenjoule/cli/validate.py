@@ -88,12 +88,12 @@ def print_result(console: Console, result) -> None:
     console.print(f"fit: {result.fit_note}")
     if result.per_bin:
         bins = Table(title="per bin: replay vs estimate")
-        for col in ("input ≤", "output ≤", "requests", "batch", "batches", "replay", "paper", "ceil"):
+        modes = list(result.estimates_j)
+        for col in ("input ≤", "output ≤", "requests", "batch", "batches", "replay", *modes):
             bins.add_column(col, justify="right")
         for r in result.per_bin:
             bins.add_row(str(r["bin"][0]), str(r["bin"][1]), f"{r['requests']:,}", str(r["batch_size"]),
-                         str(r["batches"]), _j(r["measured_energy_j"]), _j(r["estimate_paper_j"]),
-                         _j(r["estimate_ceil_j"]))
+                         str(r["batches"]), _j(r["measured_energy_j"]), *(_j(r.get(f"estimate_{m}_j")) for m in modes))
         console.print(bins)
     t = result.tokens
     console.print(f"tokens: input {t['useful_input_tokens']:,} useful / {t['computed_input_tokens']:,} computed; "

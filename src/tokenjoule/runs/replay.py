@@ -5,8 +5,9 @@ estimate against the requests themselves. A replay does that check:
 
 1. draw `n` requests of the trace without replacement (seeded), bin them as the estimate does
    (requests beyond the largest bins are dropped from both sides);
-2. the binned estimate of exactly this sample from the store's cells, under each rounding mode
-   (`paper`: sum N/B x E_batch; `ceil`: sum ceil(N/B) x E_batch); the table must be complete;
+2. the binned estimate of exactly this sample from the store's cells, under each rounding of
+   analysis.rounding (`paper` N/B x E_batch, `ceil` whole batches, `measured` remainder batches
+   at their own energy); the table must be complete;
 3. run the kept requests at their own lengths:
    - hf: grouped by bin, in batches of the bin's table batch size (the last one partial), each
      batch one `generate_requests` call padded as static batching pads (inputs left-padded to
@@ -24,11 +25,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from tokenjoule.analysis.rounding import DEFAULT_ROUNDING
+from tokenjoule.analysis.rounding import ROUNDINGS as ROUNDING_MODES
 from tokenjoule.errors import TokenjouleError
 from tokenjoule.workloads.binning import BinnedWorkload, Bins, bin_workload
 from tokenjoule.workloads.request import Request, Workload
-
-ROUNDING_MODES = ("paper", "ceil")
 TARGET_FRACTION = 0.10  # the issue's target: each estimate within 10% of the replay
 ProgressFn = Callable[[str, int, int], None]
 
@@ -109,9 +110,17 @@ def plan_batches(binned: BinnedWorkload, batch_sizes: dict[tuple[int, int], int]
     return plan
 
 
-def estimate_totals(estimate) -> dict[str, float | None]:
-    """The binned total under each rounding mode this module compares."""
-    return {"paper": estimate.total_energy_unrounded_j, "ceil": estimate.total_energy_j}
+def estimates_by_rounding(binned: BinnedWorkload, store, config: ReplayConfig) -> dict[str, Any]:
+    """The binned estimate of the sample under each rounding (each picks its own cell per bin)."""
+    from tokenjoule.analysis.estimate import binned_estimate
+
+    return {r: binned_estimate(binned, store, model=config.model, engine=config.engine, mode=config.mode,
+                               gpu_name=config.gpu_name, rounding=r) for r in ROUNDING_MODES}
+
+
+def estimate_totals(estimates: dict[str, Any]) -> dict[str, float | None]:
+    """The binned total under each rounding."""
+    return {r: est.total_energy_j for r, est in estimates.items()}
 
 
 def fit_corrected_j(estimate, plan: list[PlannedBatch], store, config: ReplayConfig) -> tuple[float | None, str]:
@@ -214,7 +223,8 @@ class ReplayResult:
 
 
 def prepare(config: ReplayConfig, store) -> tuple[Workload, BinnedWorkload, Any, list[PlannedBatch]]:
-    """Sample, bin, estimate and plan; raises (listing the missing cells) when the table is incomplete."""
+    """Sample, bin, estimate and plan; raises (listing the missing cells) when the table is incomplete.
+    The batch sizes of the plan are those the default rounding's estimate chose per bin."""
     from tokenjoule.analysis.estimate import binned_estimate
     from tokenjoule.workloads.traces import resolve_workload
 
@@ -223,7 +233,7 @@ def prepare(config: ReplayConfig, store) -> tuple[Workload, BinnedWorkload, Any,
     if binned.n_kept == 0:
         raise TokenjouleError(f"no request of the sample fits the bins (dropped {binned.n_dropped})")
     est = binned_estimate(binned, store, model=config.model, engine=config.engine, mode=config.mode,
-                          gpu_name=config.gpu_name)
+                          gpu_name=config.gpu_name, rounding=DEFAULT_ROUNDING)
     if not est.complete:
         cells = ", ".join(f"in{m.input_tokens}/out{m.output_tokens}" for m in est.missing[:12])
         cells += f" (+{len(est.missing) - 12} more)" if len(est.missing) > 12 else ""
@@ -283,7 +293,8 @@ def run_replay(config: ReplayConfig, store, *, meter=None, meter_kind: str = "au
         engine.close()
         if own_meter and meter is not None:
             meter.close()
-    result = _result(config, sample, binned, est, batches, methods, flags)
+    result = _result(config, sample, binned, est, estimates_by_rounding(binned, store, config), batches, methods,
+                     flags)
     result.fit_corrected_j, result.fit_note = fit_corrected_j(est, plan, store, config)
     if save:
         result.record_id = store.add(replay_record(result, provenance))
@@ -297,7 +308,7 @@ def _safe(fn) -> dict[str, Any]:
         return {}
 
 
-def _result(config, sample, binned, est, batches, methods, flags) -> ReplayResult:
+def _result(config, sample, binned, est, by_rounding, batches, methods, flags) -> ReplayResult:
     energies = [b["energy_j"] for b in batches]
     measured = None if any(e is None for e in energies) else float(sum(energies))
     notes = []
@@ -305,12 +316,14 @@ def _result(config, sample, binned, est, batches, methods, flags) -> ReplayResul
         notes.append("a window had no energy reading; no measured total (see the meter's reasons)")
     per_bin = []
     if config.engine == "hf":
+        rows_by = {k: {(x.input_tokens, x.output_tokens): x for x in e.rows} for k, e in by_rounding.items()}
         for r in est.rows:
             mine = [b for b in batches if b["bin"] == [r.input_tokens, r.output_tokens]]
             e = None if any(b["energy_j"] is None for b in mine) else sum(b["energy_j"] for b in mine)
             per_bin.append({"bin": [r.input_tokens, r.output_tokens], "requests": r.n_requests,
                             "batch_size": r.batch_size, "batches": len(mine), "measured_energy_j": e,
-                            "estimate_paper_j": r.energy_unrounded_j, "estimate_ceil_j": r.energy_j})
+                            **{f"estimate_{k}_j": rows_by[k][(r.input_tokens, r.output_tokens)].energy_j
+                               for k in rows_by}})
     tokens = {k: int(sum(b[k] for b in batches)) for k in
               ("useful_input_tokens", "useful_output_tokens", "computed_input_tokens", "computed_output_tokens")}
     from tokenjoule.energy.measurement import is_estimate
@@ -321,7 +334,7 @@ def _result(config, sample, binned, est, batches, methods, flags) -> ReplayResul
     return ReplayResult(
         config=config, n_sampled=len(sample), n_kept=binned.n_kept, n_dropped=binned.n_dropped, batches=batches,
         measured_energy_j=measured, measured_duration_s=float(sum(b["duration_s"] for b in batches)),
-        estimates_j=estimate_totals(est), per_bin=per_bin, tokens=tokens, method=method, flags=sorted(flags),
+        estimates_j=estimate_totals(by_rounding), per_bin=per_bin, tokens=tokens, method=method, flags=sorted(flags),
         notes=notes + list(est.notes),
     )
 
