@@ -86,7 +86,7 @@ def test_whole_session_on_cpu_with_a_scripted_engine(tmp_path, capsys):
     meter = SimulatedMeter(power_w=200.0, idle_power_w=None, clock=clock)
     argv = ["--out", str(tmp_path), "--model", "tiny", "--workload", "task:translation", "--replay-trace",
             "task:translation", "--replay-n", "60", "--input-bins", "64,128", "--output-bins", "64",
-            "--idle-s", "0", "--max-batch-cap", "16", "--budget-minutes", "30"]
+            "--idle-s", "0", "--max-batch-cap", "16", "--budget-minutes", "30", "--protocol", "sweep"]
     factory = lambda name: ReplayFakeEngine(clock=clock, prefill_s_per_token=1e-3, decode_s_per_step=0.02)  # noqa: E731
     assert cs.main(argv, engine_factory=factory, meter=meter) == 0
     summary = json.loads((tmp_path / "case_study.json").read_text())
@@ -106,3 +106,17 @@ def test_whole_session_on_cpu_with_a_scripted_engine(tmp_path, capsys):
         assert len(store.find(kind="replay")) == 2 and len(store.find(kind="offline")) == n_cells
     again = json.loads((tmp_path / "case_study.json").read_text())
     assert again["phases"]["replay hf:eager"]["status"] == "already stored"
+
+
+def test_fast_protocol_measures_the_tables_with_bin_table(tmp_path, capsys):
+    clock = FakeClock()
+    meter = SimulatedMeter(power_w=200.0, idle_power_w=None, clock=clock)
+    argv = ["--out", str(tmp_path), "--model", "tiny", "--workload", "task:translation", "--replay-trace",
+            "task:translation", "--replay-n", "60", "--input-bins", "64,128", "--output-bins", "64",
+            "--idle-s", "0", "--max-batch-cap", "16", "--budget-minutes", "600", "--device", "cpu"]
+    factory = lambda name: ReplayFakeEngine(clock=clock, prefill_s_per_token=1e-3, decode_s_per_step=0.02)  # noqa: E731
+    assert cs.main(argv, engine_factory=factory, meter=meter) == 0
+    summary = json.loads((tmp_path / "case_study.json").read_text())
+    assert summary["phases"]["replay hf:eager"]["status"] == "ok", summary["phases"]
+    assert all(r["total_energy_j"] for r in summary["study"]["rows"])
+    assert (tmp_path / "bin_table" / "bin_table_summary.json").is_file()

@@ -39,6 +39,7 @@ class CaseStudyOptions:
     max_batch_cap: int = 1024
     reference_name: str | None = None
     dry_run: bool = False
+    measure_bins: bool = True  # False: the tables were measured by benchmarks/bin_table.py first
     command: str = ""
     resume_hint: str | None = None  # how to resume, printed at the end
 
@@ -202,6 +203,9 @@ def run_session(args: CaseStudyOptions, *, engine_factory=None, meter=None, cloc
     try:
         # 1. bin tables; each setup gets an equal share of the budget left (a replay needs both)
         for k, setup in enumerate(setups):
+            if not args.measure_bins:
+                log(f"{setup}: bins measured before this session (benchmarks/bin_table.py)")
+                continue
             config = config_from_dict(sweep_dict(args.model, setup, rows, args.device, args.idle_s,
                                                  args.max_batch_cap), source=f"case-study {setup}")
             kwargs = {"engine_factory": engine_factory} if engine_factory else {}
