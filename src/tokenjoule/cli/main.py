@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "tokenjoule.cli.serve",
     "tokenjoule.cli.report",
     "tokenjoule.cli.validate",
+    "tokenjoule.cli.speculative",
 )
 
 app = typer.Typer(

@@ -31,11 +31,11 @@ from tokenjoule.engines.hf_decoding import (
     reuses_static_cache,
     static_cache_len,
 )
-from tokenjoule.engines.tokens import special_ids_from_config, synthetic_prompts
+from tokenjoule.engines.tokens import prompts_for, special_ids_from_config
 from tokenjoule.errors import TokenjouleError
 from tokenjoule.models.loading import LoadedModel, count_params, load_model, resolve_device
 from tokenjoule.models.registry import default_draft_for
-from tokenjoule.spec import RunSpec, weights_key
+from tokenjoule.spec import SELF_DRAFT, RunSpec, weights_key
 
 SPECULATIVE_NOTE = (
     "random-weight target and draft: the acceptance rate says nothing about a trained pair; "
@@ -102,6 +102,12 @@ class HFEngine(EngineBase):
             return
         self._free_draft()
         assert self._loaded is not None
+        if draft_name == SELF_DRAFT:
+            # The target drafts for itself: the same module (no second copy of the weights),
+            # so every greedy proposal is what the target would emit: acceptance 1 by construction.
+            # Assisted generation keeps the assistant's KV cache apart from the target's.
+            self._draft, self._draft_name = self._loaded, draft_name
+            return
         # seed + 1: a draft built from the same preset and seed as the target would be an
         # exact copy and accept every token, which no real draft does.
         self._draft = load_model(draft_name, self._loaded.device, spec.dtype, seed=spec.seed + 1)
@@ -118,16 +124,16 @@ class HFEngine(EngineBase):
 
     # ----- generation ------------------------------------------------------------------------
     def _prompts(
-        self, lm: LoadedModel, batch: int, input_tokens: int, seed: int, with_draft: bool
+        self, lm: LoadedModel, batch: int, input_tokens: int, seed: int, with_draft: bool, repeat: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         vocab = lm.architecture.vocab_size
         avoid = special_ids_from_config(lm.model.config)
         if with_draft and self._draft is not None:  # ids must be valid for the draft too
             vocab = min(vocab, self._draft.architecture.vocab_size)
             avoid |= special_ids_from_config(self._draft.model.config)
-        key = (batch, input_tokens, seed, vocab, tuple(sorted(avoid)))
+        key = (batch, input_tokens, seed, vocab, tuple(sorted(avoid)), repeat)
         if key not in self._prompt_cache:
-            ids = torch.tensor(synthetic_prompts(batch, input_tokens, vocab, seed, avoid), dtype=torch.long)
+            ids = torch.tensor(prompts_for(repeat, batch, input_tokens, vocab, seed, avoid), dtype=torch.long)
             ids = ids.to(lm.device)
             self._prompt_cache.clear()  # keep only the current shape on the device
             self._prompt_cache[key] = (ids, torch.ones_like(ids))
@@ -174,7 +180,8 @@ class HFEngine(EngineBase):
         if new_tokens < 1:
             raise TokenjouleError(f"output_tokens must be >= 1, got {new_tokens}")
         speculative = spec.decoding.strategy == "speculative"
-        ids, mask = self._prompts(lm, spec.batch_size, spec.input_tokens, spec.seed, with_draft=speculative)
+        ids, mask = self._prompts(lm, spec.batch_size, spec.input_tokens, spec.seed, with_draft=speculative,
+                                  repeat=speculative and spec.decoding.repeat_prompt)
         kwargs: dict[str, Any] = {
             "input_ids": ids,
             "attention_mask": mask,
@@ -226,6 +233,7 @@ class HFEngine(EngineBase):
             acceptance = counter.acceptance_rate
             extra |= {
                 "draft_model": self._draft_name,
+                "draft_is_target": self._draft_name == SELF_DRAFT,
                 "proposed_tokens": counter.proposed_tokens,
                 "accepted_tokens": counter.accepted_tokens,
                 "verification_steps": counter.steps,
