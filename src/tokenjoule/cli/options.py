@@ -195,10 +195,10 @@ def load_workload(trace: str, reading: Optional[TraceReading] = None):
     from tokenjoule.workloads.traces import resolve_workload
 
     reading = reading or TraceReading()
-    if trace.startswith("task:"):
+    if trace.startswith(("task:", "paper:")):
         if reading.any_file_option:
             raise TokenjouleError("--trace-format/--columns/--time-unit/--trace-model/--log-type do not apply "
-                                  "to task profiles")
+                                  "to task profiles or paper:NAME synthetic workloads")
         return resolve_workload(trace)
     return resolve_workload(trace, **reading.kwargs())
 

@@ -24,7 +24,9 @@ def _fmt(value: Any, fmt: str = "{:.4g}") -> str:
 
 
 def speculative(
-    db: str = typer.Option(DEFAULT_DB, help="Results database (SQLite)."),
+    ctx: typer.Context,
+    db: Optional[str] = typer.Option(None, "--db", help="Results database (SQLite); also accepted before the "
+                                     "command.", show_default=DEFAULT_DB),
     model: Optional[str] = typer.Option(None, help="Only this model's cells."),
     acceptance: Optional[float] = typer.Option(
         None, help="Also place this acceptance rate (accepted / proposed draft tokens, 0..1), e.g. a published one."),
@@ -36,7 +38,11 @@ def speculative(
 
     if acceptance is not None and not 0.0 <= acceptance <= 1.0:
         raise TokenjouleError(f"--acceptance must be between 0 and 1 (accepted / proposed draft tokens), got {acceptance}")
-    with open_existing(db) as store:
+    from tokenjoule.cli.options import resolve_db
+
+    choice = resolve_db(ctx, db)
+    db = choice.path
+    with open_existing(choice) as store:
         data = analyse(store.find(status="ok"), model=model, reference_acceptance=acceptance)
     if as_json:
         typer.echo(json.dumps(data, indent=2))

@@ -2,8 +2,9 @@
 
 TRACE (positional, or --trace like every other command) is a built-in trace name
 (azure-code-2023, azure-conv-2023, mooncake-conversation), a file path (format detected, or
---trace-format; columns mapped with --columns, arrival unit with --time-unit), or task:NAME
-(translation, generation, classification, summarization).
+--trace-format; columns mapped with --columns, arrival unit with --time-unit), task:NAME
+(translation, generation, classification, summarization), or paper:NAME (burstgpt, azure-conv,
+azure-code: synthetic workloads matched to the paper's Tables 1-2, labelled synthetic).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def load_workload(trace: str, fmt: Optional[str] = None, trace_model: Optional[s
                   log_type: Optional[str] = None, columns: Optional[str] = None, time_unit: Optional[str] = None):
     """The workload a CLI TRACE argument names (see the module docstring)."""
     return _load(trace, TraceReading.from_cli(fmt, columns, time_unit, trace_model, log_type))
+
 
 
 def _trace_arg(positional: Optional[str], option: Optional[list[str]]) -> str:
