@@ -31,21 +31,31 @@ def test_h100_table_is_listed_and_labelled_with_card_and_date():
     assert {"hf:eager:greedy", "vllm:graphs:greedy"} == set(t.setups())
 
 
-def test_table_is_generated_from_the_evidence_database():
+@pytest.fixture
+def evidence_copy(tmp_path):
+    """A copy of the committed evidence store: opening a store may migrate it, never the committed file."""
+    import shutil
+
+    path = tmp_path / "evidence.db"
+    shutil.copyfile(EVIDENCE, path)
+    return path
+
+
+def test_table_is_generated_from_the_evidence_database(evidence_copy):
     """Rebuilding with the committed script gives exactly the shipped cells (nothing typed)."""
     spec = importlib.util.spec_from_file_location("build_reference", ROOT / "benchmarks/build_reference.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    rebuilt = mod.build(EVIDENCE, NAME, "llama-3.1-8b", ["hf:eager", "vllm:graphs"], mod.DEFAULT_COVERAGE, "t")
+    rebuilt = mod.build(evidence_copy, NAME, "llama-3.1-8b", ["hf:eager", "vllm:graphs"], mod.DEFAULT_COVERAGE, "t")
     assert rebuilt["cells"] == list(load_reference(NAME).cells)
 
 
 @pytest.mark.parametrize("trace", ["azure-conv-2023", "azure-code-2023"])
-def test_estimate_from_reference_equals_estimate_from_the_source_db(trace):
+def test_estimate_from_reference_equals_estimate_from_the_source_db(trace, evidence_copy):
     wl = load_trace(trace)
     from_ref = binned_estimate(wl, reference_store(load_reference(NAME)), model="llama-3.1-8b", engine="hf",
                                mode="eager")
-    with ResultStore(EVIDENCE) as db:
+    with ResultStore(evidence_copy) as db:
         from_db = binned_estimate(wl, db, model="llama-3.1-8b", engine="hf", mode="eager")
     assert from_ref.partial_energy_j == pytest.approx(from_db.partial_energy_j)
     assert [(r.input_tokens, r.output_tokens, r.batch_size) for r in from_ref.rows] == \
