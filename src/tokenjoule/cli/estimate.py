@@ -27,7 +27,7 @@ def _open_store(db: Path):
 
     if not db.is_file():
         raise TokenjouleError(f"no results database at {db}; measure cells first (tokenjoule sweep) or pass --db PATH")
-    return ResultStore(db)
+    return ResultStore(db, create=False)
 
 
 def _setup(engine: str, mode: Optional[str], decoding: str):

@@ -22,7 +22,7 @@ def _open_store(db: Path):
     if not db.exists():
         raise TokenjouleError(f"no results store at {db}; give --db PATH of an existing store "
                               "(made by `tokenjoule measure` or `tokenjoule sweep`)")
-    return ResultStore(db)
+    return ResultStore(db, create=False)
 
 
 def report(

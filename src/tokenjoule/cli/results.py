@@ -2,7 +2,9 @@
 
     tokenjoule results [--db PATH] [--model M --engine E --mode X --status ok|failed|all --limit N]
     tokenjoule results show ID [--json]
-    tokenjoule results export -o FILE [--format csv|parquet]
+    tokenjoule results export -o FILE [--format csv|parquet|sqlite]
+    tokenjoule results backup FILE      (a consistent single-file copy of a live store)
+    tokenjoule results import FILE      (records kept in a side file when a write failed)
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def open_existing(db: str):
     if not Path(db).exists():
         raise TokenjouleError(f"no results database at {db}; measure something first "
                               f"(tokenjoule measure ...) or pass --db PATH")
-    return ResultStore(db)
+    return ResultStore(db, create=False)
 
 
 def _fmt(value: Any, fmt: str = "{:.4g}") -> str:
@@ -137,8 +139,9 @@ def show(
 
 @results_app.command("export")
 def export(
-    output: str = typer.Option(..., "--output", "-o", help="File to write (.csv or .parquet)."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv | parquet (default: from the suffix)."),
+    output: str = typer.Option(..., "--output", "-o", help="File to write (.csv, .parquet or .db)."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                      help="csv | parquet | sqlite (a store copy; default: from the suffix)."),
     db: str = typer.Option(DEFAULT_DB, help="Results database (SQLite)."),
     status: str = typer.Option("all", help="ok | failed | all."),
 ) -> None:
@@ -149,8 +152,37 @@ def export(
         raise UnknownNameError("status", status, STATUSES)
     fmt = infer_format(output, fmt)  # before opening anything: a bad format is reported first
     with open_existing(db) as store:
-        n = export_results(store, output, fmt, status=None if status == "all" else status)
+        n = export_results(store, output, fmt, status=None if status == "all" or fmt == "sqlite" else status)
     Console(stderr=True).print(f"wrote {n} cells to {output} ({fmt})")
+
+
+@results_app.command("backup")
+def backup(
+    dest: str = typer.Argument(..., metavar="FILE", help="New file for the copy (never overwritten)."),
+    db: str = typer.Option(DEFAULT_DB, help="Results database (SQLite)."),
+) -> None:
+    """Copy the store to one self-contained file, safely while other processes write to it.
+
+    Copying the .db file alone can miss rows: after a crash they live in the -wal file beside it."""
+    with open_existing(db) as store:
+        n = store.backup(dest)
+    Console(stderr=True).print(f"copied {n} cells from {db} to {dest}")
+
+
+@results_app.command("import")
+def import_unsaved(
+    source: str = typer.Argument(..., metavar="FILE", help="A side file (*.unsaved.jsonl) named in a store error."),
+    db: str = typer.Option(DEFAULT_DB, help="Results database (SQLite) to add the records to."),
+) -> None:
+    """Add records that were kept in a side file because the store could not be written."""
+    from tokenjoule.store.db import ResultStore
+
+    if not Path(source).is_file():
+        raise TokenjouleError(f"no side file at {source}; give the *.unsaved.jsonl path from the error message")
+    with ResultStore(db) as store:
+        added, damaged = store.import_unsaved(source)
+    note = f"; {len(damaged)} damaged line(s) skipped: {damaged[:10]}" if damaged else ""
+    Console(stderr=True).print(f"added {added} cells from {source} to {db}{note}")
 
 
 def register(app: typer.Typer) -> None:

@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
             from tokenjoule.store.db import ResultStore
 
             # Never create a database for a dry run: read one only if it is already there.
-            store = ResultStore(db) if Path(db).is_file() else None
+            store = ResultStore(db, create=False) if Path(db).is_file() else None
             try:
                 summary = run_sweep(cfg, store, dry_run=True, retry_failed=retry_failed)
             finally:
