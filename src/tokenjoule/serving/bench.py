@@ -22,6 +22,7 @@ from tokenjoule.serving.arrivals import ArrivalSpec
 from tokenjoule.serving.client import RequestRecord
 from tokenjoule.serving.loadgen import LoadConfig, LoadResult, prepare_bodies, run_load_sync
 from tokenjoule.serving.online_metrics import summarize
+from tokenjoule.serving.secrets import ServerURL, redact_args, scrub, secret_values, split_url
 from tokenjoule.store.db import CellRecord, ResultStore
 from tokenjoule.workloads.request import Request, Workload
 
@@ -55,6 +56,7 @@ class ServeBenchConfig:
     startup_timeout_s: float = 900.0
     log_dir: str | None = None
     engine_name: str | None = None  # --url: the engine behind it, when known (recorded in the spec)
+    api_key: str | None = field(default=None, repr=False)  # bearer token; sent, never stored
 
     @property
     def engine(self) -> str:
@@ -63,6 +65,25 @@ class ServeBenchConfig:
     @property
     def resolved_dialect(self) -> str:
         return self.dialect or ("openai" if self.launch == "transformers" else "vllm")
+
+
+def check_bounds(cfg: ServeBenchConfig) -> None:
+    """Every numeric option within the documented maxima (tokenjoule.limits), before any work."""
+    from tokenjoule.limits import (MAX_IDLE_S, MAX_REQUESTS, MAX_SLO_MS, MAX_TIMEOUT_S, MAX_TOKENS, MAX_WARMUP,
+                                   check_range)
+
+    for name, value in (("--input-tokens", cfg.input_tokens), ("--output-tokens", cfg.output_tokens),
+                        ("--max-input-tokens", cfg.max_input_tokens),
+                        ("--max-output-tokens", cfg.max_output_tokens), ("--max-model-len", cfg.max_model_len)):
+        check_range(name, value, 1 if name != "--max-model-len" else 2, MAX_TOKENS)
+    check_range("--n-requests", cfg.n_requests, 1, MAX_REQUESTS)
+    check_range("--warmup-requests", cfg.warmup_requests, 0, MAX_WARMUP)
+    check_range("--idle-s", cfg.idle_s, 0, MAX_IDLE_S)
+    check_range("--timeout-s", cfg.timeout_s, 1e-3, MAX_TIMEOUT_S)
+    check_range("--startup-timeout-s", cfg.startup_timeout_s, 1e-3, MAX_TIMEOUT_S)
+    check_range("--slo-ttft-ms", cfg.slo_ttft_ms, 0, MAX_SLO_MS)
+    check_range("--slo-tpot-ms", cfg.slo_tpot_ms, 0, MAX_SLO_MS)
+    check_range("--vocab-size", cfg.vocab_size, 2, 2**31 - 1)
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -114,7 +135,7 @@ def online_spec(cfg: ServeBenchConfig, workload: Workload) -> dict[str, Any]:
         "max_input_tokens": cfg.max_input_tokens, "max_output_tokens": cfg.max_output_tokens,
         "slo_ttft_ms": cfg.slo_ttft_ms, "slo_tpot_ms": cfg.slo_tpot_ms, "seed": cfg.seed,
         "dialect": cfg.resolved_dialect, "warmup_requests": cfg.warmup_requests,
-        "server_args": list(cfg.server_args),
+        "server_args": redact_args(list(cfg.server_args)),  # the server gets them; the store never does
     }
 
 
@@ -144,6 +165,11 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
 
     if (cfg.launch is None) == (cfg.url is None):
         raise TokenjouleError("give exactly one of --launch (vllm|transformers) or --url")
+    check_bounds(cfg)
+    target = split_url(cfg.url) if cfg.url else None
+    api_key = cfg.api_key or (target.token if target else None)
+    secrets = secret_values(list(cfg.server_args), api_key, target.token if target else None,
+                            *(target.params.values() if target else ()))
     stage = on_stage or (lambda s: None)
     info = _preset_info(cfg.model)
     vocab = cfg.vocab_size or info["vocab_size"]
@@ -161,10 +187,12 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
         stage("measuring idle power")
         idle_w = meter.measure_idle(cfg.idle_s) if cfg.idle_s > 0 else None
         provenance.update(safe_provenance(meter.provenance))
-        with _server(cfg, stage) as (url, served_name, server_info):
+        with _server(cfg, stage, target) as (url, served_name, server_info):
             provenance.update(server_info)
+            provenance["server_auth"] = "bearer token (not stored)" if api_key else None
             load_cfg = LoadConfig(url=url, model=served_name, arrival=cfg.arrival, dialect=cfg.resolved_dialect,
-                                  vocab_size=vocab, seed=cfg.seed, timeout_s=cfg.timeout_s, avoid=info["avoid"])
+                                  vocab_size=vocab, seed=cfg.seed, timeout_s=cfg.timeout_s, avoid=info["avoid"],
+                                  api_key=api_key, params=dict(target.params) if target else {})
             warm = _warmup(load_cfg, workload.requests, cfg.warmup_requests, stage)
             bodies = prepare_bodies(load_cfg, workload.requests)  # before the window: see prepare_bodies
             stage("sending load")
@@ -179,7 +207,7 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
         raise
     except TokenjouleError as exc:
         record = CellRecord(spec=spec, spec_hash=spec_hash(spec), kind="online", status="failed",
-                            provenance=provenance, error=" ".join(str(exc).split()))
+                            provenance=provenance, error=scrub(" ".join(str(exc).split()), secrets))
         store.add(record)
         raise CellFailure(f"online run failed ({record.error}); stored as failed cell #{record.id} in {store.path}") from None
     finally:
@@ -201,6 +229,8 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
     # A run in which no request succeeded measured nothing about serving: keep every row for
     # diagnosis, but as a failed cell (it must never rank as a cheap configuration).
     failed = not metrics.get("requests_ok")
+    for r in list(result.records) + list(warm):
+        r.error = scrub(r.error, secrets)
     errors = sorted({r.error for r in result.records if r.error})
     record = CellRecord(spec=spec, spec_hash=spec_hash(spec), kind="online", status="failed" if failed else "ok",
                         metrics=metrics, measurement=mdict, provenance=provenance,
@@ -239,15 +269,17 @@ def _warmup(load_cfg: LoadConfig, requests: Sequence[Request], n: int, stage) ->
 class _server:
     """Context manager yielding (base url, model name for the body, provenance)."""
 
-    def __init__(self, cfg: ServeBenchConfig, stage):
-        self.cfg, self.stage = cfg, stage
+    def __init__(self, cfg: ServeBenchConfig, stage, target: ServerURL | None = None):
+        self.cfg, self.stage, self.target = cfg, stage, target
         self.proc = None
         self.tmp: tempfile.TemporaryDirectory | None = None
 
     def __enter__(self):
         cfg = self.cfg
         if cfg.url:
-            return cfg.url, cfg.served_model or cfg.model, {"server": "url", "server_url": cfg.url}
+            target = self.target or split_url(cfg.url)
+            # Only the bare base URL is ever stored: no credentials, no query string.
+            return target.base, cfg.served_model or cfg.model, {"server": "url", "server_url": target.base}
         from tokenjoule.serving.launch import ServerProcess, free_port, server_command, write_model_dir
 
         self.tmp = tempfile.TemporaryDirectory(prefix="tokenjoule-serve-")
@@ -267,7 +299,7 @@ class _server:
             self.tmp.cleanup()
             raise
         return self.proc.url, served, {"server": cfg.launch, "server_version": _version(cfg.launch),
-                                       "server_command": cmd}
+                                       "server_command": redact_args(cmd)}
 
     def __exit__(self, *exc):
         try:
