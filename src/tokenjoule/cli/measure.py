@@ -119,7 +119,11 @@ def build_spec(**kw: Any):
         value = kw.pop(cli_name, None)
         if value is not None:
             decoding[field] = value
-    return RunSpec(decoding=DecodingSpec(**decoding), **kw)
+    spec = RunSpec(decoding=DecodingSpec(**decoding), **kw)
+    from tokenjoule.models.registry import check_context
+
+    check_context(spec.model, spec.input_tokens, spec.output_tokens)
+    return spec
 
 
 def record_json(record: Any, samples: bool = False) -> str:

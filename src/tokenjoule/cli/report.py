@@ -37,10 +37,15 @@ def report(
 
     from tokenjoule.report.build import build_report
 
+    from tokenjoule.paths import ensure_output_dir
+
     console = Console(stderr=True)
+    ensure_output_dir(out, "report folder")  # before any work: a bad -o is one line
     store = _open_store(db)
     try:
         result = build_report(store, out, traces=list(trace or []), model=model, console=console)
+    except OSError as exc:  # e.g. the device filled up while writing figures
+        raise TokenjouleError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     finally:
         store.close()
     drawn = sum(1 for s in result.sections if s.drawn)

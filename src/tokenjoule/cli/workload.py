@@ -114,9 +114,15 @@ def plot_cdfs(binned, path: Path) -> Path:
         ax.legend()
     fig.suptitle(f"{binned.name}: {binned.n_kept:,} requests kept, {binned.n_dropped:,} dropped ({binned.overflow})")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from tokenjoule.errors import TokenjouleError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    except (OSError, ValueError) as exc:  # full disk, unwritable, an unknown image suffix
+        raise TokenjouleError(f"cannot write PNG {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -148,6 +154,11 @@ def bins_cmd(
             raise TokenjouleError("--emit-sweep needs --model and --engine (and optionally --mode)")
         check_setup(engine, mode, decoding)
     batch_value = parse_batch(batch)
+    from tokenjoule.paths import ensure_output_file
+
+    for out_path, what in ((png, "PNG"), (emit_sweep, "sweep config")):
+        if out_path is not None:  # before any work: a bad path is one line, not a traceback at the end
+            ensure_output_file(out_path, what)
     workload = load_workload(trace, fmt, trace_model, log_type)
     binned = bin_workload(workload, bins, overflow)
     console = Console()
@@ -185,9 +196,12 @@ def parse_batch(text: str):
 
     if text == "max":
         return "max"
-    if text.isdigit() and int(text) >= 1:
+    from tokenjoule.limits import MAX_BATCH_SIZE
+
+    # ASCII digits only: str.isdigit() also accepts "²" and other digits int() rejects.
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_BATCH_SIZE:
         return int(text)
-    raise TokenjouleError(f"--batch must be a positive integer or max, got {text!r}")
+    raise TokenjouleError(f"--batch must be an integer from 1 to {MAX_BATCH_SIZE:,} or max, got {text!r}")
 
 
 def register(app: typer.Typer) -> None:
