@@ -172,10 +172,9 @@ def register(app: typer.Typer) -> None:
         check_model_name(spec.model)
         if spec.decoding.draft_model:
             check_model_name(spec.decoding.draft_model)
-        if idle_s < 0:
-            from tokenjoule.errors import TokenjouleError
+        from tokenjoule.limits import MAX_IDLE_S, check_range
 
-            raise TokenjouleError(f"--idle-s must be >= 0 seconds, got {idle_s}")
+        check_range("--idle-s", idle_s, 0, MAX_IDLE_S)
         from tokenjoule.energy import METER_KINDS
         from tokenjoule.errors import UnknownNameError
 

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from tokenjoule.errors import TokenjouleError, UnknownNameError
-from tokenjoule.limits import (MAX_BATCH_CAP, MAX_BATCH_RETRIES, MAX_BATCH_SIZE, MAX_COOLDOWN_S, MAX_IDLE_S,
+from tokenjoule.limits import (MAX_BATCH_CAP, MAX_BATCH_RETRIES, MAX_BATCH_SIZE, MAX_COOLDOWN_S, MAX_GRID_CELLS, MAX_IDLE_S,
                                MAX_PARALLEL, MAX_REPEATS, MAX_SEED, MAX_TOKENS, MAX_WARMUP, MAX_WINDOW_S)
 from tokenjoule.models.registry import check_context
 from tokenjoule.spec import DECODING_STRATEGIES, DecodingSpec, RunSpec
@@ -201,6 +201,7 @@ class SweepConfig(CellTemplate):
         templates = [(("cells", i), c.set_fields()) for i, c in enumerate(self.cells)] if self.cells else [((), {})]
         plans: list[CellPlan] = []
         seen: set[str] = set()
+        self.check_grid_size()
         for path, own in templates:
             merged = {**defaults, **own}
             axes = [k for k in AXES if k in merged]
@@ -213,6 +214,30 @@ class SweepConfig(CellTemplate):
                         seen.add(plan.key)
                         plans.append(plan)
         return plans
+
+    def grid_size(self) -> int:
+        """Cells the config expands to before deduplication (counted, not expanded)."""
+        defaults = self.set_fields()
+        templates = [c.set_fields() for c in self.cells] if self.cells else [{}]
+        total = 0
+        for own in templates:
+            merged = {**defaults, **own}
+            n = 1
+            for key in AXES:
+                if key in merged:
+                    values = _as_list(merged[key])
+                    per = len(values)
+                    if key == "batch_size":  # "1..max" is every power of two up to the cap, plus max
+                        per += sum(len(_powers_of_two(self.max_batch_cap)) for v in values if v == BATCH_UPTO_MAX)
+                    n *= per
+            total += n
+        return total
+
+    def check_grid_size(self) -> None:
+        n = self.grid_size()
+        if n > MAX_GRID_CELLS:
+            raise SweepConfigError(f"{self.source}: the grid has {n:,} cells; the limit is {MAX_GRID_CELLS:,} "
+                                   "(split it into several sweeps)")
 
     def _plans(self, values: dict[str, Any], path: tuple, own: dict[str, Any]) -> list["CellPlan"]:
         values.setdefault("model", None)
