@@ -176,8 +176,21 @@ class _Sweep:
 
     def run_cell(self, plan: CellPlan, engine: Any, meter: Any, gpu_name: str, provenance: dict,
                  idle: dict) -> tuple[str, int | None, str | None]:
-        """Search (if needed) and measure one cell; every outcome is stored before returning.
-        Returns (status, batch size, reason)."""
+        """Claim, then search (if needed) and measure one cell; every outcome is stored before
+        returning. A cell another process holds (a second sweep on this store) is skipped, so
+        concurrent sweeps split the grid instead of measuring it twice."""
+        if not self.store.claim(plan.key):
+            return "skipped", plan.spec.batch_size if plan.batch == "fixed" else None, \
+                "being measured by another process"
+        try:
+            if self.store.has_success(plan.key):  # another process finished it just before our claim
+                return "skipped", plan.spec.batch_size, "already measured"
+            return self._run_claimed(plan, engine, meter, gpu_name, provenance, idle)
+        finally:
+            self.store.release(plan.key)
+
+    def _run_claimed(self, plan: CellPlan, engine: Any, meter: Any, gpu_name: str, provenance: dict,
+                     idle: dict) -> tuple[str, int | None, str | None]:
         t0 = self.clock()
         spec, probes = plan.spec, []
         if plan.batch != "fixed":
