@@ -110,7 +110,10 @@ def show(
 
     with open_existing(db) as store:
         record = store.get(cell_id)
+        damaged = cell_id in store.corrupt_ids
         total = store.count()
+    if damaged:
+        raise TokenjouleError(f"cell #{cell_id} in {db} is damaged (unreadable JSON or text) and cannot be shown")
     if record is None:
         raise TokenjouleError(f"no cell with id {cell_id} in {db} ({total} cells; list them with tokenjoule results)")
     if as_json:
