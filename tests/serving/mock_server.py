@@ -37,6 +37,7 @@ class MockConfig:
     usage: object = None  # when not None: sent verbatim as the usage value
     comment_every_s: float | None = None  # drip-feed ": ping" comments forever, no tokens
     huge_line_bytes: int = 0  # one data line this long (no line end), then the connection closes
+    extra_tokens: int = 0  # stream this many tokens more than max_tokens asked for
 
 
 class MockServer:
@@ -140,7 +141,7 @@ class MockServer:
         self.bodies.append(body)
         prompt = body.get("prompt", [])
         prompt_tokens = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
-        max_tokens = int(body.get("max_tokens") or 16)
+        max_tokens = int(body.get("max_tokens") or 16) + cfg.extra_tokens
         fail = prompt_tokens in cfg.fail_prompt_tokens
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

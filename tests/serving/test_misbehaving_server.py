@@ -42,6 +42,13 @@ def test_malformed_or_impossible_usage_is_a_failed_request(mock_server, usage, n
         assert not rec.ok and needle in rec.error and rec.error.startswith("invalid server response")
 
 
+def test_more_tokens_than_requested_is_a_failed_request(mock_server):
+    for usage in (True, False):  # counted by the server's usage, or by token events
+        srv = mock_server(MockConfig(extra_tokens=50, send_usage=usage))
+        rec = _run(srv, [Request(8, 4)])[0]
+        assert not rec.ok and ("more than the 4 requested" in rec.error or "54 token events" in rec.error), rec.error
+
+
 def test_drip_fed_comments_cannot_outlast_the_whole_request_deadline(mock_server):
     srv = mock_server(MockConfig(comment_every_s=0.05))  # a comment well inside any read timeout
     start = time.monotonic()

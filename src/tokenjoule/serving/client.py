@@ -269,6 +269,9 @@ async def stream_completion(client: httpx.AsyncClient, url: str, body: dict[str,
         elif token_times:
             record.output_tokens = len(token_times)
             record.output_tokens_source = "token-events"
+            if record.error is None and len(token_times) > record.output_tokens_requested:
+                record.error = (f"invalid server response: {len(token_times)} token events for max_tokens "
+                                f"{record.output_tokens_requested}")
     if record.error is None and not state.token_times:
         record.error = "stream ended without any generated token"
     return record
