@@ -18,8 +18,8 @@ from typing import Any, Iterator
 
 from tokenjoule.limits import INT64_MAX
 from tokenjoule.store import claims as _claims
-from tokenjoule.store.connect import (StoreError, Undecodable, check_tokenjoule_file, connect, is_busy,
-                                      wait_busy)
+from tokenjoule.store.connect import (StoreError, Undecodable, busy_timeout_s, check_tokenjoule_file, connect,
+                                      is_busy, wait_busy)
 
 log = logging.getLogger("tokenjoule.store")
 
@@ -104,7 +104,15 @@ class ResultStore:
             check_tokenjoule_file(self._conn, self.path, SCHEMA_VERSION)
             self.writable = self._writable()
             if self.writable:
-                self._set_wal()
+                try:
+                    self._set_wal()
+                except sqlite3.OperationalError as exc:
+                    if is_busy(exc):
+                        raise
+                    # e.g. a folder we may not create the -wal file in: still readable
+                    log.warning("%s: opened read-only (%s)", self.path, exc)
+                    self.writable = False
+            if self.writable:
                 wait_busy(lambda: self._conn.execute("PRAGMA synchronous=FULL"), self.path, "open the store")
                 self._migrate()
         except StoreError:
@@ -112,6 +120,9 @@ class ResultStore:
             raise
         except sqlite3.DatabaseError as exc:
             self._conn.close()
+            if is_busy(exc):
+                raise StoreError(f"{self.path}: another process held the store locked for more than "
+                                 f"{busy_timeout_s():g} s (TOKENJOULE_BUSY_TIMEOUT_S); try again") from None
             raise StoreError(f"{self.path}: not a tokenjoule results database ({exc})") from None
 
     # -- schema ---------------------------------------------------------------------------
