@@ -144,3 +144,10 @@ def test_output_paths(tmp_path, planted_db, target):
 def test_trace_in_an_unreadable_or_overlong_path(tmp_path):
     code, _, err = run_cli(["workload", "stats", str(tmp_path / ("x" * 5000))])
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_a_full_device_is_one_line(planted_db):
+    for args in (["results", "export", "-o", "/dev/full", "--format", "csv", "--db", str(planted_db)],
+                 ["workload", "bins", "task:generation", "--png", "/dev/full"]):
+        code, _, err = run_cli(args)
+        assert code == 2 and "No space left" in err, (args, err)

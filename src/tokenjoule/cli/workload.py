@@ -117,8 +117,13 @@ def plot_cdfs(binned, path: Path) -> Path:
     from tokenjoule.errors import TokenjouleError
 
     try:
+        import io
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        # Rendered in memory, then written by us: matplotlib's own file writes can miss a full disk.
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=120, format=path.suffix.lstrip(".").lower() or "png")
+        path.write_bytes(buffer.getvalue())
     except (OSError, ValueError) as exc:  # full disk, unwritable, an unknown image suffix
         raise TokenjouleError(f"cannot write PNG {path}: {getattr(exc, 'strerror', None) or exc}") from None
     finally:
