@@ -262,3 +262,29 @@ def test_csv_export_escapes_formulas(tmp_path):
         export_results(s, tmp_path / "out.csv")
     models = pd.read_csv(tmp_path / "out.csv")["model"].tolist()
     assert models == ["'=HYPERLINK(\"http://x\")", "'+1", "'-cmd", "'@SUM(A1)", "plain"]
+
+
+def test_measure_into_a_locked_store_keeps_the_measurement(tmp_path, monkeypatch, capsys):
+    """The real CLI, a real (tiny, CPU) measurement; the write lock is held by another
+    connection the whole time: one line naming the side file, and `results import` restores it."""
+    from tokenjoule.cli.main import main
+
+    monkeypatch.setenv("TOKENJOULE_BUSY_TIMEOUT_S", "0.5")
+    db = tmp_path / "r.db"
+    ResultStore(db).close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        rc = main(["measure", "--model", "tiny", "--device", "cpu", "--batch", "1", "--input", "8", "--output", "2",
+                   "--repeats", "1", "--warmup", "0", "--min-window-s", "0", "--no-split-prefill", "--idle-s", "0",
+                   "--meter", "simulated", "--db", str(db)])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capsys.readouterr().err
+    side = db.with_name("r.db.unsaved.jsonl")
+    assert rc == 2 and str(side) in err and "Traceback" not in err
+    assert main(["results", "import", str(side), "--db", str(db)]) == 0
+    with ResultStore(db, create=False) as s:
+        [rec] = s.find(status="ok")
+        assert rec.metrics["energy_j"] > 0 and rec.spec["input_tokens"] == 8
