@@ -24,7 +24,7 @@ MAX_COOLDOWN_S = 3600.0  # pause between cells
 MAX_IDLE_S = 3600.0  # idle-power baseline
 MAX_BATCH_CAP = MAX_BATCH_SIZE  # ceiling of the largest-batch search
 MAX_BATCH_RETRIES = 100
-MAX_GRID_CELLS = 10_000_000  # cells one sweep config may expand to (a dry run counts them)
+MAX_GRID_CELLS = 1_000_000  # cells one sweep config may describe (counted before anything is expanded)
 # -- serve-bench ----------------------------------------------------------------------------
 MAX_REQUESTS = 1_000_000  # requests per online run
 MIN_RATE_RPS = 1e-4  # one request per ~3 hours; slower is not a load test
