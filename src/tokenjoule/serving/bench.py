@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from tokenjoule.errors import CellFailure, TokenjouleError
+from tokenjoule.limits import MAX_TOKENS
 from tokenjoule.runs.offline import safe_provenance
 from tokenjoule.serving.arrivals import ArrivalSpec
 from tokenjoule.serving.client import RequestRecord
@@ -119,6 +120,9 @@ def build_requests(cfg: ServeBenchConfig, model_max_len: int | None = None) -> W
             o = min(o, max_len - 1)
             i = min(i, max_len - o)
         clipped += (i, o) != (r.input_tokens, r.output_tokens)
+        if max(i, o) > MAX_TOKENS:
+            raise TokenjouleError(f"request {len(out)} asks for {i:,} input / {o:,} output tokens; the limit is "
+                                  f"{MAX_TOKENS:,}: clip with --max-input-tokens / --max-output-tokens / --max-model-len")
         out.append(Request(max(1, i), max(1, o), r.arrival_s))
     provenance.update(clipped_requests=clipped, max_input_tokens=cfg.max_input_tokens,
                       max_output_tokens=cfg.max_output_tokens, max_model_len=max_len)
