@@ -55,7 +55,7 @@ def test_rounded_and_unrounded_hand_computed(store):
     assert d["total_energy_j"] == 130.0 and d["rows"][0]["cell_id"] in (c1, c2)
 
 
-def test_largest_batch_then_newest_row_wins(store):
+def test_least_energy_batch_then_newest_row_wins(store):
     add_cell(store, 32, 8, 8, 999.0)
     add_cell(store, 32, 8, 16, 50.0)
     newest = add_cell(store, 32, 8, 16, 60.0)
@@ -66,7 +66,7 @@ def test_largest_batch_then_newest_row_wins(store):
     row = next(r for r in res.rows if r.input_tokens == 32)
     assert row.batch_size == 16 and row.cell_id == newest and row.energy_per_batch_j == 60.0
     assert row.batch_sizes_available == (8, 16)
-    assert any("largest" in n for n in res.notes)
+    assert any("least energy" in n for n in res.notes)
 
 
 def test_missing_bins_are_listed_never_guessed(store):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import math
-from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -97,8 +96,11 @@ def test_second_run_resumes_without_new_cells(demo_run):
 
 
 def test_estimate_label_flags_any_estimated_cell():
-    measured = SimpleNamespace(metrics={"method": "nvml-counter", "flags": []})
-    estimated = SimpleNamespace(metrics={"method": "estimate-cpu-time", "flags": ["estimate"]})
+    from tokenjoule.records import CellRecord
+    from tokenjoule.spec import RunSpec
+
+    measured = CellRecord.ok(RunSpec(model="tiny"), {"method": "nvml-counter", "flags": []}, {})
+    estimated = CellRecord.ok(RunSpec(model="tiny"), {"method": "estimate-cpu-time", "flags": ["estimate"]}, {})
     assert demo.estimate_label([measured]) == ("nvml-counter", False)
     assert demo.estimate_label([measured, estimated]) == ("estimate-cpu-time, nvml-counter", True)
     assert demo.estimate_label([]) == ("-", False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tokenjoule.engines.base import CAP_PROBE_MEMORY
 from tokenjoule.spec import RunSpec
 
 from fakes.fake_engine import FakeEngine, FakeOutOfMemoryError
@@ -16,6 +17,8 @@ class LimitEngine(FakeEngine):
     `probe_memory` counts its calls; `fail_input_tokens` makes generate raise a non-OOM error
     for cells of that input length; `measure_limit_batch` (below limit_batch) makes the full
     measurement run out of memory although the probe fitted."""
+
+    capabilities = frozenset({CAP_PROBE_MEMORY})
 
     def __init__(self, limit_batch: int = 1_000_000, fail_input_tokens: int | None = None,
                  measure_limit_batch: int | None = None, sleep_s: float = 0.0, **kw: Any):

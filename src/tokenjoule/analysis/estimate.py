@@ -8,10 +8,10 @@ E_batch(b): the measured energy of ONE full batch of B_b requests (`metrics["ene
 The rounded form counts the last, partly filled batch as a full one (it costs about as much);
 the unrounded form assumes energy scales linearly with the number of requests.
 
-Cells are matched on model, engine, mode, decoding, input_tokens and output_tokens (kind
-offline, status ok). If several batch sizes are stored for a bin, the largest is used (the
-paper measures each bin at the largest batch that fits); among rows of that batch size the
-newest wins. A bin with no measurement is listed in `missing`; then the totals are None
+Which cell answers a bin is analysis.selection's rule, shared with `savings`, `recommend` and
+the report: the setup's offline ok cells of the bin's lengths, newest row per spec, measured
+before estimated, the batch size with the least energy for the bin's requests, newest on a
+tie (`SELECTION_RULE`, in every result's notes). A bin with no measurement is listed in `missing`; then the totals are None
 (never a guess) and `partial_energy_j` holds the sum over the bins that were measured.
 
 Opt-in: `tokenjoule.analysis.fit.predict_missing` adds *predicted* rows for the missing bins
@@ -21,11 +21,10 @@ reported separately. Without it nothing here changes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tokenjoule.energy.measurement import is_estimate
+from tokenjoule.analysis.selection import SELECTION_RULE, bin_cost, cell_energy_j, choose_cell, gpus_of, setup_cells
 from tokenjoule.workloads.binning import BinnedWorkload, Bins, bin_workload
 from tokenjoule.workloads.request import Workload
 
@@ -77,7 +76,7 @@ class EstimateResult:
     gpu_names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     binned: BinnedWorkload | None = None
-    batch_policy: str = "largest stored batch size per bin (the paper's policy); newest row on ties"
+    batch_policy: str = SELECTION_RULE  # which cell answers each bin (analysis.selection)
     # Opt-in predictions for the missing bins (tokenjoule.analysis.fit); never part of `rows`.
     predicted_rows: list[BinEstimate] = field(default_factory=list)
     prediction: Any = None
@@ -179,10 +178,7 @@ class EstimateResult:
 
 
 def _energy(rec) -> float | None:
-    value = rec.metrics.get("energy_j")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        return None
-    return float(value)
+    return cell_energy_j(rec)
 
 
 def _num(value: Any) -> float | None:
@@ -190,32 +186,13 @@ def _num(value: Any) -> float | None:
 
 
 def select_cells(store, *, model: str, engine: str, mode: str, decoding: str = "greedy",
-                 gpu_name: str | None = None) -> tuple[dict[tuple[int, int], tuple[Any, tuple[int, ...]]], list[str]]:
-    """(input, output) -> (chosen record, batch sizes available), plus notes on what was skipped."""
-    notes: list[str] = []
-    groups: dict[tuple[int, int], list] = {}
-    unusable = 0
-    for rec in store.find(status="ok", kind="offline", model=model, engine=engine, mode=mode,
-                          decoding=decoding, gpu_name=gpu_name):
-        spec = rec.spec
-        try:
-            key = (int(spec["input_tokens"]), int(spec["output_tokens"]))
-            int(spec["batch_size"])
-        except (KeyError, TypeError, ValueError):
-            unusable += 1
-            continue
-        if _energy(rec) is None:
-            unusable += 1
-            continue
-        groups.setdefault(key, []).append(rec)
-    if unusable:
-        notes.append(f"{unusable} stored cell(s) ignored: no positive energy_j or no lengths/batch size")
-    chosen = {}
-    for key, recs in groups.items():
-        sizes = tuple(sorted({int(r.spec["batch_size"]) for r in recs}))
-        best = max(recs, key=lambda r: (int(r.spec["batch_size"]), r.id or 0))
-        chosen[key] = (best, sizes)
-    return chosen, notes
+                 gpu_name: str | None = None) -> tuple[dict[tuple[int, int], list[Any]], list[str]]:
+    """(input, output) -> the setup's candidate cells (analysis.selection), plus notes on what
+    was left out. Which one answers a bin depends on its request count: `choose_cell`."""
+    by_bin, unusable = setup_cells(store, model=model, engine=engine, mode=mode, decoding=decoding,
+                                   gpu_name=gpu_name)
+    notes = [f"{unusable} stored cell(s) ignored: no positive energy_j or no lengths/batch size"] if unusable else []
+    return by_bin, notes
 
 
 def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, model: str, engine: str,
@@ -232,30 +209,35 @@ def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, mod
     rows, missing, gpus = [], [], []
     estimated_ids, flagged_ids = [], []
     for (i, o), n in sorted(binned.counts.items()):
-        if (i, o) not in chosen:
+        rec = choose_cell(chosen.get((i, o), []), n)
+        if rec is None:
             missing.append(MissingCell(i, o, n))
             continue
-        rec, sizes = chosen[(i, o)]
-        flags = set(rec.metrics.get("flags") or rec.measurement.get("flags") or [])
-        if is_estimate(rec.metrics.get("method") or rec.measurement.get("method"), flags):
+        sizes = tuple(sorted({int(r.batch_size) for r in chosen[(i, o)]}))
+        flags = set(rec.flags)
+        if rec.is_estimate:
             estimated_ids.append(rec.id)
         if flags - {"estimate"}:
             flagged_ids.append(rec.id)
-        b = int(rec.spec["batch_size"])
-        e = _energy(rec)
-        batches = math.ceil(n / b)
-        gpu = (rec.provenance.get("gpu_names") or [None])[0]
+        cost = bin_cost(rec, n)
+        b, e, batches = cost.batch_size, cell_energy_j(rec), cost.batches
+        gpu = rec.gpu_name
         if gpu and gpu not in gpus:
             gpus.append(gpu)
         rows.append(BinEstimate(
             input_tokens=i, output_tokens=o, n_requests=n, batch_size=b, batches_rounded=batches,
-            energy_per_batch_j=e, energy_j=batches * e, energy_unrounded_j=n / b * e, cell_id=rec.id,
+            energy_per_batch_j=e, energy_j=cost.energy_j, energy_unrounded_j=cost.energy_unrounded_j, cell_id=rec.id,
             duration_per_batch_s=_num(rec.metrics.get("duration_s")),
             avg_power_w=_num(rec.metrics.get("avg_power_w")), idle_power_w=_num(rec.metrics.get("idle_power_w")),
             gpu_name=gpu, dtype=rec.spec.get("dtype"), batch_sizes_available=sizes,
         ))
     if any(len(r.batch_sizes_available) > 1 for r in rows):
-        notes.append("several batch sizes stored for some bins; the largest was used")
+        notes.append("several batch sizes stored for some bins; the one with the least energy for the bin's "
+                     "requests was used")
+    gpu_counts = sorted({gpus_of(r) for recs in chosen.values() for r in recs})
+    if len(gpu_counts) > 1:
+        notes.append(f"this setup has cells on different GPU counts ({', '.join(map(str, gpu_counts))}); each bin "
+                     "uses the cheapest (`recommend` compares them as separate configurations)")
     if len(gpus) > 1:
         notes.append(f"cells come from several GPUs ({', '.join(gpus)}); pass gpu_name to use one")
     if estimated_ids:

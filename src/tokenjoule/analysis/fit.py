@@ -165,7 +165,7 @@ def fit_cells_from_store(store, *, model: str, engine: str, mode: str, decoding:
             continue
         if _energy(rec) is None or min(key) < 1:
             continue
-        gpu = (rec.provenance.get("gpu_names") or [None])[0]
+        gpu = rec.gpu_name
         if gpu:
             gpus.add(gpu)
         if key not in newest or (rec.id or 0) >= (newest[key].id or 0):

@@ -1,9 +1,10 @@
 """Recommend the lowest-energy measured configuration for a binned workload under SLOs.
 
 A configuration is (engine, mode, decoding, GPUs) plus a batch policy. For an offline
-configuration the batch policy is chosen per bin: among the measured batch sizes of that
-bin's cell that meet the SLOs, the one with the least energy for the bin,
-ceil(N_bin / B) x E_batch(B) (the binned estimate's rounding). Its total is the sum over bins.
+configuration the cell of each bin is chosen by analysis.selection (the rule `estimate`,
+`savings` and the report use too) among the cells that meet the SLOs: measured before
+estimated, the batch size with the least energy for the bin, ceil(N_bin / B) x E_batch(B),
+newest on a tie. Its total is the sum over bins.
 
 SLO check (documented in docs/METHOD.md):
 - offline cell: TTFT = the cell's `ttft_s` (prefill of the whole batch: every request waits for
@@ -20,10 +21,10 @@ left out unless `include_estimates`, and then the result is labelled as an estim
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tokenjoule.analysis.selection import SELECTION_RULE, bin_cost, cells_by_bin, choose_cell, gpus_of, usable_cells
 from tokenjoule.errors import TokenjouleError
 
 BASELINE = ("hf", "eager", "greedy", 1)
@@ -128,7 +129,7 @@ class Recommendation:
                     "online_percentile": ONLINE_PERCENTILE},
             "max_gpus": self.max_gpus, "best": cand(self.best), "runner_up": cand(self.runner_up),
             "baseline": cand(self.baseline), "savings_fraction": self.savings_fraction,
-            "baseline_note": self.baseline_note,
+            "baseline_note": self.baseline_note, "selection": SELECTION_RULE,
             "candidates": [{"config": c.config.label, "total_energy_j": c.total_energy_j,
                             "feasible": c.feasible, "missing_bins": c.missing_bins,
                             "slo_failed_bins": c.slo_failed_bins} for c in self.candidates],
@@ -155,69 +156,47 @@ def _meets(ttft: float | None, tpot: float | None, slo_ttft: float | None, slo_t
     return True
 
 
-def _cell_flags(rec) -> list[str]:
-    """A cell's flags: the union over all its windows (metrics), else the stored window's."""
-    return list(rec.metrics.get("flags") or (rec.measurement or {}).get("flags") or [])
-
-
-def _is_estimate(rec) -> bool:
-    from tokenjoule.energy.measurement import is_estimate
-
-    return is_estimate((rec.measurement or {}).get("method") or rec.metrics.get("method"), _cell_flags(rec))
-
-
-def _decoding(spec: dict) -> str:
-    d = spec.get("decoding")
-    return d.get("strategy", "greedy") if isinstance(d, dict) else (d or "greedy")
-
-
 def _offline_cells(store, model: str, include_estimates: bool, max_gpus: int | None) -> dict[Config, dict]:
-    """Newest ok cell per spec, grouped by configuration, then by (input, output)."""
-    newest: dict[str, Any] = {}
-    for rec in store.find(status="ok", kind="offline", model=model):
-        newest[rec.spec_hash] = rec  # find() is oldest first
-    groups: dict[Config, dict] = {}
-    for rec in newest.values():
-        if _is_estimate(rec) and not include_estimates:
+    """The usable cells (analysis.selection: newest row per spec, batch cells with a positive
+    energy), grouped by configuration, then by (input, output)."""
+    usable, _ = usable_cells(store.find(status="ok", kind="offline", model=model))
+    groups: dict[Config, list] = {}
+    for rec in usable:
+        if rec.is_estimate and not include_estimates:
             continue
-        s = rec.spec
-        if any(s.get(k) is None for k in ("input_tokens", "output_tokens", "batch_size")):
-            continue  # not a batch cell (e.g. the offline half of compare-serving)
-        gpus = int(s.get("tensor_parallel", 1) or 1) * int(s.get("pipeline_parallel", 1) or 1)
+        gpus = gpus_of(rec)
         if max_gpus is not None and gpus > max_gpus:
             continue
-        cfg = Config(s["engine"], s["mode"], _decoding(s), gpus)
-        groups.setdefault(cfg, {}).setdefault((int(s["input_tokens"]), int(s["output_tokens"])), []).append(rec)
-    return groups
+        cfg = Config(rec.engine, rec.mode, rec.decoding or "greedy", gpus)
+        groups.setdefault(cfg, []).append(rec)
+    return {cfg: cells_by_bin(recs) for cfg, recs in groups.items()}
 
 
 def evaluate_offline(cfg: Config, cells: dict, bin_counts: dict[tuple[int, int], int],
                      slo_ttft_ms: float | None, slo_tpot_ms: float | None) -> Candidate:
-    """Per bin, the batch size with the least ceil(N/B) x E_batch among cells meeting the SLOs."""
+    """Per bin, the cell the selection rule picks among those meeting the SLOs
+    (analysis.selection.choose_cell: measured first, least ceil(N/B) x E_batch, newest)."""
     cand = Candidate(cfg, slo_applied=slo_ttft_ms is not None or slo_tpot_ms is not None)
     total = 0.0
     for (i, o), n in sorted(bin_counts.items()):
-        recs = [r for r in cells.get((i, o), []) if r.metrics.get("energy_j") is not None]
+        recs = cells.get((i, o), [])
         if not recs:
             cand.missing_bins.append((i, o))
             continue
-        best: BinChoice | None = None
-        for rec in recs:
-            ttft, tpot = offline_slo_ms(rec.metrics, o)
-            if not _meets(ttft, tpot, slo_ttft_ms, slo_tpot_ms):
-                continue
-            b = int(rec.spec["batch_size"])
-            batches = math.ceil(n / b)
-            energy = batches * float(rec.metrics["energy_j"])
-            if best is None or energy < best.energy_j:
-                best = BinChoice(i, o, n, b, batches, energy, int(rec.id), ttft, tpot,
-                                 _cell_flags(rec))
-            cand.estimate = cand.estimate or _is_estimate(rec)
-        if best is None:
+
+        def meets(rec, o=o) -> bool:
+            return _meets(*offline_slo_ms(rec.metrics, o), slo_ttft_ms, slo_tpot_ms)
+
+        rec = choose_cell(recs, n, accept=meets)
+        if rec is None:
             cand.slo_failed_bins.append((i, o))
-        else:
-            cand.bins.append(best)
-            total += best.energy_j
+            continue
+        ttft, tpot = offline_slo_ms(rec.metrics, o)
+        cost = bin_cost(rec, n)
+        cand.bins.append(BinChoice(i, o, n, cost.batch_size, cost.batches, cost.energy_j, int(rec.id), ttft, tpot,
+                                   rec.flags))
+        cand.estimate = cand.estimate or rec.is_estimate
+        total += cost.energy_j
     cand.total_energy_j = total if cand.complete and not cand.slo_failed_bins else None
     return cand
 
@@ -231,7 +210,7 @@ def _online_candidates(store, model: str, traces: set[str], n_requests: int, slo
         # serve-bench records the trace as "workload" (its name, or the file it came from)
         if not traces & {str(arrival.get("trace")), str(s.get("trace")), str(s.get("workload"))}:
             continue
-        if _is_estimate(rec) and not include_estimates:
+        if rec.is_estimate and not include_estimates:
             continue
         gpus = int(s.get("tensor_parallel", 1) or 1)
         if max_gpus is not None and gpus > max_gpus:
@@ -241,11 +220,11 @@ def _online_candidates(store, model: str, traces: set[str], n_requests: int, slo
             continue
         ttft = rec.metrics.get(f"ttft_ms_{ONLINE_PERCENTILE}")
         tpot = rec.metrics.get(f"tpot_ms_{ONLINE_PERCENTILE}")
-        cfg = Config(s.get("engine", "?"), s.get("mode", "?"), _decoding(s), gpus, "online", int(rec.id))
+        cfg = Config(s.get("engine", "?"), s.get("mode", "?"), rec.decoding or "greedy", gpus, "online", int(rec.id))
         cand = Candidate(cfg, slo_applied=slo_ttft_ms is not None or slo_tpot_ms is not None,
-                         estimate=_is_estimate(rec))
+                         estimate=rec.is_estimate)
         choice = BinChoice(0, 0, n_requests, None, 1, float(per_req) * n_requests, int(rec.id), ttft, tpot,
-                           _cell_flags(rec))
+                           rec.flags)
         cand.bins.append(choice)
         if _meets(ttft, tpot, slo_ttft_ms, slo_tpot_ms):
             cand.total_energy_j = choice.energy_j

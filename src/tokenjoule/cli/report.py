@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -43,7 +43,8 @@ def report(
     ensure_output_dir(out, "report folder")  # before any work: a bad -o is one line
     store = _open_store(db)
     try:
-        result = build_report(store, out, traces=list(trace or []), model=model, console=console)
+        with report_progress(console) as on_progress:
+            result = build_report(store, out, traces=list(trace or []), model=model, on_progress=on_progress)
     except OSError as exc:  # e.g. the device filled up while writing figures
         raise TokenjouleError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     finally:
@@ -55,6 +56,29 @@ def report(
         if not s.drawn:
             why = s.unavailable or f"missing {len(s.missing)} cell(s)"
             console.print(f"  [yellow]{s.name}[/yellow]: {why}")
+
+
+class report_progress:
+    """A transient rich bar over the report's sections (build_report's on_progress)."""
+
+    def __init__(self, console: Any):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
+                                 console=console, transient=True, disable=console is None)
+        self.task: Any = None
+
+    def __enter__(self) -> Any:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def __call__(self, section: str, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("report", total=total)
+        self.progress.update(self.task, description=section, completed=done)
 
 
 def recommend(
@@ -129,6 +153,9 @@ def _print_recommendation(rec, binned) -> None:
     flagged = sorted({f for b in rec.best.bins for f in b.flags})
     if flagged:
         console.print(f"[yellow]the best configuration uses flagged measurements:[/yellow] {', '.join(flagged)}")
+    from tokenjoule.analysis.selection import SELECTION_RULE
+
+    console.print(SELECTION_RULE, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

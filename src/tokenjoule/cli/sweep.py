@@ -152,13 +152,14 @@ def register(app: typer.Typer) -> None:
                     store.close()
             _print_plan(console, summary)
             return
+        from tokenjoule.cli.sweep_progress import SweepBar
         from tokenjoule.store.db import ResultStore
 
         store = ResultStore(db)
         try:
             summary = run_sweep(
                 cfg, store, meter_kind=meter, retry_failed=retry_failed, budget_minutes=budget_minutes,
-                progress=progress,
+                progress=progress, observer=SweepBar(Console(stderr=True)) if progress else None,
                 resume_command=_resume_command(config_arg, db, budget_minutes, retry_failed, meter, device))
         finally:
             store.close()

@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 from tokenjoule.energy.measurement import Measurement, PowerSample
 from tokenjoule.engines.base import GenerationResult
+from tokenjoule.records import MAX_STORED_SAMPLES, downsample  # noqa: F401  (moved; re-exported)
 from tokenjoule.spec import RunSpec
 
-MAX_STORED_SAMPLES = 2000
 
 # Flags the runner itself adds (next to the meter's window flags).
 FLAG_DECODE_NEGATIVE = "prefill-exceeds-full"  # 1-token run used more energy than the full run
@@ -171,18 +171,6 @@ def _split_metrics(
         "decode_duration_s": decode_duration,
         "prefill_iterations_per_window": prefill.iterations_per_window,
     }
-
-
-def downsample(samples: tuple[PowerSample, ...] | list, max_samples: int = MAX_STORED_SAMPLES) -> list:
-    """Every k-th sample so at most `max_samples` remain (the last one is always kept)."""
-    samples = list(samples)
-    if len(samples) <= max_samples:
-        return samples
-    step = math.ceil(len(samples) / max_samples)
-    kept = samples[::step]
-    if kept[-1] is not samples[-1]:
-        kept[-1] = samples[-1]
-    return kept
 
 
 def measurement_dict(full: PhaseResult, prefill: PhaseResult | None) -> dict[str, Any]:

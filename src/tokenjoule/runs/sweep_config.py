@@ -18,9 +18,7 @@ its (inherited or own) list-valued axes. Identical cells are kept once.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,20 +26,26 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from tokenjoule.errors import TokenjouleError, UnknownNameError
-from tokenjoule.limits import (MAX_BATCH_CAP, MAX_BATCH_RETRIES, MAX_BATCH_SIZE, MAX_COOLDOWN_S, MAX_GRID_CELLS, MAX_IDLE_S,
-                               MAX_PARALLEL, MAX_REPEATS, MAX_SEED, MAX_TOKENS, MAX_WARMUP, MAX_WINDOW_S)
+from tokenjoule.limits import (MAX_BATCH_CAP, MAX_BATCH_RETRIES, MAX_BATCH_SIZE, MAX_COOLDOWN_S, MAX_GRID_CELLS,
+                               MAX_IDLE_S, MAX_PARALLEL, MAX_REPEATS, MAX_SEED, MAX_TOKENS, MAX_WARMUP, MAX_WINDOW_S)
 from tokenjoule.models.registry import check_context
-from tokenjoule.spec import DECODING_STRATEGIES, DecodingSpec, RunSpec
+from tokenjoule.spec import (  # noqa: F401  (unresolved_hash re-exported)
+    BATCH_MAX,
+    DECODING_STRATEGIES,
+    DEFAULT_MAX_BATCH_CAP,
+    DecodingSpec,
+    RunSpec,
+    load_key,
+    unresolved_hash,
+)
 
 # Keys that may be lists (one grid axis each) and keys that are one value per cell.
 AXES = ("model", "engine", "mode", "decoding", "input_tokens", "output_tokens", "batch_size",
         "repeats", "warmup", "dtype", "seed", "tensor_parallel", "pipeline_parallel")
 CELL_SCALARS = ("device", "min_window_s", "split_prefill", "engine_options")
 ALIASES = {"batch": "batch_size"}
-BATCH_MAX = "max"
 BATCH_UPTO_MAX = "1..max"
 ORDERS = ("ascending", "as-written")
-DEFAULT_MAX_BATCH_CAP = 1024
 
 
 class SweepConfigError(TokenjouleError):
@@ -198,7 +202,7 @@ class SweepConfig(CellTemplate):
     def expand(self) -> list["CellPlan"]:
         """All cells of the grid, deduplicated, in the order written."""
         defaults = self.set_fields()
-        templates = [(("cells", i), c.set_fields()) for i, c in enumerate(self.cells)] if self.cells else [((), {})]
+        templates: list[tuple[tuple[Any, ...], dict[str, Any]]] = [(("cells", i), c.set_fields()) for i, c in enumerate(self.cells)] if self.cells else [((), {})]
         plans: list[CellPlan] = []
         seen: set[str] = set()
         self.check_grid_size()
@@ -297,12 +301,9 @@ class CellPlan:
             return self.spec.label.replace(f" b{self.spec.batch_size} ", " b=max ")
         return self.spec.label
 
-    def group_key(self) -> tuple:
-        """Cells with the same group key share one engine load."""
-        s = self.spec
-        return (s.model, s.engine, s.mode, s.dtype, s.device, s.tensor_parallel, s.pipeline_parallel,
-                s.decoding.draft_model if s.decoding.strategy == "speculative" else None,
-                json.dumps(s.engine_options, sort_keys=True))
+    def group_key(self) -> str:
+        """Cells with the same group key share one engine load (`spec.load_key`)."""
+        return load_key(self.spec)
 
     def failure_spec(self) -> dict[str, Any]:
         """The spec dict stored for a failed cell whose batch was never resolved."""
@@ -311,13 +312,6 @@ class CellPlan:
             data["batch_size"] = None
             data["batch"] = BATCH_MAX
         return data
-
-
-def unresolved_hash(spec: RunSpec) -> str:
-    data = spec.canonical()
-    data["batch_size"] = BATCH_MAX
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _powers_of_two(cap: int) -> list[int]:

@@ -112,7 +112,8 @@ def paper_bins(models: list[str], quick: bool, trace: str | None = None, **_: An
     if not rows:
         raise TokenjouleError(f"trace {', '.join(traces)} has no requests inside the bins")
     if quick:
-        total, kept, acc = sum(r["n_requests"] for r in rows), [], 0
+        total, acc = sum(r["n_requests"] for r in rows), 0
+        kept: list[dict[str, Any]] = []
         for r in rows:
             if acc >= QUICK_BIN_SHARE * total or len(kept) >= QUICK_BIN_MAX:
                 break
@@ -156,5 +157,5 @@ def build_preset(name: str, *, model: str | None = None, quick: bool = False, tr
     data.update({k: v for k, v in options.items() if v is not None})
     source = f"--preset {name}" + (f" --model {model}" if model else "") + (" --quick" if quick else "")
     source += f" --trace {trace}" if trace else ""
-    source += {True: " --with-vllm", False: " --without-vllm"}.get(with_vllm, "")  # None: auto-detected
+    source += {True: " --with-vllm", False: " --without-vllm", None: ""}[with_vllm]  # None: auto-detected
     return config_from_dict(data, source)
