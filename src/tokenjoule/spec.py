@@ -28,6 +28,8 @@ ENGINE_MODES: dict[str, tuple[str, ...]] = {
     "vllm": ("eager", "graphs"),
 }
 DECODING_STRATEGIES = ("greedy", "sample", "beam", "speculative")
+# Measurement protocols of an offline cell (runs.windows says what each does).
+PROTOCOLS = ("full", "adaptive")
 BATCH_MAX = "max"  # an unresolved "largest fitting batch" cell (sweeps)
 DEFAULT_MAX_BATCH_CAP = 1024  # ceiling of the largest-batch search
 GPU_ONLY_MODES = {("hf", "compile"), ("hf", "cudagraphs"), ("vllm", "eager"), ("vllm", "graphs")}
@@ -90,9 +92,16 @@ class RunSpec(BaseModel):
     min_window_s: float = Field(2.0, ge=0, le=MAX_WINDOW_S)  # repeat a short batch inside one window up to this
     split_prefill: bool = True  # also measure a 1-output-token run for the prefill/decode split
     engine_options: dict[str, Any] = Field(default_factory=dict)
+    # Measurement protocol (runs.windows): "full" = warmup + calibration + `repeats` windows;
+    # "adaptive" = warm-up sized to the mode, windows until two agree within window_agree_rel.
+    protocol: str = "full"
+    window_agree_rel: float = Field(0.01, gt=0)
+    max_windows: int = Field(3, ge=2)
 
     @model_validator(mode="after")
     def _known_engine_and_mode(self) -> "RunSpec":
+        if self.protocol not in PROTOCOLS:
+            raise UnknownNameError("protocol", self.protocol, list(PROTOCOLS))
         if self.engine not in ENGINE_MODES:
             raise UnknownNameError("engine", self.engine, list(ENGINE_MODES))
         if self.mode not in ENGINE_MODES[self.engine]:
@@ -102,6 +111,11 @@ class RunSpec(BaseModel):
     def canonical(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
         data["decoding"] = self.decoding.canonical()
+        if self.protocol == "full":
+            # The window options only apply to "adaptive"; leaving all three out keeps the hashes
+            # of cells stored before protocols existed (they were measured with "full").
+            for key in ("protocol", "window_agree_rel", "max_windows"):
+                data.pop(key)
         return data
 
     def spec_hash(self) -> str:

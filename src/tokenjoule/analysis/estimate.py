@@ -1,12 +1,14 @@
 """The binned energy estimate of a workload from measured cells (the paper's method).
 
-    E_total = sum over bins b of ceil(N_b / B_b) x E_batch(b)          (rounded: whole batches)
-    E_unrounded = sum over bins b of (N_b / B_b) x E_batch(b)          (the paper's formula as written)
+    E_total = sum over bins b of charge(N_b, B_b, E_batch(b))   under a rounding (analysis.rounding):
+      paper    (default) N_b / B_b x E_batch(b)                 (the paper's formula as written)
+      ceil     ceil(N_b / B_b) x E_batch(b)                      (partly filled batches charged as full)
+      measured floor(N_b / B_b) x E_batch(b) + E(N_b mod B_b)     (remainder batch at its own energy)
 
 N_b: requests of the workload in bin b; B_b: the batch size of the cell measured for that bin;
 E_batch(b): the measured energy of ONE full batch of B_b requests (`metrics["energy_j"]`).
-The rounded form counts the last, partly filled batch as a full one (it costs about as much);
-the unrounded form assumes energy scales linearly with the number of requests.
+`total_energy_j` follows the chosen rounding; `total_energy_unrounded_j` is always the N/B form
+and `total_energy_ceil_j` always the ceil form, so every output can be compared across roundings.
 
 Which cell answers a bin is analysis.selection's rule, shared with `savings`, `recommend` and
 the report: the setup's offline ok cells of the bin's lengths, newest row per spec, measured
@@ -21,10 +23,20 @@ reported separately. Without it nothing here changes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tokenjoule.analysis.selection import SELECTION_RULE, bin_cost, cell_energy_j, choose_cell, gpus_of, setup_cells
+from tokenjoule.analysis.rounding import DEFAULT_ROUNDING, FORMULAS, charge_bin, check_rounding
+from tokenjoule.analysis.selection import (
+    SELECTION_RULE,
+    bin_cost,
+    cell_energy_j,
+    choose_cell,
+    energy_by_batch,
+    gpus_of,
+    setup_cells,
+)
 from tokenjoule.workloads.binning import BinnedWorkload, Bins, bin_workload
 from tokenjoule.workloads.request import Workload
 
@@ -48,6 +60,28 @@ class BinEstimate:
     gpu_name: str | None = None
     dtype: str | None = None
     batch_sizes_available: tuple[int, ...] = ()
+    # How the partly filled last batch was charged (analysis.rounding); energy_j follows `rounding`.
+    rounding: str = DEFAULT_ROUNDING
+    energy_ceil_j: float | None = None
+    remainder_requests: int = 0
+    partial_batch_energy_j: float = 0.0
+    remainder_basis: str = ""
+    remainder_predicted: bool = False
+    remainder_cell_id: int | None = None
+
+
+def bin_row(*, input_tokens: int, output_tokens: int, n_requests: int, batch_size: int, energy_per_batch_j: float,
+            rounding: str = DEFAULT_ROUNDING, by_batch: dict | None = None, **extra) -> BinEstimate:
+    """One bin's row under `rounding` (the per-bin arithmetic of analysis.rounding)."""
+    charge = charge_bin(n_requests, batch_size, energy_per_batch_j, rounding, by_batch)
+    return BinEstimate(
+        input_tokens=input_tokens, output_tokens=output_tokens, n_requests=n_requests, batch_size=batch_size,
+        batches_rounded=math.ceil(n_requests / batch_size), energy_per_batch_j=energy_per_batch_j,
+        energy_j=charge.energy_j, energy_unrounded_j=n_requests / batch_size * energy_per_batch_j,
+        energy_ceil_j=math.ceil(n_requests / batch_size) * energy_per_batch_j, rounding=rounding,
+        remainder_requests=charge.remainder_requests, partial_batch_energy_j=charge.partial_energy_j,
+        remainder_basis=charge.remainder_basis, remainder_predicted=charge.remainder_predicted,
+        remainder_cell_id=charge.remainder_cell_id, **extra)
 
 
 @dataclass(frozen=True)
@@ -80,6 +114,7 @@ class EstimateResult:
     # Opt-in predictions for the missing bins (tokenjoule.analysis.fit); never part of `rows`.
     predicted_rows: list[BinEstimate] = field(default_factory=list)
     prediction: Any = None
+    rounding: str = DEFAULT_ROUNDING
 
     @property
     def complete(self) -> bool:
@@ -131,6 +166,33 @@ class EstimateResult:
         return None
 
     @property
+    def total_energy_ceil_j(self) -> float | None:
+        if self.complete:
+            return sum(r.energy_ceil_j for r in self.rows)
+        if self.predicted_complete:
+            return sum(r.energy_ceil_j for r in self.rows) + sum(r.energy_ceil_j for r in self.predicted_rows)
+        return None
+
+    @property
+    def partial_batches_energy_j(self) -> float:
+        """Energy charged to partly filled batches, over every bin with a row (measured + predicted)."""
+        return sum(r.partial_batch_energy_j for r in self.rows + self.predicted_rows)
+
+    @property
+    def partial_share(self) -> float | None:
+        """Share of the total charged to partly filled batches (None without a total)."""
+        total = self.total_energy_j
+        return self.partial_batches_energy_j / total if total else None
+
+    @property
+    def n_remainders_predicted(self) -> int:
+        return sum(r.remainder_predicted for r in self.rows)
+
+    @property
+    def rounding_formula(self) -> str:
+        return FORMULAS[self.rounding]
+
+    @property
     def total_kwh(self) -> float | None:
         return None if self.total_energy_j is None else self.total_energy_j / J_PER_KWH
 
@@ -147,6 +209,15 @@ class EstimateResult:
             {"model": self.model, "engine": self.engine, "mode": self.mode, "decoding": self.decoding,
              "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "batch_size": batch}
             for m in self.missing
+        ]
+
+    def remainder_cells(self) -> list[dict[str, Any]]:
+        """Sweep cells at batch N mod B for the bins whose partly filled batch was PREDICTED
+        (rounding `measured`): measuring them makes those remainders measured."""
+        return [
+            {"model": self.model, "engine": self.engine, "mode": self.mode, "decoding": self.decoding,
+             "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "batch_size": r.remainder_requests}
+            for r in self.rows if r.remainder_predicted
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,6 +244,10 @@ class EstimateResult:
             "total_energy_j": self.total_energy_j, "total_energy_unrounded_j": self.total_energy_unrounded_j,
             "total_kwh": self.total_kwh, "energy_per_request_j": self.energy_per_request_j,
             "partial_energy_j": self.partial_energy_j, "partial_energy_unrounded_j": self.partial_energy_unrounded_j,
+            "rounding": self.rounding, "rounding_formula": self.rounding_formula,
+            "total_energy_ceil_j": self.total_energy_ceil_j,
+            "partial_batches_energy_j": self.partial_batches_energy_j, "partial_share": self.partial_share,
+            "remainders_predicted": self.n_remainders_predicted, "remainder_cells": self.remainder_cells(),
             "gpu_names": list(self.gpu_names), "notes": list(self.notes),
         }
 
@@ -197,7 +272,7 @@ def select_cells(store, *, model: str, engine: str, mode: str, decoding: str = "
 
 def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, model: str, engine: str,
                     mode: str, decoding: str = "greedy", bins: Bins | None = None, overflow: str = "drop",
-                    gpu_name: str | None = None) -> EstimateResult:
+                    gpu_name: str | None = None, rounding: str = DEFAULT_ROUNDING) -> EstimateResult:
     """Estimate a workload's energy from the store's measured cells (see the module docstring).
 
     A `BinnedWorkload` is used as is (then `bins`/`overflow` must not differ from its own)."""
@@ -205,11 +280,12 @@ def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, mod
         binned = workload_or_binned
     else:
         binned = bin_workload(workload_or_binned, bins or Bins(), overflow)
+    check_rounding(rounding)
     chosen, notes = select_cells(store, model=model, engine=engine, mode=mode, decoding=decoding, gpu_name=gpu_name)
     rows, missing, gpus = [], [], []
     estimated_ids, flagged_ids = [], []
     for (i, o), n in sorted(binned.counts.items()):
-        rec = choose_cell(chosen.get((i, o), []), n)
+        rec = choose_cell(chosen.get((i, o), []), n, rounding=rounding)
         if rec is None:
             missing.append(MissingCell(i, o, n))
             continue
@@ -219,7 +295,7 @@ def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, mod
             estimated_ids.append(rec.id)
         if flags - {"estimate"}:
             flagged_ids.append(rec.id)
-        cost = bin_cost(rec, n)
+        cost = bin_cost(rec, n, rounding, energy_by_batch(chosen[(i, o)]))
         b, e, batches = cost.batch_size, cell_energy_j(rec), cost.batches
         gpu = rec.gpu_name
         if gpu and gpu not in gpus:
@@ -227,6 +303,9 @@ def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, mod
         rows.append(BinEstimate(
             input_tokens=i, output_tokens=o, n_requests=n, batch_size=b, batches_rounded=batches,
             energy_per_batch_j=e, energy_j=cost.energy_j, energy_unrounded_j=cost.energy_unrounded_j, cell_id=rec.id,
+            rounding=rounding, energy_ceil_j=cost.energy_ceil_j, remainder_requests=cost.remainder_requests,
+            partial_batch_energy_j=cost.partial_energy_j, remainder_basis=cost.remainder_basis,
+            remainder_predicted=cost.remainder_predicted, remainder_cell_id=cost.remainder_cell_id,
             duration_per_batch_s=_num(rec.metrics.get("duration_s")),
             avg_power_w=_num(rec.metrics.get("avg_power_w")), idle_power_w=_num(rec.metrics.get("idle_power_w")),
             gpu_name=gpu, dtype=rec.spec.get("dtype"), batch_sizes_available=sizes,
@@ -234,6 +313,10 @@ def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, mod
     if any(len(r.batch_sizes_available) > 1 for r in rows):
         notes.append("several batch sizes stored for some bins; the one with the least energy for the bin's "
                      "requests was used")
+    n_pred = sum(r.remainder_predicted for r in rows)
+    if n_pred:
+        notes.append(f"{n_pred} bin(s) charge their partly filled batch a PREDICTED energy (no cell at that "
+                     "batch size; see remainder_basis); measure them with `workload bins --remainders`")
     gpu_counts = sorted({gpus_of(r) for recs in chosen.values() for r in recs})
     if len(gpu_counts) > 1:
         notes.append(f"this setup has cells on different GPU counts ({', '.join(map(str, gpu_counts))}); each bin "
@@ -250,7 +333,7 @@ def binned_estimate(workload_or_binned: Workload | BinnedWorkload, store, *, mod
         workload=binned.name, model=model, engine=engine, mode=mode, decoding=decoding, bins=binned.bins,
         overflow=binned.overflow, rows=rows, missing=missing, n_total=binned.n_total, n_kept=binned.n_kept,
         n_dropped=binned.n_dropped, dropped_reasons=dict(binned.dropped_reasons), n_clipped=binned.n_clipped,
-        gpu_names=gpus, notes=notes, binned=binned,
+        gpu_names=gpus, notes=notes, binned=binned, rounding=rounding,
     )
 
 

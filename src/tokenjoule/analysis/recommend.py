@@ -3,8 +3,10 @@
 A configuration is (engine, mode, decoding, GPUs) plus a batch policy. For an offline
 configuration the cell of each bin is chosen by analysis.selection (the rule `estimate`,
 `savings` and the report use too) among the cells that meet the SLOs: measured before
-estimated, the batch size with the least energy for the bin, ceil(N_bin / B) x E_batch(B),
-newest on a tie. Its total is the sum over bins.
+estimated, the batch size with the least energy for the bin under the rounding of its partly
+filled batch (analysis.rounding: the paper's N_bin / B x E_batch(B) by default, like `estimate`;
+`ceil` charges it a full batch, `measured` its own cell's energy), newest on a tie. Its total is
+the sum over bins.
 
 SLO check (documented in docs/METHOD.md):
 - offline cell: TTFT = the cell's `ttft_s` (prefill of the whole batch: every request waits for
@@ -24,7 +26,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tokenjoule.analysis.selection import SELECTION_RULE, bin_cost, cells_by_bin, choose_cell, gpus_of, usable_cells
+from tokenjoule.analysis.rounding import DEFAULT_ROUNDING
+from tokenjoule.analysis.selection import (
+    SELECTION_RULE,
+    bin_cost,
+    cells_by_bin,
+    choose_cell,
+    energy_by_batch,
+    gpus_of,
+    usable_cells,
+)
 from tokenjoule.errors import TokenjouleError
 
 BASELINE = ("hf", "eager", "greedy", 1)
@@ -173,9 +184,10 @@ def _offline_cells(store, model: str, include_estimates: bool, max_gpus: int | N
 
 
 def evaluate_offline(cfg: Config, cells: dict, bin_counts: dict[tuple[int, int], int],
-                     slo_ttft_ms: float | None, slo_tpot_ms: float | None) -> Candidate:
+                     slo_ttft_ms: float | None, slo_tpot_ms: float | None,
+                     rounding: str = DEFAULT_ROUNDING) -> Candidate:
     """Per bin, the cell the selection rule picks among those meeting the SLOs
-    (analysis.selection.choose_cell: measured first, least ceil(N/B) x E_batch, newest)."""
+    (analysis.selection.choose_cell: measured first, least energy under `rounding`, newest)."""
     cand = Candidate(cfg, slo_applied=slo_ttft_ms is not None or slo_tpot_ms is not None)
     total = 0.0
     for (i, o), n in sorted(bin_counts.items()):
@@ -187,12 +199,12 @@ def evaluate_offline(cfg: Config, cells: dict, bin_counts: dict[tuple[int, int],
         def meets(rec, o=o) -> bool:
             return _meets(*offline_slo_ms(rec.metrics, o), slo_ttft_ms, slo_tpot_ms)
 
-        rec = choose_cell(recs, n, accept=meets)
+        rec = choose_cell(recs, n, accept=meets, rounding=rounding)
         if rec is None:
             cand.slo_failed_bins.append((i, o))
             continue
         ttft, tpot = offline_slo_ms(rec.metrics, o)
-        cost = bin_cost(rec, n)
+        cost = bin_cost(rec, n, rounding, energy_by_batch(recs) if rounding == "measured" else None)
         cand.bins.append(BinChoice(i, o, n, cost.batch_size, cost.batches, cost.energy_j, int(rec.id), ttft, tpot,
                                    rec.flags))
         cand.estimate = cand.estimate or rec.is_estimate
@@ -237,14 +249,15 @@ def _online_candidates(store, model: str, traces: set[str], n_requests: int, slo
 def recommend(bin_counts: dict[tuple[int, int], int], store, *, model: str, trace: str = "trace",
               slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None,
               max_gpus: int | None = None, include_estimates: bool = False,
-              trace_aliases: tuple[str, ...] = ()) -> Recommendation:
+              trace_aliases: tuple[str, ...] = (), rounding: str = DEFAULT_ROUNDING) -> Recommendation:
     """The best and runner-up configurations for the binned workload; raises
     RecommendationError (exit 1) with the cells to measure or the SLOs that cannot be met."""
     if not bin_counts:
         raise RecommendationError(f"trace {trace!r} has no requests left after binning")
     n_requests = sum(bin_counts.values())
     groups = _offline_cells(store, model, include_estimates, max_gpus)
-    cands = [evaluate_offline(cfg, cells, bin_counts, slo_ttft_ms, slo_tpot_ms) for cfg, cells in groups.items()]
+    cands = [evaluate_offline(cfg, cells, bin_counts, slo_ttft_ms, slo_tpot_ms, rounding)
+             for cfg, cells in groups.items()]
     cands += _online_candidates(store, model, {trace, *trace_aliases}, n_requests, slo_ttft_ms, slo_tpot_ms,
                                 include_estimates, max_gpus)
     feasible = sorted((c for c in cands if c.feasible), key=lambda c: c.total_energy_j)
@@ -253,9 +266,9 @@ def recommend(bin_counts: dict[tuple[int, int], int], store, *, model: str, trac
     base_cfg = Config(*BASELINE)
     baseline, note = None, ""
     if base_cfg in groups:
-        baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, slo_ttft_ms, slo_tpot_ms)
+        baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, slo_ttft_ms, slo_tpot_ms, rounding)
         if baseline.complete and not baseline.feasible:
-            baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, None, None)
+            baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, None, None, rounding)
             note = "the baseline cannot meet the SLOs; it is shown without them"
     if baseline is None or not baseline.feasible:
         missing = baseline.missing_bins if baseline else sorted(bin_counts)

@@ -200,7 +200,7 @@ def estimate_step(ctx: DemoContext) -> None:
         what = ("CPU-time ESTIMATE for a tiny random-weight model, not a measurement of a real model"
                 if is_estimate else "measured energy of the tiny random-weight model (not a real model)")
         ctx.console.print(f"total: {total:.4g} J for {result.n_kept:,} requests "
-                          f"({total / result.n_kept:.3g} J/request), sum of ceil(N/B) x E_batch over bins")
+                          f"({total / result.n_kept:.3g} J/request), sum of N/B x E_batch over bins (rounding paper)")
         ctx.console.print(f"[yellow]{what}; method: {method}[/]")
     ctx.results.update(estimate=result, estimate_method=method, estimate_is_estimate=is_estimate,
                        estimate_sweep=summary, estimate_cells=cells)

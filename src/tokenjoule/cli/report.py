@@ -91,15 +91,19 @@ def recommend(
     include_estimates: bool = typer.Option(False, "--include-estimates",
                                            help="Also rank CPU-time estimates (labelled as such)."),
     as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
+    rounding: str = typer.Option("paper", "--rounding",
+                                 help="Partly filled batches: paper (N/B, default, as `estimate`), ceil (a "
+                                      "partly filled batch costs a full one) or measured (its own cell's energy)."),
 ) -> None:
     """The lowest-energy measured configuration for a trace that meets the SLOs (exit 1 if none)."""
     from tokenjoule.analysis.recommend import RecommendationError, recommend_trace
+    from tokenjoule.analysis.rounding import check_rounding
 
     store = _open_store(db)
     try:
         rec, binned = recommend_trace(trace, store, model=model, slo_ttft_ms=slo_ttft_ms,
                                       slo_tpot_ms=slo_tpot_ms, max_gpus=max_gpus,
-                                      include_estimates=include_estimates)
+                                      include_estimates=include_estimates, rounding=check_rounding(rounding))
     except RecommendationError as exc:
         if not as_json:
             raise

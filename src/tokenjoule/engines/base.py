@@ -95,6 +95,10 @@ class Engine(Protocol):
     def kv_cache_tokens(self) -> int | None:
         """Preallocated KV cache size in tokens, None when unknown (CAP_KV_CACHE_TOKENS)."""
 
+    def max_num_seqs(self) -> int | None:
+        """Sequences the engine's scheduler runs at once, None when it has no such bound
+        (with the KV-cache capacity it bounds vLLM's largest batch, runs.max_batch)."""
+
 
 class EngineBase:
     """Defaults for the optional part of the protocol; engines subclass it and set
@@ -110,6 +114,9 @@ class EngineBase:
         raise CapabilityMissing(f"engine {self.name} cannot run requests of different lengths in one call")
 
     def kv_cache_tokens(self) -> int | None:
+        return None
+
+    def max_num_seqs(self) -> int | None:
         return None
 
 

@@ -279,6 +279,14 @@ class VLLMEngine(EngineBase):
             return None
         return int(blocks) * int(size) if blocks and size else None
 
+    def max_num_seqs(self) -> int | None:
+        """Sequences the scheduler runs at once: with the KV-cache capacity, what bounds the
+        largest batch one generate call runs concurrently (runs.max_batch)."""
+        try:
+            return int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        except (AttributeError, TypeError, ValueError):
+            return None
+
     def synchronize(self) -> None:
         """Nothing to wait for: LLM.generate returns after the engine process finished."""
 

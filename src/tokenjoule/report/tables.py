@@ -89,9 +89,9 @@ def workload_table(traces: list[str], out_dir: Path) -> Section:
 def estimate_vs_theory_table(traces: list[str], store, df, model: str, out_dir: Path) -> Section:
     """Measured binned estimate vs the paper's FLOPs x TDP estimate, per trace and engine/mode."""
     sec = Section("table_estimate_vs_theory", "Binned estimate vs theoretical energy (Table 4)",
-                  f"{model}, greedy. Binned = sum over bins of ceil(N/B) x measured batch energy, the cell of each "
-                  "bin chosen as `tokenjoule estimate`, `savings` and `recommend` choose it ("
-                  + SELECTION_RULE + "); "
+                  f"{model}, greedy. Binned = sum over bins of N/B x measured batch energy (the paper's rounding, "
+                  "`tokenjoule estimate`'s default), the cell of each bin chosen as `tokenjoule estimate`, "
+                  "`savings` and `recommend` choose it (" + SELECTION_RULE + "); "
                   "theory = TDP / peak bf16 FLOP/s x FLOPs of the kept requests (a prediction, not a measurement).")
     if not traces:
         sec.unavailable = "not available: give --trace NAME to compare a trace's binned estimate with theory"

@@ -36,6 +36,9 @@ class PhaseResult:
     windows: list[Measurement] = field(default_factory=list)
     results: list[GenerationResult] = field(default_factory=list)  # every measured batch
     flags: set[str] = field(default_factory=set)
+    # How the windows ended and what warmed them up (runs.windows); None under no protocol record.
+    stop: dict[str, Any] | None = None
+    warmup: dict[str, Any] | None = None
 
     def per_batch(self, attr: str) -> list[float | None]:
         """A window field divided by the iterations it held (energy or time of one batch)."""
@@ -137,8 +140,25 @@ def build_metrics(spec: RunSpec, full: PhaseResult, prefill: PhaseResult | None)
     metrics["acceptance_rate"] = statistics.fmean(rates) if rates else None
 
     metrics.update(_split_metrics(energy_j, duration_s, full, prefill, flags))
+    metrics.update(protocol_metrics(spec, full, prefill))
     metrics["flags"] = sorted(flags)
     return metrics
+
+
+def protocol_metrics(spec: RunSpec, full: PhaseResult, prefill: PhaseResult | None) -> dict[str, Any]:
+    """Warm-ups, windows and why they stopped, for the full phase (and the prefill phase)."""
+    out: dict[str, Any] = {"protocol": spec.protocol, "windows": len(full.windows)}
+    if full.stop:
+        out["stop_reason"] = full.stop.get("stop_reason")
+        out["window_spread_rel"] = full.stop.get("window_spread_rel")
+    if full.warmup:
+        out["warmup_full_length"] = full.warmup.get("full_length")
+        out["warmup_short"] = full.warmup.get("short")
+    if prefill is not None:
+        out["prefill_windows"] = len(prefill.windows)
+        if prefill.stop:
+            out["prefill_stop_reason"] = prefill.stop.get("stop_reason")
+    return out
 
 
 def _split_metrics(
@@ -180,6 +200,8 @@ def measurement_dict(full: PhaseResult, prefill: PhaseResult | None) -> dict[str
     data["samples"] = downsample(data["samples"])
     data["samples_stored_of"] = len(last.samples)
     data["per_repeat"] = {"energy_j": full.energies_j, "duration_s": full.durations_s}
+    if full.stop or full.warmup:
+        data["protocol"] = {"stop": full.stop, "warmup": full.warmup}
     if prefill is not None:
         data["prefill_per_repeat"] = {"energy_j": prefill.energies_j, "duration_s": prefill.durations_s}
     return data

@@ -31,6 +31,14 @@ from tokenjoule.runs.metrics import (
     build_metrics,
     measurement_dict,
 )
+from tokenjoule.runs.windows import (
+    SHORT_WARMUP_OUTPUT_TOKENS,
+    STOP_FIXED,
+    WarmupPlan,
+    stop_rule,
+    stop_summary,
+    warmup_plan,
+)
 from tokenjoule.records import (  # noqa: F401  (moved to records; re-exported for existing imports)
     CellRecord,
     base_provenance,
@@ -51,7 +59,8 @@ if TYPE_CHECKING:
 
 # on_progress(phase, done, total): phase is one of PHASES; called after every batch.
 ProgressFn = Callable[[str, int, int], None]
-PHASES = ("warmup", "calibrate", "measure", "prefill-warmup", "prefill-calibrate", "prefill-measure")
+PHASES = ("warmup", "warmup-short", "calibrate", "measure", "prefill-warmup", "prefill-warmup-short",
+          "prefill-calibrate", "prefill-measure")
 MAX_ITERATIONS_PER_WINDOW = 10_000  # a guard against a batch that reports ~0 s
 CALIBRATION_BATCHES = 3
 
@@ -62,6 +71,8 @@ def _measure_phase(
     calls: Counter, on_progress: ProgressFn | None,
 ) -> PhaseResult:
     prefix = "" if name == "full" else "prefill-"
+    if spec.protocol == "adaptive":
+        return _measure_phase_adaptive(name, prefix, spec, engine, meter, output_tokens, calls, on_progress)
 
     def run_batch(phase: str):
         result = engine.generate(spec, output_tokens)
@@ -108,6 +119,61 @@ def _measure_phase(
         phase.windows.append(window.result)
         if window.result.duration_s < spec.min_window_s:
             phase.flags.add(FLAG_WINDOW_BELOW_MIN)  # calibration was too optimistic; kept, flagged
+    phase.stop = {"stop_reason": STOP_FIXED, "windows": len(phase.windows)}
+    phase.warmup = {"full_length": warmup, "short": 0, "reason": "protocol full"}
+    return phase
+
+
+def _measure_phase_adaptive(
+    name: str, prefix: str, spec: RunSpec, engine: Engine, meter: Meter, output_tokens: int,
+    calls: Counter, on_progress: ProgressFn | None,
+) -> PhaseResult:
+    """runs.windows' protocol: warm-up by mode, the first batch measured (one window when it is
+    long enough, else calibration), windows until the last two agree or max_windows."""
+    plan = warmup_plan(spec.engine, spec.mode, "adaptive", spec.warmup)
+    if name != "full":  # the prefill shape follows a warmed engine: only its first-call cost is left
+        plan = WarmupPlan(0, 1, "prefill phase after the full phase: one batch of the new shape")
+    for i in range(plan.full_length):
+        engine.generate(spec, output_tokens)
+        calls[prefix + "warmup"] += 1
+    for i in range(plan.short):
+        engine.generate(spec, min(SHORT_WARMUP_OUTPUT_TOKENS, output_tokens))
+        calls[prefix + "warmup-short"] += 1
+    if on_progress and (plan.full_length or plan.short):
+        on_progress(prefix + "warmup", 1, 1)
+    engine.synchronize()
+
+    phase = PhaseResult(name=name, output_tokens=output_tokens, iterations_per_window=1,
+                        warmup=plan.to_dict())
+    with meter.window(sync=engine.synchronize) as window:
+        first = engine.generate(spec, output_tokens)
+    first_s = max(window.result.duration_s, 0.0)
+    if spec.min_window_s <= 0 or first_s >= spec.min_window_s:
+        # A batch at least as long as the minimum window is one window: no calibration batch.
+        calls[prefix + "measure"] += 1
+        phase.windows.append(window.result)
+        phase.results.append(first)
+    else:
+        calls[prefix + "calibrate"] += 1
+        n = math.ceil(spec.min_window_s / first_s) if first_s > 0 else MAX_ITERATIONS_PER_WINDOW
+        if n > MAX_ITERATIONS_PER_WINDOW:
+            n = MAX_ITERATIONS_PER_WINDOW
+            phase.flags.add(FLAG_ITERATIONS_CAPPED)
+        phase.iterations_per_window = n
+    if on_progress:
+        on_progress(prefix + "calibrate", 1, 1)
+    while (reason := stop_rule(phase.energies_j, agree_rel=spec.window_agree_rel,
+                               max_windows=spec.max_windows)) is None:
+        with meter.window(sync=engine.synchronize) as window:
+            for _ in range(phase.iterations_per_window):
+                phase.results.append(engine.generate(spec, output_tokens))
+                calls[prefix + "measure"] += 1
+        phase.windows.append(window.result)
+        if window.result.duration_s < spec.min_window_s:
+            phase.flags.add(FLAG_WINDOW_BELOW_MIN)
+        if on_progress:
+            on_progress(prefix + "measure", len(phase.windows), spec.max_windows)
+    phase.stop = stop_summary(reason, phase.energies_j, spec.window_agree_rel)
     return phase
 
 

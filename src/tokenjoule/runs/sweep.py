@@ -29,6 +29,7 @@ from tokenjoule.energy.meter import Meter
 from tokenjoule.engines.base import Engine, get_engine
 from tokenjoule.records import CellRecord
 from tokenjoule.runs.batch_search import lower_max_batch, max_batch_key
+from tokenjoule.runs.max_batch import MaxBatchResolver
 from tokenjoule.runs.plans import LOAD_FAILED
 from tokenjoule.runs.runner import (  # noqa: F401  (gpu_name_of re-exported)
     PLANNED,
@@ -72,6 +73,9 @@ class SweepSummary:
     interrupted: bool = False
     resume_command: str | None = None
     estimated_s: float | None = None  # dry run: predicted wall time of the cells to run
+    # Budget stop before anything ran: the blocking cell's predicted end (s) and its source.
+    blocked_s: float | None = None
+    blocked_source: str | None = None
     dry_run: bool = False
 
     def count(self, status: str) -> int:
@@ -168,6 +172,7 @@ class _Todo:
     attempt: int = 0  # measurements so far at "max" (step-downs)
     gpu_name: str | None = None
     probes: list[dict[str, Any]] = field(default_factory=list)
+    found: dict[str, Any] = field(default_factory=dict)  # max_batch_* metrics of a predicted batch
     result: tuple[str, int | None, str | None] | None = None  # (status, batch size, reason)
 
     @property
@@ -195,7 +200,10 @@ class SweepPlan:
         self.items = config.expand()
         self._groups = plan_groups(self.items, config.order)
         self.summary = SweepSummary(total=len(self.items), dry_run=dry_run, resume_command=resume_command)
-        self.estimator = CellTimeEstimator(store)
+        self.estimator = CellTimeEstimator(store, max_batch_method=config.max_batch_method,
+                                           max_batch_cap=config.max_batch_cap)
+        self.max_batch = MaxBatchResolver(store, config.max_batch_cap)  # max_batch_method: predict
+        self.blocked: tuple[float, str] | None = None  # (predicted end s, source) of the cell the budget stopped
         self.start_s = clock()
         self.measured_any = False
         self.pending_s: dict[int, float] = {}  # id(planned cell) -> predicted seconds (still to run)
@@ -219,15 +227,16 @@ class SweepPlan:
         return self.estimator.calibrated(sum(self.pending_s.values()))
 
     def over_budget(self, predicted_s: float, source: str) -> bool:
-        """Would this cell end past the budget? A guessed time (nothing similar stored) does
-        not stop the first cell of a session: it is no evidence, and the cell calibrates
-        the ETA; from then on the calibrated estimate decides."""
+        """Would this cell end past the budget? Never run a cell predicted to overrun, whatever
+        the prediction's source (a guess included: `--dry-run` says which it is, and the stored
+        cells' time model replaces the guess as soon as a few cells of the setup exist)."""
         if self.budget_s is None:
             return False
-        elapsed = self.clock() - self.start_s
-        if source == "guess" and not self.measured_any:
-            return elapsed >= self.budget_s
-        return elapsed + self.estimator.calibrated(predicted_s) > self.budget_s
+        end_s = self.clock() - self.start_s + self.estimator.calibrated(predicted_s)
+        if end_s > self.budget_s:
+            self.blocked = (end_s, source)
+            return True
+        return False
 
     def _finish(self, plan: CellPlan, outcome: CellOutcome) -> None:
         self.summary.cells.append(outcome)
@@ -287,6 +296,8 @@ class SweepPlan:
         if record.is_ok:
             if item.plan.batch == "max":
                 record.metrics["max_batch_probes"] = len(item.probes)
+                record.metrics.update(item.found)
+                record.metrics.setdefault("max_batch_method", self.config.max_batch_method)
             record.metrics["sweep_wall_s"] = self.clock() - (self.clock() if item.t0 is None else item.t0)
         elif (record.status == "failed" and spec is not None and item.plan.batch == "max"
               and record.out_of_memory and item.attempt < self.config.max_batch_retries and spec.batch_size > 1):
@@ -330,7 +341,12 @@ class SweepPlan:
         if plan.batch != "fixed":
             resolved = plan.batch == "upto-max"
             try:
-                search = session.search_max_batch(spec, self.config.max_batch_cap)
+                if self.config.max_batch_method == "predict" and session.measures:
+                    assert session.engine is not None
+                    search = self.max_batch.resolve(session.engine, spec, session.gpu_name)
+                    item.found = search.metrics()
+                else:
+                    search = session.search_max_batch(spec, self.config.max_batch_cap)
             except Exception as exc:  # noqa: BLE001 - a failing search fails this cell only
                 rec = self._failure(plan, exc, resolved)
                 item.result = ("failed", None, rec.error)
@@ -402,7 +418,24 @@ class SweepPlan:
         summary.wall_s = self.clock() - self.start_s
         if not (summary.stopped_by_budget or summary.interrupted):
             summary.resume_command = None
+        elif summary.stopped_by_budget and not self.measured_any and self.blocked is not None:
+            # The same command would measure nothing again: resume with a budget the cell fits in.
+            summary.blocked_s, summary.blocked_source = self.blocked
+            summary.resume_command = with_budget(summary.resume_command, summary.blocked_s)
         return summary
+
+
+def with_budget(command: str | None, needed_s: float) -> str | None:
+    """`command` with --budget-minutes raised to fit `needed_s` (rounded up, 10% margin)."""
+    import math
+    import re
+
+    if command is None:
+        return None
+    minutes = max(1, math.ceil(needed_s * 1.1 / 60))
+    if re.search(r"--budget-minutes \S+", command):
+        return re.sub(r"--budget-minutes \S+", f"--budget-minutes {minutes}", command)
+    return f"{command} --budget-minutes {minutes}"
 
 
 def run_sweep(config: SweepConfig, store: Store | None, *, meter: Meter | None = None, meter_kind: str = "auto",

@@ -42,7 +42,8 @@ from tokenjoule.spec import (  # noqa: F401  (unresolved_hash re-exported)
 # Keys that may be lists (one grid axis each) and keys that are one value per cell.
 AXES = ("model", "engine", "mode", "decoding", "input_tokens", "output_tokens", "batch_size",
         "repeats", "warmup", "dtype", "seed", "tensor_parallel", "pipeline_parallel")
-CELL_SCALARS = ("device", "min_window_s", "split_prefill", "engine_options")
+CELL_SCALARS = ("device", "min_window_s", "split_prefill", "engine_options", "protocol", "window_agree_rel",
+                "max_windows")
 ALIASES = {"batch": "batch_size"}
 BATCH_UPTO_MAX = "1..max"
 ORDERS = ("ascending", "as-written")
@@ -102,6 +103,9 @@ class CellTemplate(BaseModel):
     min_window_s: float | None = Field(None, ge=0, le=MAX_WINDOW_S, allow_inf_nan=False)
     split_prefill: bool | None = None
     engine_options: dict[str, Any] | None = None
+    protocol: str | None = None  # full | adaptive (runs.windows)
+    window_agree_rel: float | None = Field(None, gt=0)
+    max_windows: int | None = Field(None, ge=2)
 
     @field_validator("model", "engine", "mode", "dtype")
     @classmethod
@@ -165,6 +169,8 @@ class SweepConfig(CellTemplate):
     max_batch_cap: int = Field(DEFAULT_MAX_BATCH_CAP, ge=1, le=MAX_BATCH_CAP)  # ceiling of the largest-batch search
     max_batch_retries: int = Field(5, ge=0, le=MAX_BATCH_RETRIES)  # x0.8 steps when the measurement at "max" runs out of memory
     order: str = "ascending"
+    # batch: max by "search" (doubling + bisection) or "predict" (memory model + one probe; runs.max_batch)
+    max_batch_method: str = "search"
     cells: list[CellTemplate] | None = None
 
     _source: str = PrivateAttr("config")
@@ -175,6 +181,15 @@ class SweepConfig(CellTemplate):
     def _order(cls, v: str) -> str:
         if v not in ORDERS:
             raise ValueError(str(UnknownNameError("order", v, ORDERS)))
+        return v
+
+    @field_validator("max_batch_method")
+    @classmethod
+    def _max_batch_method(cls, v: str) -> str:
+        from tokenjoule.runs.max_batch import MAX_BATCH_METHODS
+
+        if v not in MAX_BATCH_METHODS:
+            raise ValueError(str(UnknownNameError("max_batch_method", v, MAX_BATCH_METHODS)))
         return v
 
     @property
