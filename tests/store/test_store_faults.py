@@ -288,3 +288,11 @@ def test_measure_into_a_locked_store_keeps_the_measurement(tmp_path, monkeypatch
     with ResultStore(db, create=False) as s:
         [rec] = s.find(status="ok")
         assert rec.metrics["energy_j"] > 0 and rec.spec["input_tokens"] == 8
+
+
+def test_in_memory_store_writes_and_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with ResultStore(":memory:") as s:
+        s.add(record())
+        assert s.count() == 1 and s.claim("k")
+    assert list(tmp_path.iterdir()) == []

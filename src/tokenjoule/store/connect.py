@@ -28,6 +28,9 @@ REQUIRED_CELL_COLUMNS = frozenset({"id", "spec_hash", "kind", "status", "created
 _INTERNAL_TABLES = {"sqlite_sequence", "sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4"}
 
 
+MEMORY = ":memory:"
+
+
 class StoreError(TokenjouleError):
     """A results store that cannot be opened, read or written; the message is one line."""
 
@@ -75,6 +78,11 @@ def check_path(path: Path, *, create: bool) -> None:
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     """A connection to `path` (created only when `create`), with a short busy timeout: waits
     longer than that go through `wait_busy` so they are bounded and reported."""
+    if str(path) == MEMORY:  # an in-memory store (reference tables, tests): no file at all
+        conn = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
+        conn.text_factory = _decode_text
+        conn.row_factory = sqlite3.Row
+        return conn
     check_path(path, create=create)
     mode = "rwc" if create else "rw"
     if not create and not os.access(path, os.W_OK):

@@ -18,8 +18,8 @@ from tokenjoule.limits import INT64_MAX
 # The record and its reads live in tokenjoule.records; re-exported for existing imports.
 from tokenjoule.records import CellRecord, utc_now  # noqa: F401
 from tokenjoule.store import claims as _claims
-from tokenjoule.store.connect import (StoreError, Undecodable, busy_timeout_s, check_tokenjoule_file, connect,
-                                      is_busy, wait_busy)
+from tokenjoule.store.connect import (MEMORY, StoreError, Undecodable, busy_timeout_s, check_tokenjoule_file,
+                                      connect, is_busy, wait_busy)
 
 log = logging.getLogger("tokenjoule.store")
 
@@ -100,7 +100,7 @@ class ResultStore:
 
     # -- schema ---------------------------------------------------------------------------
     def _writable(self) -> bool:
-        return os.access(self.path, os.W_OK)
+        return str(self.path) == MEMORY or os.access(self.path, os.W_OK)
 
     def _set_wal(self) -> None:
         mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
