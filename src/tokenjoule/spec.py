@@ -20,6 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tokenjoule.errors import UnknownNameError
+from tokenjoule.limits import (MAX_BATCH_SIZE, MAX_PARALLEL, MAX_REPEATS, MAX_SEED, MAX_TOKENS, MAX_WARMUP,
+                               MAX_WINDOW_S)
 
 ENGINE_MODES: dict[str, tuple[str, ...]] = {
     "hf": ("eager", "compile", "cudagraphs"),
@@ -40,14 +42,14 @@ GPU_ONLY_MODES = {("hf", "compile"), ("hf", "cudagraphs"), ("vllm", "eager"), ("
 class DecodingSpec(BaseModel):
     """How tokens are chosen. Fields that do not apply to a strategy are ignored by it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     strategy: Literal["greedy", "sample", "beam", "speculative"] = "greedy"
-    temperature: float = Field(0.7, gt=0)
+    temperature: float = Field(0.7, gt=0, le=100)
     top_p: float = Field(0.9, gt=0, le=1)
-    num_beams: int = Field(4, ge=2)
+    num_beams: int = Field(4, ge=2, le=256)
     draft_model: str | None = None  # preset or HF id of the draft model, or "self" (SELF_DRAFT; speculative)
-    lookahead_tokens: int = Field(4, ge=1)  # draft tokens proposed per step (speculative)
+    lookahead_tokens: int = Field(4, ge=1, le=256)  # draft tokens proposed per step (speculative)
     ngram: bool = False  # vLLM n-gram speculation instead of a draft model
     # Prompts built from one short random pattern repeated (engines/tokens.repeating_prompts):
     # gives n-gram speculation something to look up. Speculative only; hashed only when true.
@@ -79,23 +81,24 @@ class DecodingSpec(BaseModel):
 class RunSpec(BaseModel):
     """One cell: a model on an engine, a batch of identical-length requests, a decoding strategy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Bounds: tokenjoule.limits (documented in docs/METHOD.md, "Limits").
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str  # preset name (random weights) or Hugging Face id
     engine: str = "hf"
     mode: str = "eager"
     decoding: DecodingSpec = DecodingSpec()
-    batch_size: int = Field(8, ge=1)
-    input_tokens: int = Field(512, ge=1)
-    output_tokens: int = Field(64, ge=1)
-    warmup: int = Field(3, ge=0)
-    repeats: int = Field(3, ge=1)
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH_SIZE)
+    input_tokens: int = Field(512, ge=1, le=MAX_TOKENS)
+    output_tokens: int = Field(64, ge=1, le=MAX_TOKENS)
+    warmup: int = Field(3, ge=0, le=MAX_WARMUP)
+    repeats: int = Field(3, ge=1, le=MAX_REPEATS)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 on GPU, float32 on CPU) | bfloat16 | float16 | float32
-    seed: int = 0
-    tensor_parallel: int = Field(1, ge=1)
-    pipeline_parallel: int = Field(1, ge=1)
-    min_window_s: float = Field(2.0, ge=0)  # repeat a short batch inside one window up to this
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    tensor_parallel: int = Field(1, ge=1, le=MAX_PARALLEL)
+    pipeline_parallel: int = Field(1, ge=1, le=MAX_PARALLEL)
+    min_window_s: float = Field(2.0, ge=0, le=MAX_WINDOW_S)  # repeat a short batch inside one window up to this
     split_prefill: bool = True  # also measure a 1-output-token run for the prefill/decode split
     engine_options: dict[str, Any] = Field(default_factory=dict)
     # Measurement protocol (runs.windows): "full" = warmup + calibration + `repeats` windows;

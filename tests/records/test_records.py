@@ -65,7 +65,7 @@ def test_a_store_written_by_earlier_versions_opens_and_reads(tmp_path):
     shutil.copyfile(EVIDENCE, db)
     with ResultStore(db) as store:
         records = store.find(status=None)
-        assert records and store.schema_version == SCHEMA_VERSION  # an older store is migrated on open
+        assert records and store.schema_version == SCHEMA_VERSION  # a version-1 store is migrated on open
         offline = [r for r in records if r.kind == "offline" and r.is_ok and r.batch_size]
         assert offline and all(r.gpu_name and "H100" in r.gpu_name for r in offline)
         assert all(r.decoding in ("greedy", "sample", "beam", "speculative") for r in offline)

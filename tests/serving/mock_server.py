@@ -7,7 +7,10 @@ the last chunk with finish_reason, then a usage chunk when asked, then [DONE]).
 
 Injected failures: a request whose prompt has a length in `fail_prompt_tokens` breaks after
 `error_after_tokens` tokens, either by dropping the connection (`error_mode="abort"`) or by
-sending an error event (`error_mode="event"`).
+sending an error event (`error_mode="event"`). Misbehaviour for the hostile-server tests:
+`usage` replaces the usage object sent (a list, a string, wrong counts...), `comment_every_s`
+drip-feeds SSE comments and never sends a token, `huge_line_bytes` sends one endless line.
+Every request's path (with its query string) and headers are kept in `paths` / `headers`.
 
 Use in tests: `with MockServer(MockConfig(...)) as srv: srv.url`. As a process (benchmarks):
 `python tests/serving/mock_server.py --token-delay-ms 5` prints `PORT <n>` then serves.
@@ -31,6 +34,10 @@ class MockConfig:
     error_after_tokens: int = 2
     error_mode: str = "abort"  # abort | event
     send_usage: bool = True
+    usage: object = None  # when not None: sent verbatim as the usage value
+    comment_every_s: float | None = None  # drip-feed ": ping" comments forever, no tokens
+    huge_line_bytes: int = 0  # one data line this long (no line end), then the connection closes
+    extra_tokens: int = 0  # stream this many tokens more than max_tokens asked for
 
 
 class MockServer:
@@ -41,6 +48,8 @@ class MockServer:
         self.max_in_flight = 0
         self.requests_seen = 0
         self.bodies: list[dict] = []
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
@@ -77,6 +86,11 @@ class MockServer:
         async def _close() -> None:
             assert self._server is not None
             self._server.close()
+            # End handlers still streaming (a drip-feeding one never ends by itself).
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             self._loop.stop()  # type: ignore[union-attr]
 
         asyncio.run_coroutine_threadsafe(_close(), self._loop)
@@ -107,13 +121,15 @@ class MockServer:
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                                  b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
                     await writer.drain()
-                elif method == "POST" and path == "/v1/completions":
+                elif method == "POST" and path.split("?", 1)[0] == "/v1/completions":
+                    self.paths.append(path)
+                    self.headers.append(headers)
                     if not await self._completion(json.loads(body), writer):
                         return  # connection dropped on purpose
                 else:
                     writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
                     await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             if not writer.is_closing():
@@ -125,7 +141,7 @@ class MockServer:
         self.bodies.append(body)
         prompt = body.get("prompt", [])
         prompt_tokens = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
-        max_tokens = int(body.get("max_tokens") or 16)
+        max_tokens = int(body.get("max_tokens") or 16) + cfg.extra_tokens
         fail = prompt_tokens in cfg.fail_prompt_tokens
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -133,6 +149,19 @@ class MockServer:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n")
             created = int(time.time())
+            if cfg.comment_every_s is not None:
+                while True:
+                    self._chunk(writer, b": ping\n\n")
+                    await writer.drain()
+                    await asyncio.sleep(cfg.comment_every_s)
+            if cfg.huge_line_bytes:
+                piece = b"x" * 65536
+                self._chunk(writer, b"data: ")
+                for _ in range(cfg.huge_line_bytes // len(piece)):
+                    self._chunk(writer, piece)
+                    await writer.drain()
+                writer.transport.abort()
+                return False
             if cfg.ttft_s:
                 await asyncio.sleep(cfg.ttft_s)
             for k in range(max_tokens):
@@ -153,9 +182,11 @@ class MockServer:
                 await writer.drain()
             else:
                 if cfg.send_usage and (body.get("stream_options") or {}).get("include_usage"):
+                    usage = cfg.usage if cfg.usage is not None else {
+                        "prompt_tokens": prompt_tokens, "completion_tokens": max_tokens,
+                        "total_tokens": prompt_tokens + max_tokens}
                     self._event(writer, {"id": "cmpl-mock", "object": "text_completion", "choices": [],
-                                         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens,
-                                                   "total_tokens": prompt_tokens + max_tokens}})
+                                         "usage": usage})
             self._chunk(writer, b"data: [DONE]\n\n")
             writer.write(b"0\r\n\r\n")
             await writer.drain()

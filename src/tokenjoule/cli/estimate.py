@@ -298,6 +298,14 @@ def estimate_cmd(
         bins, bins_source = bins_for(store, model, input_bins, output_bins)
         for t in traces:
             binned = bin_workload(load_workload(t, reading), bins, overflow)
+            if binned.n_total and not binned.n_kept:
+                from tokenjoule.errors import TokenjouleError
+
+                # Not an estimate of 0 J: nothing of the workload is covered by any bin.
+                reasons = "; ".join(f"{n:,} {why}" for why, n in binned.dropped_reasons.items())
+                raise TokenjouleError(f"{t}: all {binned.n_total:,} requests are beyond the largest bins "
+                                      f"({reasons or 'dropped'}); nothing to estimate: widen --input-bins / "
+                                      "--output-bins or pass --overflow clip")
             _warn_dropped(binned)
             for s in setups:
                 results.append(binned_estimate(binned, store, model=model, engine=s.engine, mode=s.mode,

@@ -135,7 +135,11 @@ def build_spec(**kw: Any):
         value = kw.pop(cli_name, None)
         if value is not None:
             decoding[field] = value
-    return RunSpec(decoding=DecodingSpec(**decoding), **kw)
+    spec = RunSpec(decoding=DecodingSpec(**decoding), **kw)
+    from tokenjoule.models.registry import check_context
+
+    check_context(spec.model, spec.input_tokens, spec.output_tokens)
+    return spec
 
 
 def record_json(record: Any, samples: bool = False) -> str:
@@ -193,10 +197,9 @@ def register(app: typer.Typer) -> None:
         check_model_name(spec.model)
         if spec.decoding.draft_model and spec.decoding.draft_model != "self":  # "self": the target drafts
             check_model_name(spec.decoding.draft_model)
-        if idle_s < 0:
-            from tokenjoule.errors import TokenjouleError
+        from tokenjoule.limits import MAX_IDLE_S, check_range
 
-            raise TokenjouleError(f"--idle-s must be >= 0 seconds, got {idle_s}")
+        check_range("--idle-s", idle_s, 0, MAX_IDLE_S)
         from tokenjoule.energy import METER_KINDS
         from tokenjoule.errors import UnknownNameError
 

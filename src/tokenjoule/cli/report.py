@@ -43,14 +43,21 @@ def report(
 
     from tokenjoule.report.build import build_report
 
+    from tokenjoule.paths import ensure_output_dir
+
     console = Console(stderr=True)
     footprint = footprint_from_cli(carbon_intensity, region, price, pue)
+    from tokenjoule.paths import ensure_output_dir
+
+    ensure_output_dir(out, "report folder")  # before any work: a bad -o is one line
     traces = _mapped_traces(parse_traces(trace), TraceReading.from_cli(trace_format, columns, time_unit), out)
     store = _open_store(ctx, db)
     try:
         with report_progress(console) as on_progress:
             result = build_report(store, out, traces=traces, model=model, on_progress=on_progress,
                                   footprint=footprint)
+    except OSError as exc:  # e.g. the device filled up while writing figures
+        raise TokenjouleError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     finally:
         store.close()
     drawn = sum(1 for s in result.sections if s.drawn)

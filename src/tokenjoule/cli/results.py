@@ -3,7 +3,9 @@
     tokenjoule results [--db PATH] [--model M --engine E --mode X --status ok|failed|all --limit N]
                        [--json | --csv]
     tokenjoule results show ID [--json]
-    tokenjoule results export -o FILE [--format csv|parquet]
+    tokenjoule results export -o FILE [--format csv|parquet|sqlite]
+    tokenjoule results backup FILE      (a consistent single-file copy of a live store)
+    tokenjoule results import FILE      (records kept in a side file when a write failed)
 
 `--db` may stand anywhere: `tokenjoule --db X results export ...`, `tokenjoule results --db X
 export ...` and `tokenjoule results export --db X ...` read the same store (cli/options.py).
@@ -159,7 +161,10 @@ def show(
     choice = resolve_db(ctx, db)
     with open_existing(choice) as store:
         record = store.get(cell_id)
+        damaged = cell_id in store.corrupt_ids
         total = store.count()
+    if damaged:
+        raise TokenjouleError(f"cell #{cell_id} in {db} is damaged (unreadable JSON or text) and cannot be shown")
     if record is None:
         raise TokenjouleError(f"no cell with id {cell_id} in {choice.path} ({total} cells; list them with tokenjoule results)")
     if as_json:
@@ -189,8 +194,9 @@ def show(
 @results_app.command("export")
 def export(
     ctx: typer.Context,
-    output: str = typer.Option(..., "--output", "-o", help="File to write (.csv or .parquet)."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv | parquet (default: from the suffix)."),
+    output: str = typer.Option(..., "--output", "-o", help="File to write (.csv, .parquet or .db)."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                      help="csv | parquet | sqlite (a store copy; default: from the suffix)."),
     db: Optional[str] = db_option(),
     status: str = typer.Option("all", help="ok | failed | all."),
 ) -> None:
@@ -201,8 +207,43 @@ def export(
         raise UnknownNameError("status", status, STATUSES)
     fmt = infer_format(output, fmt)  # before opening anything: a bad format is reported first
     with open_existing(resolve_db(ctx, db)) as store:
-        n = export_results(store, output, fmt, status=None if status == "all" else status)
+        n = export_results(store, output, fmt, status=None if status == "all" or fmt == "sqlite" else status)
     Console(stderr=True).print(f"wrote {n} cells to {output} ({fmt})")
+
+
+@results_app.command("backup")
+def backup(
+    ctx: typer.Context,
+    dest: str = typer.Argument(..., metavar="FILE", help="New file for the copy (never overwritten)."),
+    db: Optional[str] = db_option(),
+) -> None:
+    """Copy the store to one self-contained file, safely while other processes write to it.
+
+    Copying the .db file alone can miss rows: after a crash they live in the -wal file beside it."""
+    db = resolve_db(ctx, db).path
+    with open_existing(db) as store:
+        n = store.backup(dest)
+    Console(stderr=True).print(f"copied {n} cells from {db} to {dest}")
+
+
+@results_app.command("import")
+def import_unsaved(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., metavar="FILE", help="A side file (*.unsaved.jsonl) named in a store error."),
+    db: Optional[str] = db_option(),
+) -> None:
+    """Add records that were kept in a side file because the store could not be written."""
+    from pathlib import Path
+
+    from tokenjoule.store.db import ResultStore
+
+    db = resolve_db(ctx, db).path
+    if not Path(source).is_file():
+        raise TokenjouleError(f"no side file at {source}; give the *.unsaved.jsonl path from the error message")
+    with ResultStore(db) as store:
+        added, damaged = store.import_unsaved(source)
+    note = f"; {len(damaged)} damaged line(s) skipped: {damaged[:10]}" if damaged else ""
+    Console(stderr=True).print(f"added {added} cells from {source} to {db}{note}")
 
 
 def register(app: typer.Typer) -> None:

@@ -113,7 +113,10 @@ def register(app: typer.Typer) -> None:
         vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="--url with an HF id: its vocabulary."),
         device: str = typer.Option("auto", "--device", help="transformers serve: auto | cpu | cuda."),
         server_arg: list[str] = typer.Option([], "--server-arg", help="Extra argument for the server (repeat)."),
-        timeout_s: float = typer.Option(600.0, "--timeout-s", help="Per-request timeout."),
+        timeout_s: float = typer.Option(600.0, "--timeout-s", help="Per-request deadline, send to end of stream (s)."),
+        api_key: Optional[str] = typer.Option(None, "--api-key", show_default=False,
+                                              help="Bearer token for the server (default: $OPENAI_API_KEY); "
+                                                   "sent, never stored."),
         log_dir: Optional[str] = typer.Option(None, "--log-dir", help="Keep the server log here."),
         db: Optional[str] = db_option(),
         as_json: bool = typer.Option(False, "--json", help="Print the stored metrics as JSON."),
@@ -134,6 +137,9 @@ def register(app: typer.Typer) -> None:
             slo_tpot_ms=slo_tpot_ms, meter=meter, idle_s=idle_s, warmup_requests=warmup_requests, seed=seed,
             dialect=dialect, served_model=served_model, vocab_size=vocab_size, device=device,
             server_args=list(server_arg), timeout_s=timeout_s, log_dir=log_dir, trace_options=trace_options)
+        from tokenjoule.serving.secrets import api_key_from
+
+        cfg.api_key = api_key_from(api_key) if url else api_key
         _validate(cfg)
         _preflight(cfg)
         console = Console(stderr=True)
@@ -242,8 +248,15 @@ def _validate(cfg) -> None:
 
         if not vllm_available():
             raise MissingDependencyError("vLLM", INSTALL)
-    if cfg.url is not None and not cfg.url.startswith(("http://", "https://")):
-        raise TokenjouleError(f"--url must start with http:// or https://, got {cfg.url!r}")
+    if cfg.url is not None:
+        from tokenjoule.serving.secrets import redact_url, split_url
+
+        if not cfg.url.startswith(("http://", "https://")):
+            raise TokenjouleError(f"--url must start with http:// or https://, got {redact_url(cfg.url)!r}")
+        split_url(cfg.url)
+    from tokenjoule.serving.bench import check_bounds
+
+    check_bounds(cfg)
 
 
 class _Progress:

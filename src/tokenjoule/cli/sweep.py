@@ -57,6 +57,22 @@ def _print_plan(console: Console, summary: Any) -> None:
                   f"estimated duration {format_duration(summary.estimated_s)} ({note})")
 
 
+def _print_plan_summary(console: Console, plan: Any) -> None:
+    from tokenjoule.runs.sweep_estimate import format_duration
+
+    table = Table(title=f"sweep plan: {plan.cells:,} cells (a summary: too many for a row per cell)")
+    table.add_column("axis")
+    table.add_column("values", justify="right")
+    table.add_column("first values")
+    for axis, values in plan.axes.items():
+        table.add_row(axis, f"{len(values):,}", ", ".join(values[:8]) + (" ..." if len(values) > 8 else ""))
+    console.print(table)
+    overlap = f" (an upper bound: {plan.templates} cell templates may overlap)" if plan.templates > 1 else ""
+    console.print(f"{plan.cells:,} cells{overlap}; {plan.already_measured:,} already measured in the store; "
+                  f"estimated duration {format_duration(plan.estimated_s)} (from a sample of {plan.sampled} "
+                  f"cells, {plan.estimate_source}; an estimate, not a measurement)")
+
+
 def _print_summary(console: Console, summary: Any) -> None:
     from tokenjoule.runs.sweep_estimate import format_duration
 
@@ -141,8 +157,13 @@ def register(app: typer.Typer) -> None:
             from tokenjoule.store.db import ResultStore
 
             # Never create a database for a dry run: read one only if it is already there.
-            store = ResultStore(db) if Path(db).is_file() else None
+            from tokenjoule.runs.plan_summary import SUMMARY_ABOVE_CELLS, summarize_plan
+
+            store = ResultStore(db, create=False) if Path(db).is_file() else None
             try:
+                if cfg.grid_size() > SUMMARY_ABOVE_CELLS:  # a summary, not a million rows
+                    _print_plan_summary(console, summarize_plan(cfg, store))
+                    return
                 summary = run_sweep(cfg, store, dry_run=True, retry_failed=retry_failed)
             finally:
                 if store is not None:

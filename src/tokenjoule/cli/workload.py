@@ -123,9 +123,20 @@ def plot_cdfs(binned, path: Path) -> Path:
         ax.legend()
     fig.suptitle(f"{binned.name}: {binned.n_kept:,} requests kept, {binned.n_dropped:,} dropped ({binned.overflow})")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from tokenjoule.errors import TokenjouleError
+
+    try:
+        import io
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Rendered in memory, then written by us: matplotlib's own file writes can miss a full disk.
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=120, format=path.suffix.lstrip(".").lower() or "png")
+        path.write_bytes(buffer.getvalue())
+    except (OSError, ValueError) as exc:  # full disk, unwritable, an unknown image suffix
+        raise TokenjouleError(f"cannot write PNG {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -176,6 +187,11 @@ def bins_cmd(
     if remainders and batch_value == "max" and db is None:
         raise TokenjouleError("--remainders with --batch max needs --db PATH (the store holding each bin's "
                               "largest batch), or pass an integer --batch")
+    from tokenjoule.paths import ensure_output_file
+
+    for out_path, what in ((png, "PNG"), (emit_sweep, "sweep config")):
+        if out_path is not None:  # before any work: a bad path is one line, not a traceback at the end
+            ensure_output_file(out_path, what)
     workload = load_workload(_trace_arg(trace, trace_opt), merge_format(trace_format, fmt), trace_model, log_type,
                              columns, time_unit)
     binned = bin_workload(workload, bins, overflow)
@@ -231,7 +247,7 @@ def _bin_batch_sizes(binned, batch_value, db: Optional[Path], model: str, engine
 
     if not db.is_file():
         raise TokenjouleError(f"no results database at {db}; measure the bins first or pass an integer --batch")
-    with ResultStore(db) as store:
+    with ResultStore(db, create=False) as store:  # never creates a store
         chosen, _ = select_cells(store, model=model, engine=engine, mode=mode, decoding=decoding)
     out = {}
     for key, n in binned.counts.items():
@@ -253,9 +269,12 @@ def parse_batch(text: str):
 
     if text == "max":
         return "max"
-    if text.isdigit() and int(text) >= 1:
+    from tokenjoule.limits import MAX_BATCH_SIZE
+
+    # ASCII digits only: str.isdigit() also accepts "²" and other digits int() rejects.
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_BATCH_SIZE:
         return int(text)
-    raise TokenjouleError(f"--batch must be a positive integer or max, got {text!r}")
+    raise TokenjouleError(f"--batch must be an integer from 1 to {MAX_BATCH_SIZE:,} or max, got {text!r}")
 
 
 def register(app: typer.Typer) -> None:

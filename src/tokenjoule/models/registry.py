@@ -115,3 +115,22 @@ def preset_sources() -> dict[str, str]:
     for m in re.finditer(r"^##\s+([\w.\-]+)\.json:\s+\*{0,2}([\w.\-]+/[\w.\-]+)", text, re.M):
         out[m.group(1)] = m.group(2).rstrip(".")
     return out
+
+
+def context_tokens(model: str) -> int | None:
+    """The preset's context window (max_position_embeddings); None for an HF id or unknown."""
+    try:
+        src = resolve_model(model)
+    except TokenjouleError:
+        return None
+    value = (src.config or {}).get("max_position_embeddings")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def check_context(model: str, input_tokens: int, output_tokens: int) -> None:
+    """Raise a one-line error when input + output tokens exceed a preset's context window.
+    (HF ids are checked by the engine when it loads the config.)"""
+    window = context_tokens(model)
+    if window is not None and input_tokens + output_tokens > window:
+        raise TokenjouleError(f"input_tokens + output_tokens = {input_tokens + output_tokens:,} exceeds the "
+                              f"{window:,}-token context of {model}")

@@ -38,8 +38,12 @@ def save(section: Section, fig, data, out_dir: Path) -> Section:
     out_dir.mkdir(parents=True, exist_ok=True)
     png, csv = out_dir / f"{section.name}.png", out_dir / f"{section.name}.csv"
     fig.tight_layout()
-    fig.savefig(png, dpi=90)
+    import io
+
+    buffer = io.BytesIO()  # rendered in memory, written by us: matplotlib's writes can miss a full disk
+    fig.savefig(buffer, dpi=90, format="png")
     _plt().close(fig)
+    png.write_bytes(buffer.getvalue())
     data.to_csv(csv, index=False)
     section.png_path, section.csv_path = str(png), str(csv)
     if "cell_id" in data.columns:

@@ -292,9 +292,15 @@ class Runner:
         for item in todo:
             if plan.should_stop(item, session, False):
                 return False
-            if plan.claims and session.measures and not claim(session.store, item.key):
-                plan.not_claimed(item)
-                continue
+            if plan.claims and session.measures:
+                if not claim(session.store, item.key):
+                    plan.not_claimed(item)
+                    continue
+                if session.store.has_success(item.key):
+                    # Another process measured it after this group was admitted, then released it.
+                    release(session.store, item.key)
+                    plan.not_claimed(item)
+                    continue
             try:
                 while (step := plan.next_step(item, session)) is not None:
                     record = step if isinstance(step, CellRecord) else session.measure(step)

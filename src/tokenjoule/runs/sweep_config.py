@@ -26,6 +26,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from tokenjoule.errors import TokenjouleError, UnknownNameError
+from tokenjoule.limits import (MAX_BATCH_CAP, MAX_BATCH_RETRIES, MAX_BATCH_SIZE, MAX_COOLDOWN_S, MAX_GRID_CELLS,
+                               MAX_IDLE_S, MAX_PARALLEL, MAX_REPEATS, MAX_SEED, MAX_TOKENS, MAX_WARMUP, MAX_WINDOW_S)
+from tokenjoule.models.registry import check_context
 from tokenjoule.spec import (  # noqa: F401  (unresolved_hash re-exported)
     BATCH_MAX,
     DECODING_STRATEGIES,
@@ -54,10 +57,10 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _ints(value: Any, minimum: int) -> Any:
+def _ints(value: Any, minimum: int, maximum: int = MAX_SEED) -> Any:
     for item in _as_list(value):
-        if isinstance(item, bool) or not isinstance(item, int) or item < minimum:
-            raise ValueError(f"expected an integer >= {minimum} (or a list of them), got {item!r}")
+        if isinstance(item, bool) or not isinstance(item, int) or not minimum <= item <= maximum:
+            raise ValueError(f"expected an integer from {minimum} to {maximum:,} (or a list of them), got {item!r}")
     if isinstance(value, list) and not value:
         raise ValueError("empty list")
     return value
@@ -70,6 +73,12 @@ def _strs(value: Any) -> Any:
     if isinstance(value, list) and not value:
         raise ValueError("empty list")
     return value
+
+
+# (minimum, maximum) of each integer axis: tokenjoule.limits.
+_INT_BOUNDS = {"input_tokens": (1, MAX_TOKENS), "output_tokens": (1, MAX_TOKENS), "repeats": (1, MAX_REPEATS),
+               "tensor_parallel": (1, MAX_PARALLEL), "pipeline_parallel": (1, MAX_PARALLEL),
+               "warmup": (0, MAX_WARMUP), "seed": (0, MAX_SEED)}
 
 
 class CellTemplate(BaseModel):
@@ -91,7 +100,7 @@ class CellTemplate(BaseModel):
     tensor_parallel: Any = None
     pipeline_parallel: Any = None
     device: str | None = None
-    min_window_s: float | None = Field(None, ge=0)
+    min_window_s: float | None = Field(None, ge=0, le=MAX_WINDOW_S, allow_inf_nan=False)
     split_prefill: bool | None = None
     engine_options: dict[str, Any] | None = None
     protocol: str | None = None  # full | adaptive (runs.windows)
@@ -103,15 +112,12 @@ class CellTemplate(BaseModel):
     def _names(cls, v: Any) -> Any:
         return None if v is None else _strs(v)
 
-    @field_validator("input_tokens", "output_tokens", "repeats", "tensor_parallel", "pipeline_parallel")
+    @field_validator("input_tokens", "output_tokens", "repeats", "tensor_parallel", "pipeline_parallel",
+                     "warmup", "seed")
     @classmethod
-    def _positive(cls, v: Any) -> Any:
-        return None if v is None else _ints(v, 1)
-
-    @field_validator("warmup", "seed")
-    @classmethod
-    def _non_negative(cls, v: Any) -> Any:
-        return None if v is None else _ints(v, 0)
+    def _bounded_ints(cls, v: Any, info: Any) -> Any:
+        low, high = _INT_BOUNDS[info.field_name]
+        return None if v is None else _ints(v, low, high)
 
     @field_validator("batch_size")
     @classmethod
@@ -119,9 +125,10 @@ class CellTemplate(BaseModel):
         if v is None:
             return None
         for item in _as_list(v):
-            ok_int = isinstance(item, int) and not isinstance(item, bool) and item >= 1
+            ok_int = isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= MAX_BATCH_SIZE
             if not ok_int and item not in (BATCH_MAX, BATCH_UPTO_MAX):
-                raise ValueError(f"expected an integer >= 1, {BATCH_MAX!r} or {BATCH_UPTO_MAX!r}, got {item!r}")
+                raise ValueError(f"expected an integer from 1 to {MAX_BATCH_SIZE:,}, {BATCH_MAX!r} or "
+                                 f"{BATCH_UPTO_MAX!r}, got {item!r}")
         return v
 
     @field_validator("decoding")
@@ -157,10 +164,10 @@ class SweepConfig(CellTemplate):
 
     name: str | None = None
     description: str | None = None
-    idle_s: float = Field(5.0, ge=0)  # idle-power baseline measured once per model load
-    cooldown_s: float = Field(0.0, ge=0)  # pause between cells (thermal comparability)
-    max_batch_cap: int = Field(DEFAULT_MAX_BATCH_CAP, ge=1)  # ceiling of the largest-batch search
-    max_batch_retries: int = Field(5, ge=0)  # x0.8 steps when the measurement at "max" runs out of memory
+    idle_s: float = Field(5.0, ge=0, le=MAX_IDLE_S, allow_inf_nan=False)  # idle-power baseline, once per load
+    cooldown_s: float = Field(0.0, ge=0, le=MAX_COOLDOWN_S, allow_inf_nan=False)  # pause between cells
+    max_batch_cap: int = Field(DEFAULT_MAX_BATCH_CAP, ge=1, le=MAX_BATCH_CAP)  # ceiling of the largest-batch search
+    max_batch_retries: int = Field(5, ge=0, le=MAX_BATCH_RETRIES)  # x0.8 steps when the measurement at "max" runs out of memory
     order: str = "ascending"
     # batch: max by "search" (doubling + bisection) or "predict" (memory model + one probe; runs.max_batch)
     max_batch_method: str = "search"
@@ -231,6 +238,7 @@ class SweepConfig(CellTemplate):
         templates: list[tuple[tuple[Any, ...], dict[str, Any]]] = [(("cells", i), c.set_fields()) for i, c in enumerate(self.cells)] if self.cells else [((), {})]
         plans: list[CellPlan] = []
         seen: set[str] = set()
+        self.check_grid_size()
         for path, own in templates:
             merged = {**defaults, **own}
             axes = [k for k in AXES if k in merged]
@@ -243,6 +251,30 @@ class SweepConfig(CellTemplate):
                         seen.add(plan.key)
                         plans.append(plan)
         return plans
+
+    def grid_size(self) -> int:
+        """Cells the config expands to before deduplication (counted, not expanded)."""
+        defaults = self.set_fields()
+        templates = [c.set_fields() for c in self.cells] if self.cells else [{}]
+        total = 0
+        for own in templates:
+            merged = {**defaults, **own}
+            n = 1
+            for key in AXES:
+                if key in merged:
+                    values = _as_list(merged[key])
+                    per = len(values)
+                    if key == "batch_size":  # "1..max" is every power of two up to the cap, plus max
+                        per += sum(len(_powers_of_two(self.max_batch_cap)) for v in values if v == BATCH_UPTO_MAX)
+                    n *= per
+            total += n
+        return total
+
+    def check_grid_size(self) -> None:
+        n = self.grid_size()
+        if n > MAX_GRID_CELLS:
+            raise SweepConfigError(f"{self.source}: the grid has {n:,} cells; the limit is {MAX_GRID_CELLS:,} "
+                                   "(split it into several sweeps)")
 
     def _plans(self, values: dict[str, Any], path: tuple, own: dict[str, Any]) -> list["CellPlan"]:
         values.setdefault("model", None)
@@ -270,6 +302,12 @@ class SweepConfig(CellTemplate):
                 line_path = path + (key,) if key in own else (key,)
                 msg = str(err.get("msg")).removeprefix("Value error, ")
                 raise SweepConfigError(f"{self.where(*line_path)}: {key}: {msg}") from None
+            try:
+                check_context(spec.model, spec.input_tokens, spec.output_tokens)
+            except TokenjouleError as exc:
+                key = "input_tokens"
+                line_path = path + (key,) if key in own else (key,)
+                raise SweepConfigError(f"{self.where(*line_path)}: {exc}") from None
             plans.append(CellPlan(spec=spec, batch=batch_kind))
         return plans
 
@@ -337,15 +375,11 @@ def _line_map(node: Any, path: tuple = (), out: dict[tuple, int] | None = None) 
 
 def parse_config(text: str, source: str = "config") -> SweepConfig:
     """Validate YAML text as a sweep config; errors read `source:line: key: problem`."""
-    import yaml
+    from tokenjoule.safe_yaml import compose_bounded
 
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise SweepConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    # Bounded before any work: alias expansion, depth and size (a tiny file of nested aliases
+    # would otherwise grow to gigabytes in _line_map and in validation).
+    data, node = compose_bounded(text, source, SweepConfigError)
     if not isinstance(data, dict):
         raise SweepConfigError(f"{source}: expected a mapping of sweep keys (model, input_tokens, cells...)")
     return config_from_dict(data, source, _line_map(node))
@@ -380,7 +414,12 @@ def config_from_dict(data: dict[str, Any], source: str = "config",
 
 
 def load_config(path: str | Path) -> SweepConfig:
+    from tokenjoule.safe_yaml import read_text_bounded
+
     p = Path(path)
-    if not p.is_file():
-        raise SweepConfigError(f"{p}: no such sweep config file (give a YAML file or --preset NAME)")
-    return parse_config(p.read_text(), str(p))
+    try:
+        if not p.is_file():
+            raise SweepConfigError(f"{p}: no such sweep config file (give a YAML file or --preset NAME)")
+    except OSError as exc:
+        raise SweepConfigError(f"{p}: cannot read the sweep config ({exc.strerror or exc})") from None
+    return parse_config(read_text_bounded(p, "sweep config", SweepConfigError), str(p))

@@ -45,6 +45,15 @@ class ArrivalSpec:
             raise TokenjouleError(f"closed-loop arrivals need --concurrency >= 1, got {self.concurrency}")
         if self.process == "trace" and not self.speedup > 0:
             raise TokenjouleError(f"trace replay needs --speedup > 0, got {self.speedup}")
+        from tokenjoule.limits import (MAX_CONCURRENCY, MAX_RATE_RPS, MAX_SEED, MAX_SPEEDUP, MIN_RATE_RPS,
+                                       check_range)
+
+        if self.process in ("poisson", "gamma", "constant"):
+            check_range("--rate", self.rate_rps, MIN_RATE_RPS, MAX_RATE_RPS)
+        check_range("--burstiness", self.burstiness, 1e-3, 1e3)
+        check_range("--concurrency", self.concurrency, 1, MAX_CONCURRENCY)
+        check_range("--speedup", self.speedup, 1e-6, MAX_SPEEDUP)
+        check_range("--seed", self.seed, 0, MAX_SEED)
 
     @property
     def is_closed_loop(self) -> bool:

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from tokenjoule.errors import CellFailure, TokenjouleError
+from tokenjoule.limits import MAX_TOKENS
 from tokenjoule.serving.arrivals import ArrivalSpec
 from tokenjoule.serving.client import RequestRecord
 from tokenjoule.serving.loadgen import LoadConfig, LoadResult, prepare_bodies, run_load_sync
 from tokenjoule.serving.online_metrics import summarize
 from tokenjoule.records import CellRecord, base_provenance, downsample, safe_provenance
+from tokenjoule.serving.secrets import ServerURL, redact_args, scrub, secret_values, split_url
 from tokenjoule.spec import spec_hash  # noqa: F401  (one hasher; re-exported for callers)
 from tokenjoule.store.db import ResultStore
 from tokenjoule.workloads.request import Request, Workload
@@ -55,6 +57,7 @@ class ServeBenchConfig:
     log_dir: str | None = None
     engine_name: str | None = None  # --url: the engine behind it, when known (recorded in the spec)
     trace_options: dict[str, Any] = field(default_factory=dict)  # load_trace kwargs: fmt, columns, time_unit
+    api_key: str | None = field(default=None, repr=False)  # bearer token; sent, never stored
 
     @property
     def engine(self) -> str:
@@ -63,6 +66,25 @@ class ServeBenchConfig:
     @property
     def resolved_dialect(self) -> str:
         return self.dialect or ("openai" if self.launch == "transformers" else "vllm")
+
+
+def check_bounds(cfg: ServeBenchConfig) -> None:
+    """Every numeric option within the documented maxima (tokenjoule.limits), before any work."""
+    from tokenjoule.limits import (MAX_IDLE_S, MAX_REQUESTS, MAX_SLO_MS, MAX_TIMEOUT_S, MAX_TOKENS, MAX_WARMUP,
+                                   check_range)
+
+    for name, value in (("--input-tokens", cfg.input_tokens), ("--output-tokens", cfg.output_tokens),
+                        ("--max-input-tokens", cfg.max_input_tokens),
+                        ("--max-output-tokens", cfg.max_output_tokens), ("--max-model-len", cfg.max_model_len)):
+        check_range(name, value, 1 if name != "--max-model-len" else 2, MAX_TOKENS)
+    check_range("--n-requests", cfg.n_requests, 1, MAX_REQUESTS)
+    check_range("--warmup-requests", cfg.warmup_requests, 0, MAX_WARMUP)
+    check_range("--idle-s", cfg.idle_s, 0, MAX_IDLE_S)
+    check_range("--timeout-s", cfg.timeout_s, 1e-3, MAX_TIMEOUT_S)
+    check_range("--startup-timeout-s", cfg.startup_timeout_s, 1e-3, MAX_TIMEOUT_S)
+    check_range("--slo-ttft-ms", cfg.slo_ttft_ms, 0, MAX_SLO_MS)
+    check_range("--slo-tpot-ms", cfg.slo_tpot_ms, 0, MAX_SLO_MS)
+    check_range("--vocab-size", cfg.vocab_size, 2, 2**31 - 1)
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -98,6 +120,9 @@ def build_requests(cfg: ServeBenchConfig, model_max_len: int | None = None) -> W
             o = min(o, max_len - 1)
             i = min(i, max_len - o)
         clipped += (i, o) != (r.input_tokens, r.output_tokens)
+        if max(i, o) > MAX_TOKENS:
+            raise TokenjouleError(f"request {len(out)} asks for {i:,} input / {o:,} output tokens; the limit is "
+                                  f"{MAX_TOKENS:,}: clip with --max-input-tokens / --max-output-tokens / --max-model-len")
         out.append(Request(max(1, i), max(1, o), r.arrival_s))
     provenance.update(clipped_requests=clipped, max_input_tokens=cfg.max_input_tokens,
                       max_output_tokens=cfg.max_output_tokens, max_model_len=max_len)
@@ -114,7 +139,7 @@ def online_spec(cfg: ServeBenchConfig, workload: Workload) -> dict[str, Any]:
         "max_input_tokens": cfg.max_input_tokens, "max_output_tokens": cfg.max_output_tokens,
         "slo_ttft_ms": cfg.slo_ttft_ms, "slo_tpot_ms": cfg.slo_tpot_ms, "seed": cfg.seed,
         "dialect": cfg.resolved_dialect, "warmup_requests": cfg.warmup_requests,
-        "server_args": list(cfg.server_args),
+        "server_args": redact_args(list(cfg.server_args)),  # the server gets them; the store never does
     }
 
 
@@ -137,6 +162,11 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
     """Run and store one online benchmark; a failed run is stored, then raised as CellFailure."""
     if (cfg.launch is None) == (cfg.url is None):
         raise TokenjouleError("give exactly one of --launch (vllm|transformers) or --url")
+    check_bounds(cfg)
+    target = split_url(cfg.url) if cfg.url else None
+    api_key = cfg.api_key or (target.token if target else None)
+    secrets = secret_values(list(cfg.server_args), api_key, target.token if target else None,
+                            *(target.params.values() if target else ()))
     stage = on_stage or (lambda s: None)
     info = _preset_info(cfg.model)
     vocab = cfg.vocab_size or info["vocab_size"]
@@ -154,10 +184,12 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
         stage("measuring idle power")
         idle_w = meter.measure_idle(cfg.idle_s) if cfg.idle_s > 0 else None
         provenance.update(safe_provenance(meter.provenance))
-        with _server(cfg, stage) as (url, served_name, server_info):
+        with _server(cfg, stage, target) as (url, served_name, server_info):
             provenance.update(server_info)
+            provenance["server_auth"] = "bearer token (not stored)" if api_key else None
             load_cfg = LoadConfig(url=url, model=served_name, arrival=cfg.arrival, dialect=cfg.resolved_dialect,
-                                  vocab_size=vocab, seed=cfg.seed, timeout_s=cfg.timeout_s, avoid=info["avoid"])
+                                  vocab_size=vocab, seed=cfg.seed, timeout_s=cfg.timeout_s, avoid=info["avoid"],
+                                  api_key=api_key, params=dict(target.params) if target else {})
             warm = _warmup(load_cfg, workload.requests, cfg.warmup_requests, stage)
             bodies = prepare_bodies(load_cfg, workload.requests)  # before the window: see prepare_bodies
             stage("sending load")
@@ -171,7 +203,7 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
     except KeyboardInterrupt:
         raise
     except TokenjouleError as exc:
-        record = CellRecord.failed(spec, str(exc), provenance, kind="online")
+        record = CellRecord.failed(spec, scrub(" ".join(str(exc).split()), secrets), provenance, kind="online")
         store.add(record)
         raise CellFailure(f"online run failed ({record.error}); stored as failed cell #{record.id} in {store.path}") from None
     finally:
@@ -193,6 +225,8 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
     # A run in which no request succeeded measured nothing about serving: keep every row for
     # diagnosis, but as a failed cell (it must never rank as a cheap configuration).
     failed = not metrics.get("requests_ok")
+    for r in list(result.records) + list(warm):
+        r.error = scrub(r.error, secrets)
     errors = sorted({r.error for r in result.records if r.error})
     record = CellRecord.online(spec, metrics, mdict, provenance,
                                error=("no request succeeded: " + "; ".join(errors[:3])) if failed else None)
@@ -225,15 +259,17 @@ def _warmup(load_cfg: LoadConfig, requests: Sequence[Request], n: int, stage) ->
 class _server:
     """Context manager yielding (base url, model name for the body, provenance)."""
 
-    def __init__(self, cfg: ServeBenchConfig, stage):
-        self.cfg, self.stage = cfg, stage
+    def __init__(self, cfg: ServeBenchConfig, stage, target: ServerURL | None = None):
+        self.cfg, self.stage, self.target = cfg, stage, target
         self.proc = None
         self.tmp: tempfile.TemporaryDirectory | None = None
 
     def __enter__(self):
         cfg = self.cfg
         if cfg.url:
-            return cfg.url, cfg.served_model or cfg.model, {"server": "url", "server_url": cfg.url}
+            target = self.target or split_url(cfg.url)
+            # Only the bare base URL is ever stored: no credentials, no query string.
+            return target.base, cfg.served_model or cfg.model, {"server": "url", "server_url": target.base}
         from tokenjoule.serving.launch import ServerProcess, free_port, server_command, write_model_dir
 
         self.tmp = tempfile.TemporaryDirectory(prefix="tokenjoule-serve-")
@@ -253,7 +289,7 @@ class _server:
             self.tmp.cleanup()
             raise
         return self.proc.url, served, {"server": cfg.launch, "server_version": _version(cfg.launch),
-                                       "server_command": cmd}
+                                       "server_command": redact_args(cmd)}
 
     def __exit__(self, *exc):
         try:

@@ -9,17 +9,22 @@ Timing rules (all from `time.perf_counter`, the same clock as the load generator
   `done_s` is when the stream closed (after the usage chunk), kept separately.
 - Output token counts come from the server's `usage`, never re-tokenised; where a server sends
   no usage the count of token events is used and `output_tokens_source` says so.
-Errors (HTTP status, broken stream, timeout) are recorded in `error`, never raised.
+Errors (HTTP status, broken stream, timeout) are recorded in `error`, never raised. A
+response that contradicts the request (usage that is not a count, negative, or more output
+tokens than `max_tokens`) is a failed request with the reason, never an ok one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
+
+from tokenjoule.limits import MAX_ERROR_BODY_BYTES, MAX_SSE_LINE_BYTES, MAX_STREAM_BYTES, MAX_TOKENS
 
 DIALECTS = ("vllm", "openai")
 
@@ -116,62 +121,157 @@ def _is_token_event(chunk: dict[str, Any]) -> bool:
 JSON_HEADERS = {"content-type": "application/json"}
 
 
+class StreamViolation(Exception):
+    """The server's stream broke the protocol or the request (a failed request, with the reason)."""
+
+
+def _count(value: Any, name: str, limit: int | None = None) -> int | None:
+    """A token count from the server's `usage`: a non-negative integer (not above `limit`)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StreamViolation(f"usage.{name} is not an integer: {json.dumps(value)[:60]}")
+    if value < 0:
+        raise StreamViolation(f"usage.{name} is negative: {value}")
+    if limit is not None and value > limit:
+        raise StreamViolation(f"usage.{name} is {value}, more than the {limit} requested (max_tokens)")
+    return value
+
+
+class _Stream:
+    """What one request has received so far (kept when a deadline cuts the stream)."""
+
+    def __init__(self) -> None:
+        self.token_times: list[float] = []
+        self.usage: dict[str, Any] | None = None
+
+
+def _parse_event(data: bytes, state: _Stream, record: RequestRecord, now: float) -> bool:
+    """One `data:` payload; returns True when the stream is finished ([DONE] or an error)."""
+    if data == b"[DONE]":
+        return True
+    try:
+        chunk = json.loads(data)
+    except (ValueError, RecursionError):
+        raise StreamViolation(f"invalid JSON in the stream: {data[:80]!r}") from None
+    if not isinstance(chunk, dict):
+        raise StreamViolation(f"stream event is not a JSON object: {data[:80]!r}")
+    choices = chunk.get("choices")
+    if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices)):
+        raise StreamViolation(f"'choices' is not a list of objects: {json.dumps(choices)[:80]}")
+    if "error" in chunk and not choices:
+        record.error = f"server error: {json.dumps(chunk['error'])[:300]}"
+        return True
+    if _is_token_event(chunk):
+        state.token_times.append(now)
+    usage = chunk.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            raise StreamViolation(f"'usage' is not an object: {json.dumps(usage)[:80]}")
+        if usage:
+            _count(usage.get("completion_tokens"), "completion_tokens", record.output_tokens_requested)
+            _count(usage.get("prompt_tokens"), "prompt_tokens", MAX_TOKENS)
+            state.usage = usage
+    return False
+
+
+async def _read_stream(response: httpx.Response, state: _Stream, record: RequestRecord) -> None:
+    """Read the SSE body in linear time with bounded line and body sizes."""
+    done = False
+    pending: list[bytes] = []  # the unfinished line, in pieces (joined once, when it ends)
+    pending_bytes = total_bytes = 0
+    # Raw bytes, split on line ends here: cheaper per chunk than text line decoding, which
+    # matters when one loop reads hundreds of streams. Only the new chunk is searched for line
+    # ends, so one huge line costs linear time. Read to the end of the body even after [DONE]:
+    # a stream left unread closes the connection, and reconnecting costs the sender time.
+    async for raw in response.aiter_raw():
+        total_bytes += len(raw)
+        if total_bytes > MAX_STREAM_BYTES:
+            raise StreamViolation(f"response larger than {MAX_STREAM_BYTES} bytes")
+        now = time.perf_counter()
+        start = 0
+        while True:
+            end = raw.find(b"\n", start)
+            if end < 0:
+                break
+            if pending:
+                line = b"".join(pending) + raw[start:end]
+                pending, pending_bytes = [], 0
+            else:
+                line = raw[start:end]
+            start = end + 1
+            if not done and line.startswith(b"data:"):
+                done = _parse_event(line[5:].strip(), state, record, now)
+        rest = raw[start:]
+        if rest:
+            pending_bytes += len(rest)
+            if pending_bytes > MAX_SSE_LINE_BYTES:
+                raise StreamViolation(f"stream line longer than {MAX_SSE_LINE_BYTES} bytes")
+            pending.append(rest)
+
+
+async def _error_text(response: httpx.Response) -> str:
+    """At most MAX_ERROR_BODY_BYTES of an error body (a hostile server may send gigabytes)."""
+    data = b""
+    async for raw in response.aiter_raw():
+        data += raw[: MAX_ERROR_BODY_BYTES - len(data)]
+        if len(data) >= MAX_ERROR_BODY_BYTES:
+            break
+    return data.decode(errors="replace")
+
+
 async def stream_completion(client: httpx.AsyncClient, url: str, body: dict[str, Any] | bytes,
-                            record: RequestRecord, run_start: float) -> RequestRecord:
+                            record: RequestRecord, run_start: float, deadline_s: float | None = None,
+                            headers: dict[str, str] | None = None,
+                            params: dict[str, str] | None = None) -> RequestRecord:
     """Send one request and fill `record` in place. Never raises (except cancellation).
-    `body` may be pre-serialised JSON bytes (the load generator encodes before the run)."""
+    `body` may be pre-serialised JSON bytes (the load generator encodes before the run).
+    `deadline_s` bounds the whole request, send to end of stream (a server that drips
+    keep-alive comments cannot hold it open). `headers` (auth) and `params` (query string)
+    are sent, never stored."""
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    token_times: list[float] = []
-    usage: dict[str, Any] | None = None
+    state = _Stream()
     send = time.perf_counter()
     record.actual_send_s = send - run_start
-    try:
-        async with client.stream("POST", url, content=content, headers=JSON_HEADERS) as response:
+
+    async def exchange() -> None:
+        async with client.stream("POST", url, content=content, headers={**JSON_HEADERS, **(headers or {})},
+                                 params=params or None) as response:
             if response.status_code != 200:
-                text = (await response.aread()).decode(errors="replace")
+                text = await _error_text(response)
                 record.error = f"HTTP {response.status_code}: {' '.join(text.split())[:300]}"
-                return record
-            done = False
-            buffer = b""
-            # Raw bytes, split on line ends here: cheaper per chunk than text line decoding,
-            # which matters when one loop reads hundreds of streams. Read to the end of the
-            # body even after [DONE]: a stream left unread closes the connection, and
-            # reconnecting per request costs the sender time.
-            async for raw in response.aiter_raw():
-                buffer += raw
-                *lines, buffer = buffer.split(b"\n")
-                now = time.perf_counter()
-                for line in lines:
-                    if done or not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        done = True
-                        continue
-                    chunk = json.loads(data)
-                    if "error" in chunk and not chunk.get("choices"):
-                        record.error = f"server error: {json.dumps(chunk['error'])[:300]}"
-                        done = True
-                        continue
-                    if _is_token_event(chunk):
-                        token_times.append(now)
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
+                return
+            await _read_stream(response, state, record)
+
+    try:
+        if deadline_s is None:
+            await exchange()
+        else:
+            async with asyncio.timeout(deadline_s):
+                await exchange()
+    except TimeoutError:
+        record.error = f"timeout: no complete response within {deadline_s:g} s (--timeout-s)"
+    except StreamViolation as exc:
+        record.error = f"invalid server response: {exc}"
     except Exception as exc:  # noqa: BLE001 - any transport failure is a recorded failure
         record.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     finally:
         record.done_s = time.perf_counter() - run_start
+        token_times = state.token_times
         if token_times:
             record.ttft_s = token_times[0] - send
             record.itl_s = [b - a for a, b in zip(token_times, token_times[1:])]
             record.e2e_s = token_times[-1] - send
-        if usage is not None:
-            record.output_tokens = usage.get("completion_tokens")
-            record.prompt_tokens = usage.get("prompt_tokens")
+        if state.usage is not None:
+            record.output_tokens = state.usage.get("completion_tokens")
+            record.prompt_tokens = state.usage.get("prompt_tokens")
             record.output_tokens_source = "usage"
         elif token_times:
             record.output_tokens = len(token_times)
             record.output_tokens_source = "token-events"
-    if record.error is None and not token_times:
+            if record.error is None and len(token_times) > record.output_tokens_requested:
+                record.error = (f"invalid server response: {len(token_times)} token events for max_tokens "
+                                f"{record.output_tokens_requested}")
+    if record.error is None and not state.token_times:
         record.error = "stream ended without any generated token"
     return record

@@ -34,13 +34,20 @@ class LoadConfig:
     dialect: str = "vllm"  # vllm (token ids, exact lengths) | openai (text prompt)
     vocab_size: int = 32000
     seed: int = 0  # prompts
-    timeout_s: float = 600.0  # per request
+    timeout_s: float = 600.0  # per request, end to end (send to the end of the stream)
     endpoint: str = "/v1/completions"
     avoid: tuple[int, ...] = ()  # token ids prompts never contain (bos/eos/pad)
+    # Sent with every request, never stored or printed (see serving.secrets).
+    api_key: str | None = field(default=None, repr=False)
+    params: dict[str, str] = field(default_factory=dict, repr=False)  # the URL's query string
 
     @property
     def completions_url(self) -> str:
         return self.url.rstrip("/") + self.endpoint
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
 @dataclass
@@ -86,9 +93,11 @@ async def run_load(config: LoadConfig, requests: Sequence[Request],
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     timeout = httpx.Timeout(config.timeout_s, connect=min(30.0, config.timeout_s))
     url = config.completions_url
+    headers, params = config.headers, config.params
 
     async def one(i: int, start: float) -> None:
-        await stream_completion(client, url, bodies[i], records[i], start)
+        await stream_completion(client, url, bodies[i], records[i], start, deadline_s=config.timeout_s,
+                                headers=headers, params=params)
         if on_done is not None:
             on_done(records[i])
 

@@ -8,15 +8,23 @@ spec's canonical hash (`RunSpec.spec_hash()`) is what sweeps resume on.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
+from tokenjoule.limits import INT64_MAX
 # The record and its reads live in tokenjoule.records; re-exported for existing imports.
 from tokenjoule.records import CellRecord, utc_now  # noqa: F401
+from tokenjoule.store import claims as _claims
+from tokenjoule.store.connect import (MEMORY, StoreError, Undecodable, busy_timeout_s, check_tokenjoule_file,
+                                      connect, is_busy, wait_busy)
+
+log = logging.getLogger("tokenjoule.store")
 
 DEFAULT_DB = "tokenjoule.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry upgrades the schema from version i to i + 1. Append; never edit a shipped one.
 MIGRATIONS: list[str] = [
@@ -45,7 +53,9 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL
     );
     """,
-    # 1 -> 2: the length bins a sweep was planned for, so estimates reuse them (bins travel with cells)
+    # 2: claims, so two processes on one store never measure the same cell twice
+    _claims.CLAIMS_SQL,
+    # 2 -> 3: the length bins a sweep was planned for, so estimates reuse them (bins travel with cells)
     """
     CREATE TABLE sweep_bins (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,49 +73,122 @@ _SPEC_COLUMNS = ("model", "engine", "mode", "batch_size", "input_tokens", "outpu
 
 
 class ResultStore:
-    """Open (creating or migrating) a results database."""
+    """Open (creating or migrating) a results database.
 
-    def __init__(self, path: str | Path = DEFAULT_DB):
+    `create=False` opens an existing store only (reading never creates one). A file that is
+    not a tokenjoule store is refused before anything in it changes. A read-only file opens
+    for reading; writes to it (like any failed write) keep the record in a side file.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB, *, create: bool = True):
         self.path = Path(path)
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
+        self.corrupt_ids: list[int] = []  # rows skipped by the last read (damaged JSON/text)
+        self._conn = connect(self.path, create=create)
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._migrate()
+            check_tokenjoule_file(self._conn, self.path, SCHEMA_VERSION)
+            self.writable = self._writable()
+            if self.writable:
+                try:
+                    self._set_wal()
+                except sqlite3.OperationalError as exc:
+                    if is_busy(exc):
+                        raise
+                    # e.g. a folder we may not create the -wal file in: still readable
+                    log.warning("%s: opened read-only (%s)", self.path, exc)
+                    self.writable = False
+            if self.writable:
+                wait_busy(lambda: self._conn.execute("PRAGMA synchronous=FULL"), self.path, "open the store")
+                self._migrate()
+        except StoreError:
+            self._conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            from tokenjoule.errors import TokenjouleError
-
-            raise TokenjouleError(f"{self.path}: not a tokenjoule results database ({exc})") from None
+            if is_busy(exc):
+                raise StoreError(f"{self.path}: another process held the store locked for more than "
+                                 f"{busy_timeout_s():g} s (TOKENJOULE_BUSY_TIMEOUT_S); try again") from None
+            raise StoreError(f"{self.path}: not a tokenjoule results database ({exc})") from None
 
     # -- schema ---------------------------------------------------------------------------
+    def _writable(self) -> bool:
+        return str(self.path) == MEMORY or os.access(self.path, os.W_OK)
+
+    def _set_wal(self) -> None:
+        mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            wait_busy(lambda: self._conn.execute("PRAGMA journal_mode=WAL").fetchone(), self.path,
+                      "switch the store to WAL")
+
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            from tokenjoule.errors import TokenjouleError
-
-            raise TokenjouleError(
-                f"{self.path}: schema version {version} is newer than this tokenjoule "
-                f"understands ({SCHEMA_VERSION}); upgrade tokenjoule"
-            )
-        for target in range(version, SCHEMA_VERSION):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+        if version >= SCHEMA_VERSION:
+            return
+        wait_busy(lambda: self._conn.execute("BEGIN IMMEDIATE"), self.path, "upgrade the store")
+        try:
+            # Read again under the write lock: another process opening the same new store at
+            # the same moment may have created the tables already.
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            for target in range(version, SCHEMA_VERSION):
                 for statement in MIGRATIONS[target].split(";"):
                     if statement.strip():
                         self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version = {target + 1}")
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     @property
     def schema_version(self) -> int:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _has_table(self, name: str) -> bool:
+        q = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._conn.execute(q, (name,)).fetchone() is not None
+
+    # -- claims (see store.claims) --------------------------------------------------------
+    def claim(self, spec_hash: str) -> bool:
+        """Take the cell `spec_hash` for this process; False when a live process holds it.
+        The caller measures only after True, then calls `release`. Check `has_success`
+        after a True claim too: another process may have finished the cell just before."""
+        if not self.writable or not self._has_table("claims"):
+            return True  # a read-only store is never measured into; nothing to split
+        def take() -> bool:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                won = _claims.try_claim(self._conn, spec_hash)
+                self._conn.execute("COMMIT")
+                return won
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        try:
+            return bool(wait_busy(take, self.path, "claim a cell"))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot claim cell {spec_hash}: {exc}") from None
+
+    def release(self, spec_hash: str) -> None:
+        """Give back a claim taken by this process (a no-op when it holds none)."""
+        if not self.writable or not self._has_table("claims"):
+            return
+        try:
+            wait_busy(lambda: _claims.release(self._conn, spec_hash), self.path, "release a cell")
+        except sqlite3.Error as exc:
+            # A claim left behind goes stale with its owner; it never blocks a later run for long.
+            log.warning("%s: could not release the claim on %s (%s)", self.path, spec_hash, exc)
+
+    def heartbeat(self, spec_hash: str) -> None:
+        """Say that this process is still measuring `spec_hash` (long cells)."""
+        if self.writable and self._has_table("claims"):
+            try:
+                wait_busy(lambda: _claims.heartbeat(self._conn, spec_hash), self.path, "renew a claim")
+            except sqlite3.Error:
+                pass
+
+    def claims(self) -> list[dict[str, Any]]:
+        if not self._has_table("claims"):
+            return []
+        return [dict(r) for r in self._conn.execute("SELECT * FROM claims ORDER BY started_at")]
 
     # -- cells ----------------------------------------------------------------------------
     def add(self, record: CellRecord) -> int:
@@ -126,16 +209,92 @@ class ResultStore:
             "provenance_json": json.dumps(record.provenance, sort_keys=True),
             "error": record.error,
         }
+        for name in _SPEC_COLUMNS:  # an integer SQLite cannot hold is text, never an OverflowError
+            if isinstance(row[name], int) and not -INT64_MAX - 1 <= row[name] <= INT64_MAX:
+                row[name] = str(row[name])
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        with self._transaction():
-            cur = self._conn.execute(f"INSERT INTO cells ({cols}) VALUES ({marks})", list(row.values()))
-        record.id, record.created_at = int(cur.lastrowid), created
+
+        def insert() -> int:
+            with self._transaction():
+                cur = self._conn.execute(f"INSERT INTO cells ({cols}) VALUES ({marks})", list(row.values()))
+            return int(cur.lastrowid)
+
+        try:
+            if not self.writable:
+                raise sqlite3.OperationalError("attempt to write a readonly database (file is read-only)")
+            record.id = wait_busy(insert, self.path, "write a cell")
+        except sqlite3.Error as exc:
+            self._keep_unsaved(record, created, exc)
+        record.created_at = created
         return record.id
 
+    def _keep_unsaved(self, record: CellRecord, created: str, exc: sqlite3.Error) -> None:
+        """A write failed after the measurement finished: keep the record in the side file and
+        say where, in one line (never lose a measurement to a locked or damaged store)."""
+        from tokenjoule.store.salvage import save_unsaved
+
+        data = {**record.to_dict(), "created_at": created, "id": None}
+        why = "the store stayed locked by another process" if is_busy(exc) else str(exc)
+        try:
+            side = save_unsaved(self.path, data)
+        except OSError as side_exc:
+            raise StoreError(f"{self.path}: could not store the cell ({why}) nor write a side file "
+                             f"({side_exc}); record: {json.dumps(data, default=str)[:2000]}") from None
+        raise StoreError(f"{self.path}: could not store the cell ({why}); the record is kept in {side}; "
+                         f"add it later with: tokenjoule results import {side} --db PATH") from None
+
+    def import_unsaved(self, path: str | Path) -> tuple[int, list[int]]:
+        """Add the records of a side file (see store.salvage); returns (added, damaged line
+        numbers). A record already in the store (same spec hash and time) is not added twice."""
+        from tokenjoule.store.salvage import read_unsaved
+
+        added, damaged = 0, []
+        try:
+            entries = list(read_unsaved(Path(path)))
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+        for number, data in entries:
+            try:
+                record = CellRecord(spec=dict(data["spec"]), spec_hash=str(data["spec_hash"]),
+                                    kind=str(data.get("kind", "offline")), status=str(data.get("status", "ok")),
+                                    metrics=dict(data.get("metrics") or {}),
+                                    measurement=dict(data.get("measurement") or {}),
+                                    provenance=dict(data.get("provenance") or {}), error=data.get("error"),
+                                    created_at=data.get("created_at"))
+            except (TypeError, KeyError, ValueError):
+                damaged.append(number)
+                continue
+            q = "SELECT 1 FROM cells WHERE spec_hash = ? AND created_at = ? LIMIT 1"
+            if self._conn.execute(q, (record.spec_hash, record.created_at)).fetchone():
+                continue
+            self.add(record)
+            added += 1
+        return added, damaged
+
     def get(self, cell_id: int) -> CellRecord | None:
+        if not isinstance(cell_id, int) or not 0 <= cell_id <= INT64_MAX:
+            return None  # no row has such an id (and SQLite cannot bind it)
         row = self._conn.execute("SELECT * FROM cells WHERE id = ?", (cell_id,)).fetchone()
-        return _to_record(row) if row else None
+        if not row:
+            return None
+        self.corrupt_ids = []
+        records = self._records([row])
+        return records[0] if records else None
+
+    def _records(self, rows) -> list[CellRecord]:
+        """Decode rows, skipping damaged ones with one warning naming their ids."""
+        out, bad = [], []
+        for row in rows:
+            try:
+                out.append(_to_record(row))
+            except CorruptRowError:
+                bad.append(int(row["id"]))
+        if bad:
+            self.corrupt_ids.extend(bad)
+            shown = ", ".join(str(i) for i in bad[:20]) + (f" (+{len(bad) - 20} more)" if len(bad) > 20 else "")
+            log.warning("%s: skipped %d damaged row(s) (ids %s): unreadable JSON or text", self.path, len(bad), shown)
+        return out
 
     def has_success(self, spec_hash: str) -> bool:
         q = "SELECT 1 FROM cells WHERE spec_hash = ? AND status = 'ok' LIMIT 1"
@@ -148,8 +307,12 @@ class ResultStore:
     def latest(self, spec_hash: str, status: str | None = "ok") -> CellRecord | None:
         q = "SELECT * FROM cells WHERE spec_hash = ?" + (" AND status = ?" if status else "")
         args: tuple = (spec_hash, status) if status else (spec_hash,)
-        row = self._conn.execute(q + " ORDER BY id DESC LIMIT 1", args).fetchone()
-        return _to_record(row) if row else None
+        self.corrupt_ids = []
+        for row in self._conn.execute(q + " ORDER BY id DESC", args):
+            records = self._records([row])
+            if records:
+                return records[0]
+        return None
 
     def find(self, status: str | None = "ok", kind: str | None = None, **columns: Any) -> list[CellRecord]:
         """Cells matching the given indexed columns (model=, engine=, mode=, decoding=,
@@ -162,9 +325,12 @@ class ResultStore:
         for name, value in columns.items():
             if value is None:
                 continue
+            if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+                return []  # no stored cell can have it
             where.append(f"{_column(name)} = ?"), args.append(value)
         sql = "SELECT * FROM cells" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
-        return [_to_record(r) for r in self._conn.execute(sql, args)]
+        self.corrupt_ids = []
+        return self._records(self._conn.execute(sql, args))
 
     def all(self, status: str | None = None) -> list[CellRecord]:
         return self.find(status=status)
@@ -180,12 +346,18 @@ class ResultStore:
         return int(row[0]) if row else None
 
     def set_max_batch(self, key: str, max_batch: int, gpu_name: str | None, probes: list) -> None:
-        with self._transaction():
-            self._conn.execute(
-                "INSERT OR REPLACE INTO max_batch (key, max_batch, gpu_name, probes_json, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (key, max_batch, gpu_name, json.dumps(probes), utc_now()),
-            )
+        def write() -> None:
+            with self._transaction():
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO max_batch (key, max_batch, gpu_name, probes_json, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (key, max_batch, gpu_name, json.dumps(probes), utc_now()),
+                )
+        try:
+            wait_busy(write, self.path, "cache the largest batch")
+        except sqlite3.Error as exc:
+            # Only a cache (the probes are redone next time): never worth ending a sweep over.
+            log.warning("%s: could not cache the largest batch for %s (%s)", self.path, key, exc)
 
     # -- sweep bins -----------------------------------------------------------------------
     def add_bins(self, input_edges: list[int], output_edges: list[int], model: str | None = None,
@@ -240,13 +412,47 @@ class ResultStore:
     def _transaction(self):
         return _Transaction(self._conn)
 
-    def close(self) -> None:
-        # Fold the write-ahead log into the main file, so that copying the one .db file
-        # (e.g. out of a GPU host) carries every committed row.
+    def backup(self, dest: str | Path) -> int:
+        """A consistent single-file copy of the store at `dest` (SQLite's online backup API:
+        it reads committed rows, those still in the -wal file included, while other processes
+        keep writing). Returns the number of cells copied. `dest` must not exist."""
+        dest = Path(dest)
+        if str(dest) in ("", "."):
+            raise StoreError("the backup path is empty; give a FILE")
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass  # another connection is mid-transaction; SQLite checkpoints later
+            if dest.exists() or dest.is_symlink():
+                raise StoreError(f"{dest} already exists; give a new file name (a backup never overwrites)")
+            if dest.resolve() == self.path.resolve():
+                raise StoreError("the backup must be a different file from the store")
+            if not dest.parent.is_dir():
+                raise StoreError(f"cannot write {dest}: folder {dest.parent} does not exist")
+        except OSError as exc:
+            raise StoreError(f"cannot write {dest}: {exc.strerror or exc}") from None
+        try:
+            target = sqlite3.connect(str(dest))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write {dest}: {exc}") from None
+        try:
+            wait_busy(lambda: self._conn.backup(target), self.path, "copy the store")
+            target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+            n = int(target.execute("SELECT COUNT(*) FROM cells").fetchone()[0])
+        except sqlite3.Error as exc:
+            target.close()
+            dest.unlink(missing_ok=True)
+            raise StoreError(f"could not copy {self.path} to {dest}: {exc}") from None
+        target.close()
+        return n
+
+    def close(self) -> None:
+        # Fold the write-ahead log into the main file when no one else is using it. This is a
+        # courtesy, not a guarantee: after a crash (kill -9) the newest rows live only in the
+        # -wal file, so copy a store with `tokenjoule results backup FILE`, never by copying
+        # the .db file alone.
+        if self.writable:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # another connection is mid-transaction; SQLite checkpoints later
         self._conn.close()
 
     def __enter__(self) -> "ResultStore":
@@ -281,10 +487,36 @@ def _column(name: str) -> str:
     return name
 
 
+class CorruptRowError(ValueError):
+    """A stored row whose JSON or text cannot be read (see ResultStore._records)."""
+
+
+def _json_dict(row: sqlite3.Row, column: str) -> dict[str, Any]:
+    text = row[column]
+    if not isinstance(text, str) or isinstance(text, Undecodable):
+        raise CorruptRowError(column)
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise CorruptRowError(column) from None
+    if not isinstance(value, dict):
+        raise CorruptRowError(column)
+    return value
+
+
+def _text(row: sqlite3.Row, column: str, optional: bool = False) -> str | None:
+    value = row[column]
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise CorruptRowError(column)
+    return value
+
+
 def _to_record(row: sqlite3.Row) -> CellRecord:
     return CellRecord(
-        id=row["id"], created_at=row["created_at"], kind=row["kind"], status=row["status"],
-        spec_hash=row["spec_hash"], spec=json.loads(row["spec_json"]),
-        metrics=json.loads(row["metrics_json"]), measurement=json.loads(row["measurement_json"]),
-        provenance=json.loads(row["provenance_json"]), error=row["error"],
+        id=row["id"], created_at=_text(row, "created_at", optional=True), kind=_text(row, "kind"),
+        status=_text(row, "status"), spec_hash=_text(row, "spec_hash"), spec=_json_dict(row, "spec_json"),
+        metrics=_json_dict(row, "metrics_json"), measurement=_json_dict(row, "measurement_json"),
+        provenance=_json_dict(row, "provenance_json"), error=_text(row, "error", optional=True),
     )

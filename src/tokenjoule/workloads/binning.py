@@ -33,6 +33,11 @@ def _check_edges(edges: Any, what: str) -> tuple[int, ...]:
         raise TokenjouleError(f"{what} bin edges are empty; give at least one, e.g. 32,64,128")
     if out[0] < 1 or any(b <= a for a, b in zip(out, out[1:])):
         raise TokenjouleError(f"{what} bin edges must be positive and strictly increasing, got {list(out)}")
+    from tokenjoule.limits import MAX_TOKENS
+
+    if out[-1] > MAX_TOKENS or len(out) > 1000:
+        raise TokenjouleError(f"{what} bin edges must be at most {MAX_TOKENS:,} tokens (and at most 1000 "
+                              f"edges), got {len(out)} edges up to {out[-1]:,}")
     return out
 
 

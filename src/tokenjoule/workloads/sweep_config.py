@@ -26,34 +26,34 @@ from tokenjoule.errors import TokenjouleError
 CELL_KEYS = ("model", "engine", "mode", "decoding", "input_tokens", "output_tokens", "batch_size")
 
 
-def _scalar(value: Any) -> str:
-    text = str(value)
-    # Quote anything YAML might read as something other than the plain string we mean.
-    if isinstance(value, str) and (not text or any(c in text for c in ":#{}[],&*?|<>=!%@`'\"") or text != text.strip()):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return text
+def _comment(text: str) -> str:
+    # A comment is one line: a line break (e.g. in a trace file name) would start a YAML key.
+    return "# " + "".join(c if c.isprintable() else " " for c in str(text))
 
 
 def sweep_yaml(cells: list[dict[str, Any]], comments: list[str] | None = None, bins: Any = None) -> str:
     """YAML text of a sweep config with an explicit `cells:` list (see the module docstring).
-    `bins` (a `Bins`): written as `bins: {input: [...], output: [...]}` so the sweep stores them."""
+    `bins` (a `Bins`): written as `bins: {input: [...], output: [...]}` so the sweep stores them.
+
+    Written by the YAML library, so any name round-trips (`true`, `null`, `1.5`, quotes, line
+    breaks); each cell of scalars is one flow-style line."""
+    import yaml
+
     if not cells:
         raise TokenjouleError("no cells to write: the workload has no occupied bins")
-    lines = [f"# {c}" for c in (comments or [])]
     first = cells[0]
-    for key in ("model", "engine", "mode", "decoding"):
-        lines.append(f"{key}: {_scalar(first[key])}")
+    doc: dict[str, Any] = {key: first[key] for key in ("model", "engine", "mode", "decoding") if key in first}
     if bins is not None:
-        lines.append(f"bins: {{input: [{', '.join(str(e) for e in bins.input_edges)}], "
-                     f"output: [{', '.join(str(e) for e in bins.output_edges)}]}}")
-    lines.append("cells:")
+        doc["bins"] = {"input": list(bins.input_edges), "output": list(bins.output_edges)}
+    rows = []
     for cell in cells:
         missing = [k for k in CELL_KEYS if k not in cell]
         if missing:
             raise TokenjouleError(f"sweep cell {cell} lacks {', '.join(missing)}")
-        body = ", ".join(f"{k}: {_scalar(cell[k])}" for k in CELL_KEYS)
-        lines.append(f"  - {{{body}}}")
-    return "\n".join(lines) + "\n"
+        rows.append({k: cell[k] for k in CELL_KEYS})
+    doc["cells"] = rows
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=float("inf"), allow_unicode=True)
+    return "".join(_comment(c) + "\n" for c in (comments or [])) + body
 
 
 def write_sweep(path: str | Path, cells: list[dict[str, Any]], comments: list[str] | None = None,
@@ -72,12 +72,9 @@ def write_sweep(path: str | Path, cells: list[dict[str, Any]], comments: list[st
 
 def read_cells(text: str, source: str = "sweep config") -> list[dict[str, Any]]:
     """Cells of a sweep config with the top-level defaults filled in."""
-    import yaml
+    from tokenjoule.safe_yaml import load_yaml_bounded
 
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise TokenjouleError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    doc = load_yaml_bounded(text, source)
     if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list):
         raise TokenjouleError(f"{source}: expected a mapping with a 'cells:' list")
     defaults = {k: doc[k] for k in ("model", "engine", "mode", "decoding") if k in doc}

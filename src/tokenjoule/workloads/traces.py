@@ -70,7 +70,11 @@ def _read_source(name_or_path: str | Path) -> tuple[str, bytes, str | None, str]
         data = resources.files("tokenjoule.workloads").joinpath("data", info.filename).read_bytes()
         return info.filename, data, info.format, info.name
     path = Path(key).expanduser()
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError) as exc:  # a folder we may not enter, a name too long, a NUL byte
+        raise TokenjouleError(f"{key}: cannot read the trace ({getattr(exc, 'strerror', None) or exc})") from None
+    if not is_file:
         from tokenjoule.workloads.synthetic import list_paper_workloads
 
         raise UnknownNameError("trace (not a built-in name, task:NAME profile, paper:NAME synthetic workload "
