@@ -111,9 +111,6 @@ def pick_output_tokens(new: Optional[int], old: Optional[int]) -> int:
 
     if new is not None and old is not None and new != old:
         raise TokenjouleError(f"--output-tokens {new} and -o/--output {old} disagree; give --output-tokens only")
-    if old is not None and new is None:
-        Console(stderr=True).print("[dim]note: measure -o/--output N is the old spelling of --output-tokens N "
-                                   "(elsewhere -o is an output path)[/]")
     value = new if new is not None else old
     return DEFAULT_OUTPUT_TOKENS if value is None else value
 
@@ -209,6 +206,9 @@ def register(app: typer.Typer) -> None:
         from tokenjoule.models.preflight import preflight
 
         preflight(spec)  # device, memory, context: one line and exit 2 before anything loads or is stored
+        if output_old is not None:  # after every check, so an error stays one line
+            Console(stderr=True).print("[dim]note: measure -o/--output N is the old spelling of --output-tokens N "
+                                       "(elsewhere -o is an output path)[/]")
 
         from tokenjoule.runs.offline import run_measure
         from tokenjoule.store.db import ResultStore
