@@ -53,7 +53,7 @@ def test_the_answer_comes_before_any_figure_and_missing_lists_only_at_the_end(fo
 
 
 def test_cells_to_measure_are_one_sweep_file_with_db_and_device(four_cell_report):
-    from tokenjoule.report.build import sweepable
+    from tokenjoule.report.build import _within_context, sweepable
     from tokenjoule.runs.sweep_config import load_config
 
     root, result = four_cell_report
@@ -61,7 +61,7 @@ def test_cells_to_measure_are_one_sweep_file_with_db_and_device(four_cell_report
     text = sweep.read_text()
     assert f"--db {root / 'four.db'}" in text and "--device" in text
     cfg = load_config(sweep)
-    labels = {m.label() for s in result.sections for m in s.missing if sweepable(m)}
+    labels = {m.label() for s in result.sections for m in s.missing if sweepable(m) and _within_context(m)}
     assert len(cfg.expand()) == len(labels) > 0
     assert f'href="{MISSING_SWEEP}"' in result.index_html.read_text()
 

@@ -87,6 +87,20 @@ def sweepable(m) -> bool:
     return (isinstance(b, int) and not isinstance(b, bool) and b >= 1) or b in ("max", "1..max")
 
 
+def _within_context(m) -> bool:
+    """The cell's lengths fit its model's context window (a preset's max_position_embeddings)."""
+    from types import SimpleNamespace
+
+    from tokenjoule.errors import TokenjouleError
+    from tokenjoule.models.preflight import check_context
+
+    try:
+        check_context(SimpleNamespace(model=m.model, input_tokens=m.input_tokens, output_tokens=m.output_tokens))
+    except TokenjouleError:
+        return False
+    return True
+
+
 def _device_of(store) -> str:
     """The device the store's cells ran on: cuda when any cell names a GPU, else cpu."""
     for rec in store.find(status=None):
@@ -102,8 +116,8 @@ def write_missing_sweep(sections: list[Section], out: Path, store) -> tuple[str 
     cells, seen = [], set()
     for sec in sections:
         for m in sec.missing:
-            if m.label() in seen or not sweepable(m):
-                continue  # online runs are measured with serve-bench, not a sweep (noted on their figure)
+            if m.label() in seen or not sweepable(m) or not _within_context(m):
+                continue  # online runs are measured with serve-bench; cells beyond the context cannot run
             seen.add(m.label())
             cell = {"model": m.model, "engine": m.engine, "mode": m.mode, "decoding": m.decoding,
                     "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "batch_size": m.batch_size}
