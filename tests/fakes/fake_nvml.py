@@ -105,5 +105,14 @@ class FakeGpuBackend:
     def compute_pids(self, index: int) -> list[int] | None:
         return self.pids.get(index, [])
 
+    def temperature_c(self, index: int) -> float | None:
+        return 30.0 + self.power_fns[index](self.clock() - self.t_origin) / 10.0
+
+    def sm_clock_mhz(self, index: int) -> float | None:
+        return 1980.0
+
+    def mem_clock_mhz(self, index: int) -> float | None:
+        return 3201.0
+
     def close(self) -> None:
         self.closed = True

@@ -148,8 +148,10 @@ def _cpu_name() -> str:
 
 
 def base_provenance() -> dict[str, Any]:
-    return {"tokenjoule_version": __version__, "hostname": socket.gethostname(), "cpu_name": _cpu_name(),
-            "python_version": platform.python_version(), "time_utc": utc_now()}
+    from tokenjoule.codeversion import code_version
+
+    return {"tokenjoule_version": __version__, **code_version(), "hostname": socket.gethostname(),
+            "cpu_name": _cpu_name(), "python_version": platform.python_version(), "time_utc": utc_now()}
 
 
 def safe_provenance(fn: Callable[[], dict]) -> dict:
@@ -158,6 +160,14 @@ def safe_provenance(fn: Callable[[], dict]) -> dict:
         return dict(fn() or {})
     except Exception as exc:  # provenance must never lose a measured cell
         return {"provenance_error": " ".join(str(exc).split())}
+
+
+def _idle_facts(meter: Meter) -> dict[str, Any]:
+    """The settle wait and GPU state of the idle baseline, where the meter recorded them."""
+    details = getattr(meter, "idle_details", None) or {}
+    keys = ("idle_settle", "idle_gpu_state_before_settle", "idle_gpu_state_start", "idle_power_counter_w",
+            "idle_power_timeline_w", "idle_power_source")
+    return {k.removeprefix("idle_"): details[k] for k in keys if k in details}
 
 
 def failed_record(spec: RunSpec, exc: BaseException, provenance: dict[str, Any]) -> CellRecord:
@@ -237,7 +247,8 @@ def run_group(
                     rec = failed_record(spec, exc, provenance)
                 else:
                     rec.provenance = dict(provenance, time_utc=utc_now())
-                    rec.measurement["idle"] = {"duration_s": idle_s, "power_w": idle_w}
+                    rec.measurement["idle"] = {"duration_s": idle_s, "power_w": idle_w,
+                                               **safe_provenance(lambda: _idle_facts(meter))}
                     if rec.metrics.get("idle_power_w") is None and idle_w is not None:
                         rec.metrics["idle_power_w"] = idle_w
                 store.add(rec)
