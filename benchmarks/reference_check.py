@@ -181,6 +181,36 @@ def overhead_check(engine, spec, triples: int, meters: dict[str, Any], read_ener
     return out
 
 
+class LaunchLoopEngine:
+    """`--launch-loop`: a CPU-bound stand-in for eager decode with little noise of its own:
+    each "batch" launches `launches` tiny kernels from Python, the work a sampling thread in
+    the same process competes with. Only what overhead_check uses (generate, synchronize)."""
+
+    def __init__(self, launches: int, device: str):
+        import torch
+
+        self.torch = torch
+        self.launches = launches
+        self.device = device
+        self.x = torch.zeros(256, device=device)
+
+    def generate(self, spec=None, output_tokens=None):
+        x = self.x
+        for _ in range(self.launches):
+            x.add_(1.0)
+        return None
+
+    def synchronize(self) -> None:
+        if self.device != "cpu":
+            self.torch.cuda.synchronize()
+
+    def provenance(self) -> dict:
+        return {"engine": "launch-loop", "launches_per_batch": self.launches, "torch_version": self.torch.__version__}
+
+    def close(self) -> None:
+        pass
+
+
 # -- the command ---------------------------------------------------------------------------------
 class _ScriptedSensor:
     """--dry-run: a GpuBackend whose counter is 300 W x wall time (no GPU needed)."""
@@ -218,6 +248,8 @@ def parse_args(argv=None):
     p.add_argument("--tj-warmup", type=int, default=1, help="the measured cell's warm-up (engine already warm)")
     p.add_argument("--old-arm-batches", default="", help="batches that also get the tj-old arm, e.g. 1,8")
     p.add_argument("--overhead", action="store_true", help="meter overhead triples instead of the reference check")
+    p.add_argument("--launch-loop", type=int, default=0, metavar="LAUNCHES",
+                   help="with --overhead: time a loop of this many tiny kernel launches instead of the model")
     p.add_argument("--idle", action="store_true", help="also record idle settle readings (before load, after the runs)")
     p.add_argument("--idle-s", type=float, default=5.0)
     p.add_argument("--name", default=None, help="output file stem (default: reference_<engine>_<mode> / overhead_...)")
@@ -229,7 +261,9 @@ def parse_args(argv=None):
     if args.dry_run:
         args.model, args.batches, args.pairs, args.input, args.output = "tiny", args.batches[:2] or [1], 1, 16, 8
     kind = "overhead" if args.overhead else "reference"
-    args.name = args.name or f"{kind}_{args.engine}_{args.mode}" + ("_dryrun" if args.dry_run else "")
+    if args.launch_loop and not args.overhead:
+        p.error("--launch-loop needs --overhead")
+    args.name = args.name or (f"{kind}_launchloop" if args.launch_loop else f"{kind}_{args.engine}_{args.mode}") + ("_dryrun" if args.dry_run else "")
     return args
 
 
@@ -289,9 +323,10 @@ def main(argv=None) -> int:
     spec = RunSpec(model=args.model, engine=args.engine, mode=args.mode, batch_size=args.batches[0],
                    input_tokens=args.input, output_tokens=args.output, warmup=args.tj_warmup, repeats=3,
                    device=device, split_prefill=False)
-    engine = get_engine(args.engine)
+    engine = LaunchLoopEngine(args.launch_loop, device) if args.launch_loop else get_engine(args.engine)
     t_load = time.monotonic()
-    engine.load(spec)
+    if not args.launch_loop:
+        engine.load(spec)
     meta["load_s"] = time.monotonic() - t_load
     meta["engine_provenance"] = engine.provenance()
     meta["meter_provenance"] = meters["tj"].provenance()
