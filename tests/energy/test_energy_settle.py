@@ -67,3 +67,33 @@ def test_unreadable_power_gives_a_reason():
     clock = FakeClock()
     result = wait_until_settled(lambda: None, clock, clock.sleep)
     assert result.settled is False and "not readable" in result.reason
+
+
+def test_flat_power_at_load_clocks_is_not_idle_and_keeps_the_settled_baseline(tmp_path):
+    # the H200 case: after a run, power sits flat at 123 W with the SM clock still at
+    # 1980 MHz; cold it is 79 W at 345 MHz
+    clock = FakeClock(sleep_advances=True)
+    hot = {"on": False}
+    backend = FakeGpuBackend(clock=clock, power_w=lambda t: 123.0 if hot["on"] else 79.0,
+                             sm_clock_mhz=lambda t: 1980.0 if hot["on"] else 345.0)
+    meter = _meter(backend, clock, tmp_path, settle_rule=SettleRule(timeout_s=12.0))
+    assert meter.measure_idle(1.0) == pytest.approx(79.0, rel=1e-3)  # cold: settles at once
+    assert meter.idle_details["idle_settled"] is True
+    hot["on"] = True
+    idle_w = meter.measure_idle(1.0)
+    d = meter.idle_details
+    assert d["idle_settle"]["settled"] is False and "SM clock" in d["idle_settle"]["clock_note"]
+    assert d["idle_power_measured_w"] == pytest.approx(123.0, rel=1e-3)  # recorded ...
+    assert idle_w == pytest.approx(79.0, rel=1e-3) and d["idle_power_source"] == "previous settled baseline"
+
+
+def test_an_unsettled_first_baseline_flags_the_windows(tmp_path):
+    from tokenjoule.energy.measurement import FLAG_IDLE_NOT_SETTLED
+
+    clock = FakeClock(sleep_advances=True)
+    meter = _meter(FakeGpuBackend(clock=clock, power_w=lambda t: 300.0 - 2.0 * t), clock, tmp_path,
+                   settle_rule=SettleRule(timeout_s=6.0))
+    meter.measure_idle(1.0)
+    with meter.window() as w:
+        clock.advance(2.0)
+    assert FLAG_IDLE_NOT_SETTLED in w.result.flags

@@ -23,7 +23,7 @@ from tokenjoule.energy.counters import (
     assemble_gpu_energy,
 )
 from tokenjoule.energy.gpu_backend import GpuBackend
-from tokenjoule.energy.measurement import FLAG_FOREIGN_PROCESS, Measurement
+from tokenjoule.energy.measurement import FLAG_FOREIGN_PROCESS, FLAG_IDLE_NOT_SETTLED, Measurement
 from tokenjoule.energy.processes import classify_gpu_pids, own_pids
 from tokenjoule.energy.rapl import RaplReader
 from tokenjoule.energy.settle import SettleRule, wait_until_settled
@@ -88,6 +88,9 @@ class NvmlMeter:
         if sampler not in SAMPLER_KINDS:
             raise TokenjouleError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLER_KINDS)}")
         self.settle_rule = settle_rule
+        self.resting_sm_clock_mhz: float | None = None  # the lowest SM clock read (see gpu_state)
+        self._idle_settled: bool | None = None
+        self.gpu_state()  # a meter is made before the work starts: learn the resting clock
         self.sampler_fallback_reason: str | None = None
         self.sampler = self._make_sampler(sampler)
         self.sampler_kind: str = self.sampler.kind
@@ -120,7 +123,21 @@ class NvmlMeter:
                 except Exception:  # a state read must never fail a window
                     entry[key] = None
             state[str(d)] = entry
+            clock = entry.get("sm_clock_mhz")
+            if clock is not None and (self.resting_sm_clock_mhz is None or clock < self.resting_sm_clock_mhz):
+                self.resting_sm_clock_mhz = clock
         return state
+
+    def _clocks_resting(self) -> tuple[bool, str | None]:
+        """Part of the settle rule: every SM clock is back near the resting clock."""
+        rule, resting = self.settle_rule, self.resting_sm_clock_mhz
+        if rule is None or resting is None:
+            return True, "resting SM clock unknown: judged on power alone"
+        clocks = {d: e.get("sm_clock_mhz") for d, e in self.gpu_state().items()}
+        high = {d: c for d, c in clocks.items() if c is not None and c > rule.clock_frac * resting}
+        if high:
+            return False, f"SM clock {high} MHz still above {rule.clock_frac:g} x resting {resting:g} MHz"
+        return True, None
 
     def _choose_field(self, device: int, wanted: str) -> str:
         # The instant field follows load changes within the window; the average field is a
@@ -165,7 +182,8 @@ class NvmlMeter:
         state_before = self.gpu_state()
         settle = None
         if self.settle_rule is not None:
-            settle = wait_until_settled(self._total_power_w, self.clock, self._wait, self.settle_rule).to_dict()
+            settle = wait_until_settled(self._total_power_w, self.clock, self._wait, self.settle_rule,
+                                        clock_ok=self._clocks_resting).to_dict()
         state_start = self.gpu_state()
         start_j = self._read_counters()
         t0 = self.clock()
@@ -183,12 +201,23 @@ class NvmlMeter:
         deltas = [None if a is None or b is None else b - a for a, b in zip(start_j, end_j)]
         if elapsed_s >= 2 * COUNTER_UPDATE_PERIOD_S and all(d is not None and d > 0 for d in deltas):
             counter_w = sum(deltas) / elapsed_s
-        self.idle_power_w = counter_w if counter_w is not None else timeline_w
+        measured_w = counter_w if counter_w is not None else timeline_w
+        settled = None if settle is None else bool(settle["settled"])
+        previous_w, previous_settled = self.idle_power_w, self._idle_settled
+        keep_previous = settled is False and previous_settled and previous_w is not None
+        # An unsettled reading never replaces a settled baseline of the same meter (it would
+        # be the 132-W-after-a-run idle of an H100); it is recorded next to it instead.
+        self.idle_power_w = previous_w if keep_previous else measured_w
+        self._idle_settled = previous_settled if keep_previous else settled
         self.idle_details = {
             "idle_duration_s": elapsed_s,
             "idle_power_counter_w": counter_w,
             "idle_power_timeline_w": timeline_w,
-            "idle_power_source": "counter" if counter_w is not None else ("timeline" if timeline_w else None),
+            "idle_power_source": ("previous settled baseline" if keep_previous else
+                                  "counter" if counter_w is not None else ("timeline" if timeline_w else None)),
+            "idle_power_measured_w": measured_w,
+            "idle_settled": self._idle_settled,
+            "idle_resting_sm_clock_mhz": self.resting_sm_clock_mhz,
             "idle_settle": settle,
             "idle_gpu_state_before_settle": state_before,
             "idle_gpu_state_start": state_start,
@@ -238,6 +267,8 @@ class NvmlMeter:
         timeline = integrate_timeline(samples, len(self.devices))
         gpu = assemble_gpu_energy(self.devices, start_j, end_j, duration_s, timeline, self.disagreement_threshold)
         flags, notes = list(gpu.flags), dict(gpu.notes)
+        if self.idle_power_w is not None and self._idle_settled is False:
+            flags.append(FLAG_IDLE_NOT_SETTLED)
         if self.check_processes:
             foreign, unattributed, unknown = self._attribute(pids_start, pids_end)
             if foreign:

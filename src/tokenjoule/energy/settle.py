@@ -9,6 +9,10 @@ only once power is settled, by this rule (the numbers are recorded with every ce
   (max - min <= max(range_w, range_frac x mean)), and the mean of the window's second half is
   within `drift_tolerance` of its first half (|second - first| <= max(drift_w, drift_frac x
   mean)): the range rule rejects noise, the drift rule a slow decay that is smooth;
+- where the meter knows the GPU's resting SM clock (the lowest it has read), every device's SM
+  clock is at most `clock_frac` x that: on an H200 (2026-12-02) power sat flat at 123 W for
+  seconds after a run, with the SM clock still at 1980 MHz (resting: 345 MHz, 79 W), which
+  the two power rules alone took for settled;
 - the wait gives up after `timeout_s`; the idle window then still runs, and the cell records
   `settled: false` (so a reader sees the baseline may be high).
 """
@@ -28,7 +32,8 @@ class SettleRule:
     range_frac: float = 0.04
     drift_w: float = 1.0
     drift_frac: float = 0.01
-    timeout_s: float = 60.0
+    clock_frac: float = 1.5
+    timeout_s: float = 30.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +50,7 @@ class SettleResult:
     first_power_w: float | None = None
     rule: dict = field(default_factory=dict)
     reason: str | None = None
+    clock_note: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +71,7 @@ def wait_until_settled(
     clock: Callable[[], float],
     wait: Callable[[float], None],
     rule: SettleRule = SettleRule(),
+    clock_ok: Callable[[], tuple[bool, str | None]] | None = None,
 ) -> SettleResult:
     """Read power until the last `rule.window_s` of readings pass the rule, or the timeout."""
     start = clock()
@@ -85,7 +92,10 @@ def wait_until_settled(
         span = now - points[0][0]
         if span >= rule.window_s - 1e-9 and len(points) >= 4:
             ok, mean, spread, drift = judge_window([p for _, p in points], rule)
-            result = SettleResult(ok, now - start, 0, mean, spread, drift, first, rule.to_dict())
+            note = None
+            if ok and clock_ok is not None:
+                ok, note = clock_ok()
+            result = SettleResult(ok, now - start, 0, mean, spread, drift, first, rule.to_dict(), clock_note=note)
             if ok:
                 break
         if now - start >= rule.timeout_s:

@@ -166,7 +166,8 @@ def _idle_facts(meter: Meter) -> dict[str, Any]:
     """The settle wait and GPU state of the idle baseline, where the meter recorded them."""
     details = getattr(meter, "idle_details", None) or {}
     keys = ("idle_settle", "idle_gpu_state_before_settle", "idle_gpu_state_start", "idle_power_counter_w",
-            "idle_power_timeline_w", "idle_power_source")
+            "idle_power_timeline_w", "idle_power_source", "idle_power_measured_w", "idle_settled",
+            "idle_resting_sm_clock_mhz")
     return {k.removeprefix("idle_"): details[k] for k in keys if k in details}
 
 
