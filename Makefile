@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/tokenjoule demo
 
+# The type checker covers the runner, the meters and the records (config: pyproject [tool.mypy]).
 test: setup
+	$(PY) -m mypy src/tokenjoule/runs src/tokenjoule/energy src/tokenjoule/records.py
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache

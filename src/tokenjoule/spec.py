@@ -1,7 +1,14 @@
-"""The specification of one measured cell (`RunSpec`) and its canonical hash.
+"""The specification of one measured cell (`RunSpec`) and every rule about which of its
+fields matter for what.
 
-The hash is the key that sweeps resume on: two specs with the same hash describe the same
-experiment. Only fields that change what is measured go into it (not output paths).
+- `spec_hash(spec)`: the key that sweeps resume on; two specs with the same hash describe the
+  same experiment. Only fields that change what is measured go into it (not output paths).
+- `load_key(spec)`: the fields that define one engine load; cells with equal keys share one
+  loaded model (the runner groups by it, the engines compare it before reloading).
+- `weights_key(spec)`: the narrower key of the target weights alone (HF keeps them across
+  modes and decoding strategies).
+- `memory_key(spec, gpu_name, cap)`: the largest-fitting-batch cache key (store table max_batch).
+- `canonical_json(obj)` / `hash_of(obj)`: the one JSON canonicalisation and hasher.
 """
 
 from __future__ import annotations
@@ -19,6 +26,10 @@ ENGINE_MODES: dict[str, tuple[str, ...]] = {
     "vllm": ("eager", "graphs"),
 }
 DECODING_STRATEGIES = ("greedy", "sample", "beam", "speculative")
+# Measurement protocols of an offline cell (runs.windows says what each does).
+PROTOCOLS = ("full", "adaptive")
+BATCH_MAX = "max"  # an unresolved "largest fitting batch" cell (sweeps)
+DEFAULT_MAX_BATCH_CAP = 1024  # ceiling of the largest-batch search
 GPU_ONLY_MODES = {("hf", "compile"), ("hf", "cudagraphs"), ("vllm", "eager"), ("vllm", "graphs")}
 
 
@@ -78,9 +89,16 @@ class RunSpec(BaseModel):
     min_window_s: float = Field(2.0, ge=0)  # repeat a short batch inside one window up to this
     split_prefill: bool = True  # also measure a 1-output-token run for the prefill/decode split
     engine_options: dict[str, Any] = Field(default_factory=dict)
+    # Measurement protocol (runs.windows): "full" = warmup + calibration + `repeats` windows;
+    # "adaptive" = warm-up sized to the mode, windows until two agree within window_agree_rel.
+    protocol: str = "full"
+    window_agree_rel: float = Field(0.01, gt=0)
+    max_windows: int = Field(3, ge=2)
 
     @model_validator(mode="after")
     def _known_engine_and_mode(self) -> "RunSpec":
+        if self.protocol not in PROTOCOLS:
+            raise UnknownNameError("protocol", self.protocol, list(PROTOCOLS))
         if self.engine not in ENGINE_MODES:
             raise UnknownNameError("engine", self.engine, list(ENGINE_MODES))
         if self.mode not in ENGINE_MODES[self.engine]:
@@ -90,12 +108,16 @@ class RunSpec(BaseModel):
     def canonical(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
         data["decoding"] = self.decoding.canonical()
+        if self.protocol == "full":
+            # The window options only apply to "adaptive"; leaving all three out keeps the hashes
+            # of cells stored before protocols existed (they were measured with "full").
+            for key in ("protocol", "window_agree_rel", "max_windows"):
+                data.pop(key)
         return data
 
     def spec_hash(self) -> str:
         """sha256 (first 16 hex digits) of the canonical JSON of the spec."""
-        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return hash_of(self.canonical())
 
     @property
     def label(self) -> str:
@@ -103,3 +125,65 @@ class RunSpec(BaseModel):
             f"{self.model} {self.engine}/{self.mode} {self.decoding.strategy} "
             f"b{self.batch_size} in{self.input_tokens} out{self.output_tokens}"
         )
+
+
+# -- the rules about which fields matter ---------------------------------------------------------
+def canonical_json(obj: Any) -> str:
+    """The one canonical JSON form (sorted keys, no spaces) that every hash and key uses."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def hash_of(obj: Any) -> str:
+    """sha256 (first 16 hex digits) of `canonical_json(obj)`."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
+
+
+def spec_hash(spec: RunSpec | dict[str, Any]) -> str:
+    """The resume key of a spec (a RunSpec, or an already canonical dict such as an online
+    cell's spec)."""
+    return spec.spec_hash() if isinstance(spec, RunSpec) else hash_of(spec)
+
+
+def unresolved_hash(spec: RunSpec) -> str:
+    """The resume key of a `batch: max` cell before its batch is known (batch_size "max")."""
+    data = spec.canonical()
+    data["batch_size"] = BATCH_MAX
+    return hash_of(data)
+
+
+def load_key(spec: RunSpec) -> str:
+    """What defines one engine load: model, engine, mode, device, dtype, seed (random weights
+    are seeded), parallelism, the speculative setup (vLLM builds it into the engine; HF loads
+    the draft with the target) and the engine options. Batch size, lengths, warm-up, repeats
+    and the other decoding strategies run on the same load."""
+    d = spec.decoding
+    speculative = ({"draft_model": d.draft_model, "lookahead_tokens": d.lookahead_tokens, "ngram": d.ngram}
+                   if d.strategy == "speculative" else None)
+    return canonical_json({
+        "model": spec.model, "engine": spec.engine, "mode": spec.mode, "device": spec.device,
+        "dtype": spec.dtype, "seed": spec.seed, "tensor_parallel": spec.tensor_parallel,
+        "pipeline_parallel": spec.pipeline_parallel, "speculative": speculative,
+        "engine_options": spec.engine_options,
+    })
+
+
+def weights_key(spec: RunSpec) -> str:
+    """What defines the target model's weights in memory: model, device, dtype, seed and the
+    engine options. An engine that switches mode or decoding strategy without reloading the
+    weights (HF: a draft model loads beside them) compares this one; `load_key` is the
+    engine-load rule of the runner and of engines that build mode and speculation in (vLLM)."""
+    return canonical_json({"model": spec.model, "device": spec.device, "dtype": spec.dtype, "seed": spec.seed,
+                           "engine_options": spec.engine_options})
+
+
+def memory_key(spec: RunSpec, gpu_name: str | None, cap: int = DEFAULT_MAX_BATCH_CAP) -> str:
+    """Largest-batch cache key: everything that changes memory use (model, engine, mode, dtype,
+    parallelism, decoding, lengths, engine options), the GPU model and the search ceiling.
+    Stored in existing databases: its form must not change."""
+    return canonical_json({
+        "model": spec.model, "engine": spec.engine, "mode": spec.mode, "dtype": spec.dtype,
+        "tensor_parallel": spec.tensor_parallel, "pipeline_parallel": spec.pipeline_parallel,
+        "decoding": spec.decoding.canonical(), "input_tokens": spec.input_tokens,
+        "output_tokens": spec.output_tokens, "engine_options": spec.engine_options,
+        "gpu_name": gpu_name or "unknown", "cap": cap,
+    })

@@ -80,9 +80,25 @@ def test_estimate_complete_json_with_theory(trace, db, capsys):
     assert rc == 0
     d = json.loads(capsys.readouterr().out)
     totals = [e["total_energy_j"] for e in d["estimates"]]
-    assert totals == [130.0, 32.5]
+    assert totals == [75.0, 18.75]  # the paper's N/B (default rounding)
+    assert [e["rounding"] for e in d["estimates"]] == ["paper", "paper"]
     assert len(d["theory"]) == 2 and d["theory"][0]["gpu"] == "H100 SXM"
     assert d["missing_cells"] == []
+
+
+def test_estimate_rounding_flag(trace, db, capsys):
+    base = ["estimate", "--trace", trace, "--model", "llama-3.1-8b", "--engine", "hf", "--engine",
+            "vllm:graphs", "--db", db, *BINS]
+    assert main([*base, "--json", "--rounding", "ceil"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [e["total_energy_j"] for e in d["estimates"]] == [130.0, 32.5]  # today's ceil(N/B)
+    assert all(e["partial_share"] > 0.1 for e in d["estimates"])
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "rounding: paper" in out and "warning: partly filled batches" in out
+    assert main([*base, "--rounding", "floor"]) == 2
+    err = capsys.readouterr().err
+    assert "floor" in err and "paper, ceil, measured" in err and len(err.strip().splitlines()) == 1
 
 
 def test_estimate_table(trace, db, capsys):
@@ -126,3 +142,37 @@ def test_cli_modules_import_no_heavy_packages():
             "print([m for m in ('torch', 'numpy', 'pandas', 'matplotlib') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_bins_emit_remainder_cells_then_measured_rounding_uses_them(trace, db, tmp_path, capsys):
+    sweep = tmp_path / "rem.yaml"
+    base = ["workload", "bins", trace, *BINS, "--model", "llama-3.1-8b", "--engine", "hf",
+            "--emit-sweep", str(sweep), "--remainders"]
+    assert main([*base, "--batch", "3"]) == 0  # 5 mod 3 = 2 and 2 mod 3 = 2
+    cells = yaml.safe_load(sweep.read_text())["cells"]
+    assert sorted((c["input_tokens"], c["output_tokens"], c["batch_size"]) for c in cells) == [
+        (32, 8, 2), (32, 8, 3), (64, 16, 2), (64, 16, 3)]
+    assert main(base) == 2 and "--db" in capsys.readouterr().err  # batch max needs the store's B
+    assert main([*base, "--db", db]) == 0  # stored B: 2 and 4 -> remainders 1 and 2
+    rem = [c for c in yaml.safe_load(sweep.read_text())["cells"] if c["batch_size"] != "max"]
+    assert sorted((c["input_tokens"], c["output_tokens"], c["batch_size"]) for c in rem) == [(32, 8, 1), (64, 16, 2)]
+    with ResultStore(db) as s:  # "measure" the remainder cells
+        add_cell(s, 32, 8, 1, 7.0)
+        add_cell(s, 64, 16, 2, 60.0)
+    capsys.readouterr()
+    assert main(["estimate", "--trace", trace, "--model", "llama-3.1-8b", "--db", db, *BINS,
+                 "--rounding", "measured", "--json"]) == 0
+    est = json.loads(capsys.readouterr().out)["estimates"][0]
+    assert est["remainders_predicted"] == 0
+    assert est["total_energy_j"] == pytest.approx(2 * 10.0 + 7.0 + 60.0)
+
+
+def test_estimate_measured_emits_predicted_remainders(trace, db, tmp_path, capsys):
+    sweep = tmp_path / "rem.yaml"
+    assert main(["estimate", "--trace", trace, "--model", "llama-3.1-8b", "--db", db, *BINS,
+                 "--rounding", "measured", "--emit-sweep", str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "PREDICTED" in out and "remainder cell" in out
+    cells = yaml.safe_load(sweep.read_text())["cells"]
+    # bins: 5 requests at batch 2 -> remainder 1; 2 requests at batch 4 -> remainder 2
+    assert sorted((c["input_tokens"], c["output_tokens"], c["batch_size"]) for c in cells) == [(32, 8, 1), (64, 16, 2)]

@@ -151,7 +151,8 @@ def test_prediction_refuses_with_few_cells_and_mixed_gpus(tmp_path):
         with pytest.raises(TokenjouleError, match="found 3"):
             predict_missing(res, store)
     with ResultStore(_planted_store(tmp_path / "mixed.db")) as store:
-        add_cell(store, 32, 8, 8, model_energy(32, 8, 8), gpu="NVIDIA A100-SXM4-80GB")
+        # cheap enough that the selection rule answers its bin with it: the estimate mixes GPUs
+        add_cell(store, 32, 8, 8, 0.01 * model_energy(32, 8, 8), gpu="NVIDIA A100-SXM4-80GB")
         res = binned_estimate(workload, store, model="llama-3.1-8b", engine="hf", mode="eager", bins=BINS)
         with pytest.raises(TokenjouleError, match="several GPUs"):
             predict_missing(res, store)

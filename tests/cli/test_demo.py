@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import math
-from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -59,7 +58,7 @@ def test_estimate_total_is_the_binned_sum_and_labelled(demo_run):
             cell = store.get(row.cell_id)
             assert cell.spec["batch_size"] == demo.ESTIMATE_BATCH
             assert (cell.spec["input_tokens"], cell.spec["output_tokens"]) == (row.input_tokens, row.output_tokens)
-            expected += math.ceil(row.n_requests / demo.ESTIMATE_BATCH) * cell.metrics["energy_j"]
+            expected += row.n_requests / demo.ESTIMATE_BATCH * cell.metrics["energy_j"]  # the paper's N/B
     assert result.total_energy_j == pytest.approx(expected)
     methods = {c.metrics["method"] for c in ctx.results["estimate_cells"]}
     assert ctx.results["estimate_method"] == ", ".join(sorted(methods))
@@ -97,8 +96,11 @@ def test_second_run_resumes_without_new_cells(demo_run):
 
 
 def test_estimate_label_flags_any_estimated_cell():
-    measured = SimpleNamespace(metrics={"method": "nvml-counter", "flags": []})
-    estimated = SimpleNamespace(metrics={"method": "estimate-cpu-time", "flags": ["estimate"]})
+    from tokenjoule.records import CellRecord
+    from tokenjoule.spec import RunSpec
+
+    measured = CellRecord.ok(RunSpec(model="tiny"), {"method": "nvml-counter", "flags": []}, {})
+    estimated = CellRecord.ok(RunSpec(model="tiny"), {"method": "estimate-cpu-time", "flags": ["estimate"]}, {})
     assert demo.estimate_label([measured]) == ("nvml-counter", False)
     assert demo.estimate_label([measured, estimated]) == ("estimate-cpu-time, nvml-counter", True)
     assert demo.estimate_label([]) == ("-", False)

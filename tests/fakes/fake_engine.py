@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenjoule.engines.base import GenerationResult
+from tokenjoule.engines.base import EngineBase, GenerationResult
 from tokenjoule.spec import RunSpec
 
 from fakes.clock_meter import FakeClock
@@ -15,11 +15,12 @@ class FakeOutOfMemoryError(RuntimeError):
     """Stands in for torch.OutOfMemoryError (matched by its message)."""
 
 
-class FakeEngine:
+class FakeEngine(EngineBase):
     """Duration of one batch = prefill_s_per_token x batch x input + decode_s_per_step x (out - 1)
     + prefill step, unless `durations_s` scripts the first calls (e.g. a slow first warm-up)."""
 
     name = "fake"
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tokenjoule.engines.base import CAP_PROBE_MEMORY
 from tokenjoule.spec import RunSpec
 
 from fakes.fake_engine import FakeEngine, FakeOutOfMemoryError
@@ -16,6 +17,8 @@ class LimitEngine(FakeEngine):
     `probe_memory` counts its calls; `fail_input_tokens` makes generate raise a non-OOM error
     for cells of that input length; `measure_limit_batch` (below limit_batch) makes the full
     measurement run out of memory although the probe fitted."""
+
+    capabilities = frozenset({CAP_PROBE_MEMORY})
 
     def __init__(self, limit_batch: int = 1_000_000, fail_input_tokens: int | None = None,
                  measure_limit_batch: int | None = None, sleep_s: float = 0.0, **kw: Any):
@@ -40,3 +43,50 @@ class LimitEngine(FakeEngine):
         if spec.batch_size > limit:
             raise FakeOutOfMemoryError(f"CUDA out of memory (batch {spec.batch_size})")
         return super().generate(spec, output_tokens)
+
+
+class MemoryEngine(FakeEngine):
+    """A fake engine with a planted device memory: a batch of b requests of I + O tokens needs
+    weights + fixed + b x (I + O) x bytes_per_token; beyond `capacity_bytes` it runs out of memory
+    (probe and generate alike). `peak_bytes` is what a profiler would read."""
+
+    capabilities = frozenset({CAP_PROBE_MEMORY})
+
+    def __init__(self, capacity_bytes: float = 80e9, weights_bytes: float = 16e9, fixed_bytes: float = 1e9,
+                 bytes_per_token: float = 331_072.0, **kw: Any):
+        super().__init__(**kw)
+        self.capacity_bytes, self.weights_bytes = capacity_bytes, weights_bytes
+        self.fixed_bytes, self.bytes_per_token = fixed_bytes, bytes_per_token
+        self.probes: list[int] = []
+
+    def peak_bytes(self, spec: RunSpec) -> float:
+        tokens = spec.batch_size * (spec.input_tokens + spec.output_tokens)
+        return self.weights_bytes + self.fixed_bytes + tokens * self.bytes_per_token
+
+    def limit(self, input_tokens: int, output_tokens: int) -> int:
+        free = self.capacity_bytes - self.weights_bytes - self.fixed_bytes
+        return int(free // ((input_tokens + output_tokens) * self.bytes_per_token))
+
+    def probe_memory(self, spec: RunSpec) -> None:
+        self.probes.append(spec.batch_size)
+        if self.peak_bytes(spec) > self.capacity_bytes:
+            raise FakeOutOfMemoryError(f"CUDA out of memory (probe at batch {spec.batch_size})")
+
+    def generate(self, spec: RunSpec, output_tokens: int | None = None):
+        if self.peak_bytes(spec) > self.capacity_bytes:
+            raise FakeOutOfMemoryError(f"CUDA out of memory (batch {spec.batch_size})")
+        return super().generate(spec, output_tokens)
+
+
+def planted_calibration(engine: MemoryEngine, spec: RunSpec, rows=(1, 4), tokens_per_row: int = 1024):
+    """What runs.max_batch.calibrate_engine measures, read from the planted device instead."""
+    from tokenjoule.models.memory import MemoryProfile, calibrate
+
+    profiles = []
+    for r in rows:
+        trial = spec.model_copy(update={"batch_size": r, "input_tokens": tokens_per_row // 2,
+                                        "output_tokens": tokens_per_row // 2})
+        engine.probe_memory(trial)
+        profiles.append(MemoryProfile(r, tokens_per_row, engine.peak_bytes(trial)))
+    return calibrate(profiles, capacity_bytes=engine.capacity_bytes, weights_bytes=engine.weights_bytes,
+                     kv_bytes_per_token=131_072, method="planted")

@@ -206,17 +206,23 @@ def test_budget_stops_before_a_cell_that_would_exceed_it(store, tmp_path):
     assert rows_by_hash(store) == Counter({p.key: 1 for p in cfg.expand()})
 
 
-def test_budget_with_only_a_guess_runs_the_first_cell_then_calibrates(store, tmp_path):
-    # The guess for these cells is far above the budget; the first cell still runs (a guess is
-    # no evidence), its measured time calibrates the ETA, and the budget then applies.
+def test_budget_never_runs_a_cell_predicted_to_overrun_and_resume_differs(store, tmp_path):
+    # The guess for these cells is far above the budget: nothing runs (a prediction of an overrun,
+    # guessed or not, is never run), and the resume command is not the one that measured nothing.
     text = BASE + "model: tiny\ninput_tokens: [8, 16, 32, 64, 128]\noutput_tokens: 400\nidle_s: 0\n"
     kw = {"prefill_s_per_token": 0.0, "decode_s_per_step": 0.001}
     cell_s = _cell_wall_s(tmp_path, text.replace("[8, 16, 32, 64, 128]", "8"), **kw)
     cfg = parse_config(text, "grid.yaml")
     guess = run_sweep(cfg, None, dry_run=True).cells[0]
     assert guess.estimate_source == "guess" and guess.estimate_s > 2.5 * cell_s
-    summary = Harness(**kw).run(cfg, store, budget_minutes=2.5 * cell_s / 60)
-    assert summary.done == 2 and summary.stopped_by_budget and summary.not_run == 3
+    budget = 2.5 * cell_s / 60
+    summary = Harness(**kw).run(cfg, store, budget_minutes=budget)
+    assert summary.done == 0 and summary.stopped_by_budget and summary.not_run == 5 and store.count() == 0
+    same = f"tokenjoule sweep grid.yaml --db {store.path} --budget-minutes {budget:g}"
+    assert summary.resume_command != same and summary.blocked_source == "guess"
+    minutes = float(summary.resume_command.rsplit("--budget-minutes ", 1)[1])
+    assert minutes * 60 >= summary.blocked_s
+    assert Harness(**kw).run(cfg, store, budget_minutes=minutes).done >= 1
 
 
 def test_cooldown_between_measured_cells(store):

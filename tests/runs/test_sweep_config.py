@@ -128,6 +128,10 @@ def test_paper_bins_preset_covers_every_occupied_bin():
     assert {p.batch for p in plans} == {"max"}
     quick = build_preset("paper-bins", trace="azure-code-2023", quick=True).expand()
     assert 1 <= len(quick) <= 8 and {(p.spec.input_tokens, p.spec.output_tokens) for p in quick} <= occupied
+    fast = build_preset("paper-bins-fast", trace="azure-code-2023")
+    assert fast.max_batch_method == "predict" and {p.spec.protocol for p in fast.expand()} == {"adaptive"}
+    assert [(p.spec.input_tokens, p.spec.output_tokens) for p in fast.expand()] == [
+        (p.spec.input_tokens, p.spec.output_tokens) for p in plans]  # the same bins, same order
 
 
 def test_unknown_preset_and_misplaced_trace():

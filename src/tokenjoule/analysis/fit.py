@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tokenjoule.analysis.estimate import BinEstimate, EstimateResult, _energy
+from tokenjoule.analysis.estimate import BinEstimate, EstimateResult, _energy, bin_row
 from tokenjoule.errors import TokenjouleError
 
 TERMS: tuple[tuple[str, str, str], ...] = (
@@ -165,7 +165,7 @@ def fit_cells_from_store(store, *, model: str, engine: str, mode: str, decoding:
             continue
         if _energy(rec) is None or min(key) < 1:
             continue
-        gpu = (rec.provenance.get("gpu_names") or [None])[0]
+        gpu = rec.gpu_name
         if gpu:
             gpus.add(gpu)
         if key not in newest or (rec.id or 0) >= (newest[key].id or 0):
@@ -241,11 +241,9 @@ def predict_missing(result: EstimateResult, store, *, predict_batch: int | None 
             raise TokenjouleError(f"cannot predict bin ({m.input_tokens}, {m.output_tokens}): the fit gives {e} J")
         outside = not (i_lo <= m.input_tokens <= i_hi and o_lo <= m.output_tokens <= o_hi)
         n_extrapolated += outside
-        batches = math.ceil(m.n_requests / b)
-        rows.append(BinEstimate(
+        rows.append(bin_row(
             input_tokens=m.input_tokens, output_tokens=m.output_tokens, n_requests=m.n_requests, batch_size=b,
-            batches_rounded=batches, energy_per_batch_j=e, energy_j=batches * e,
-            energy_unrounded_j=m.n_requests / b * e, cell_id=None, gpu_name=gpu))
+            energy_per_batch_j=e, rounding=result.rounding, cell_id=None, gpu_name=gpu))
         pred.bins.append({"input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "batch_size": b,
                           "batch_basis": basis, "energy_per_batch_j": e, "outside_measured_range": outside})
     notes = list(result.notes)

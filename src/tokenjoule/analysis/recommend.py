@@ -1,9 +1,12 @@
 """Recommend the lowest-energy measured configuration for a binned workload under SLOs.
 
 A configuration is (engine, mode, decoding, GPUs) plus a batch policy. For an offline
-configuration the batch policy is chosen per bin: among the measured batch sizes of that
-bin's cell that meet the SLOs, the one with the least energy for the bin,
-ceil(N_bin / B) x E_batch(B) (the binned estimate's rounding). Its total is the sum over bins.
+configuration the cell of each bin is chosen by analysis.selection (the rule `estimate`,
+`savings` and the report use too) among the cells that meet the SLOs: measured before
+estimated, the batch size with the least energy for the bin under the rounding of its partly
+filled batch (analysis.rounding: the paper's N_bin / B x E_batch(B) by default, like `estimate`;
+`ceil` charges it a full batch, `measured` its own cell's energy), newest on a tie. Its total is
+the sum over bins.
 
 SLO check (documented in docs/METHOD.md):
 - offline cell: TTFT = the cell's `ttft_s` (prefill of the whole batch: every request waits for
@@ -20,10 +23,19 @@ left out unless `include_estimates`, and then the result is labelled as an estim
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tokenjoule.analysis.rounding import DEFAULT_ROUNDING
+from tokenjoule.analysis.selection import (
+    SELECTION_RULE,
+    bin_cost,
+    cells_by_bin,
+    choose_cell,
+    energy_by_batch,
+    gpus_of,
+    usable_cells,
+)
 from tokenjoule.errors import TokenjouleError
 
 BASELINE = ("hf", "eager", "greedy", 1)
@@ -128,7 +140,7 @@ class Recommendation:
                     "online_percentile": ONLINE_PERCENTILE},
             "max_gpus": self.max_gpus, "best": cand(self.best), "runner_up": cand(self.runner_up),
             "baseline": cand(self.baseline), "savings_fraction": self.savings_fraction,
-            "baseline_note": self.baseline_note,
+            "baseline_note": self.baseline_note, "selection": SELECTION_RULE,
             "candidates": [{"config": c.config.label, "total_energy_j": c.total_energy_j,
                             "feasible": c.feasible, "missing_bins": c.missing_bins,
                             "slo_failed_bins": c.slo_failed_bins} for c in self.candidates],
@@ -155,69 +167,48 @@ def _meets(ttft: float | None, tpot: float | None, slo_ttft: float | None, slo_t
     return True
 
 
-def _cell_flags(rec) -> list[str]:
-    """A cell's flags: the union over all its windows (metrics), else the stored window's."""
-    return list(rec.metrics.get("flags") or (rec.measurement or {}).get("flags") or [])
-
-
-def _is_estimate(rec) -> bool:
-    from tokenjoule.energy.measurement import is_estimate
-
-    return is_estimate((rec.measurement or {}).get("method") or rec.metrics.get("method"), _cell_flags(rec))
-
-
-def _decoding(spec: dict) -> str:
-    d = spec.get("decoding")
-    return d.get("strategy", "greedy") if isinstance(d, dict) else (d or "greedy")
-
-
 def _offline_cells(store, model: str, include_estimates: bool, max_gpus: int | None) -> dict[Config, dict]:
-    """Newest ok cell per spec, grouped by configuration, then by (input, output)."""
-    newest: dict[str, Any] = {}
-    for rec in store.find(status="ok", kind="offline", model=model):
-        newest[rec.spec_hash] = rec  # find() is oldest first
-    groups: dict[Config, dict] = {}
-    for rec in newest.values():
-        if _is_estimate(rec) and not include_estimates:
+    """The usable cells (analysis.selection: newest row per spec, batch cells with a positive
+    energy), grouped by configuration, then by (input, output)."""
+    usable, _ = usable_cells(store.find(status="ok", kind="offline", model=model))
+    groups: dict[Config, list] = {}
+    for rec in usable:
+        if rec.is_estimate and not include_estimates:
             continue
-        s = rec.spec
-        if any(s.get(k) is None for k in ("input_tokens", "output_tokens", "batch_size")):
-            continue  # not a batch cell (e.g. the offline half of compare-serving)
-        gpus = int(s.get("tensor_parallel", 1) or 1) * int(s.get("pipeline_parallel", 1) or 1)
+        gpus = gpus_of(rec)
         if max_gpus is not None and gpus > max_gpus:
             continue
-        cfg = Config(s["engine"], s["mode"], _decoding(s), gpus)
-        groups.setdefault(cfg, {}).setdefault((int(s["input_tokens"]), int(s["output_tokens"])), []).append(rec)
-    return groups
+        cfg = Config(rec.engine, rec.mode, rec.decoding or "greedy", gpus)
+        groups.setdefault(cfg, []).append(rec)
+    return {cfg: cells_by_bin(recs) for cfg, recs in groups.items()}
 
 
 def evaluate_offline(cfg: Config, cells: dict, bin_counts: dict[tuple[int, int], int],
-                     slo_ttft_ms: float | None, slo_tpot_ms: float | None) -> Candidate:
-    """Per bin, the batch size with the least ceil(N/B) x E_batch among cells meeting the SLOs."""
+                     slo_ttft_ms: float | None, slo_tpot_ms: float | None,
+                     rounding: str = DEFAULT_ROUNDING) -> Candidate:
+    """Per bin, the cell the selection rule picks among those meeting the SLOs
+    (analysis.selection.choose_cell: measured first, least energy under `rounding`, newest)."""
     cand = Candidate(cfg, slo_applied=slo_ttft_ms is not None or slo_tpot_ms is not None)
     total = 0.0
     for (i, o), n in sorted(bin_counts.items()):
-        recs = [r for r in cells.get((i, o), []) if r.metrics.get("energy_j") is not None]
+        recs = cells.get((i, o), [])
         if not recs:
             cand.missing_bins.append((i, o))
             continue
-        best: BinChoice | None = None
-        for rec in recs:
-            ttft, tpot = offline_slo_ms(rec.metrics, o)
-            if not _meets(ttft, tpot, slo_ttft_ms, slo_tpot_ms):
-                continue
-            b = int(rec.spec["batch_size"])
-            batches = math.ceil(n / b)
-            energy = batches * float(rec.metrics["energy_j"])
-            if best is None or energy < best.energy_j:
-                best = BinChoice(i, o, n, b, batches, energy, int(rec.id), ttft, tpot,
-                                 _cell_flags(rec))
-            cand.estimate = cand.estimate or _is_estimate(rec)
-        if best is None:
+
+        def meets(rec, o=o) -> bool:
+            return _meets(*offline_slo_ms(rec.metrics, o), slo_ttft_ms, slo_tpot_ms)
+
+        rec = choose_cell(recs, n, accept=meets, rounding=rounding)
+        if rec is None:
             cand.slo_failed_bins.append((i, o))
-        else:
-            cand.bins.append(best)
-            total += best.energy_j
+            continue
+        ttft, tpot = offline_slo_ms(rec.metrics, o)
+        cost = bin_cost(rec, n, rounding, energy_by_batch(recs) if rounding == "measured" else None)
+        cand.bins.append(BinChoice(i, o, n, cost.batch_size, cost.batches, cost.energy_j, int(rec.id), ttft, tpot,
+                                   rec.flags))
+        cand.estimate = cand.estimate or rec.is_estimate
+        total += cost.energy_j
     cand.total_energy_j = total if cand.complete and not cand.slo_failed_bins else None
     return cand
 
@@ -231,7 +222,7 @@ def _online_candidates(store, model: str, traces: set[str], n_requests: int, slo
         # serve-bench records the trace as "workload" (its name, or the file it came from)
         if not traces & {str(arrival.get("trace")), str(s.get("trace")), str(s.get("workload"))}:
             continue
-        if _is_estimate(rec) and not include_estimates:
+        if rec.is_estimate and not include_estimates:
             continue
         gpus = int(s.get("tensor_parallel", 1) or 1)
         if max_gpus is not None and gpus > max_gpus:
@@ -241,11 +232,11 @@ def _online_candidates(store, model: str, traces: set[str], n_requests: int, slo
             continue
         ttft = rec.metrics.get(f"ttft_ms_{ONLINE_PERCENTILE}")
         tpot = rec.metrics.get(f"tpot_ms_{ONLINE_PERCENTILE}")
-        cfg = Config(s.get("engine", "?"), s.get("mode", "?"), _decoding(s), gpus, "online", int(rec.id))
+        cfg = Config(s.get("engine", "?"), s.get("mode", "?"), rec.decoding or "greedy", gpus, "online", int(rec.id))
         cand = Candidate(cfg, slo_applied=slo_ttft_ms is not None or slo_tpot_ms is not None,
-                         estimate=_is_estimate(rec))
+                         estimate=rec.is_estimate)
         choice = BinChoice(0, 0, n_requests, None, 1, float(per_req) * n_requests, int(rec.id), ttft, tpot,
-                           _cell_flags(rec))
+                           rec.flags)
         cand.bins.append(choice)
         if _meets(ttft, tpot, slo_ttft_ms, slo_tpot_ms):
             cand.total_energy_j = choice.energy_j
@@ -258,14 +249,15 @@ def _online_candidates(store, model: str, traces: set[str], n_requests: int, slo
 def recommend(bin_counts: dict[tuple[int, int], int], store, *, model: str, trace: str = "trace",
               slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None,
               max_gpus: int | None = None, include_estimates: bool = False,
-              trace_aliases: tuple[str, ...] = ()) -> Recommendation:
+              trace_aliases: tuple[str, ...] = (), rounding: str = DEFAULT_ROUNDING) -> Recommendation:
     """The best and runner-up configurations for the binned workload; raises
     RecommendationError (exit 1) with the cells to measure or the SLOs that cannot be met."""
     if not bin_counts:
         raise RecommendationError(f"trace {trace!r} has no requests left after binning")
     n_requests = sum(bin_counts.values())
     groups = _offline_cells(store, model, include_estimates, max_gpus)
-    cands = [evaluate_offline(cfg, cells, bin_counts, slo_ttft_ms, slo_tpot_ms) for cfg, cells in groups.items()]
+    cands = [evaluate_offline(cfg, cells, bin_counts, slo_ttft_ms, slo_tpot_ms, rounding)
+             for cfg, cells in groups.items()]
     cands += _online_candidates(store, model, {trace, *trace_aliases}, n_requests, slo_ttft_ms, slo_tpot_ms,
                                 include_estimates, max_gpus)
     feasible = sorted((c for c in cands if c.feasible), key=lambda c: c.total_energy_j)
@@ -274,9 +266,9 @@ def recommend(bin_counts: dict[tuple[int, int], int], store, *, model: str, trac
     base_cfg = Config(*BASELINE)
     baseline, note = None, ""
     if base_cfg in groups:
-        baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, slo_ttft_ms, slo_tpot_ms)
+        baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, slo_ttft_ms, slo_tpot_ms, rounding)
         if baseline.complete and not baseline.feasible:
-            baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, None, None)
+            baseline = evaluate_offline(base_cfg, groups[base_cfg], bin_counts, None, None, rounding)
             note = "the baseline cannot meet the SLOs; it is shown without them"
     if baseline is None or not baseline.feasible:
         missing = baseline.missing_bins if baseline else sorted(bin_counts)

@@ -80,11 +80,12 @@ class SavingsResult:
 
 
 def compare_setups(workload, store, *, model: str, baseline: Setup | str, optimized: Setup | str,
-                   bins: Bins | None = None, overflow: str = "drop", gpu_name: str | None = None) -> SavingsResult:
+                   bins: Bins | None = None, overflow: str = "drop", gpu_name: str | None = None,
+                   rounding: str = "paper") -> SavingsResult:
     """Binned estimates of both setups on the same binned workload."""
     base = parse_setup(baseline) if isinstance(baseline, str) else baseline
     opt = parse_setup(optimized) if isinstance(optimized, str) else optimized
     binned = bin_workload(workload, bins or Bins(), overflow)
     results = [binned_estimate(binned, store, model=model, engine=s.engine, mode=s.mode, decoding=s.decoding,
-                               gpu_name=gpu_name) for s in (base, opt)]
+                               gpu_name=gpu_name, rounding=rounding) for s in (base, opt)]
     return SavingsResult(*results)

@@ -59,32 +59,29 @@ def _fmt(value: Any, fmt: str = "{:.4g}") -> str:
 
 def offline_step(ctx: DemoContext) -> None:
     from tokenjoule.cli.measure import RichProgress
-    from tokenjoule.runs.offline import run_group
+    from tokenjoule.runs.offline import run_cells
+    from tokenjoule.runs.plans import CellsPlan
 
     all_specs = offline_specs()
-    # Resume: cells measured by an earlier demo run are read back, not measured again.
-    stored = {s.spec_hash(): ctx.store.latest(s.spec_hash()) for s in all_specs
-              if ctx.store.has_success(s.spec_hash())}
-    specs = [s for s in all_specs if s.spec_hash() not in stored]
+    # Resume: the plan reads back cells an earlier demo run measured instead of measuring them.
+    n_todo = sum(1 for s in all_specs if not ctx.store.has_success(s.spec_hash()))
     done: list = []
-    measured: dict = {}
-    if specs:
-        with RichProgress(Console(stderr=True)) as progress:
-            def on_cell(spec, record) -> None:
-                done.append(record)
-                progress.prefix = f"cell {len(done) + 1}/{len(specs)}: " if len(done) < len(specs) else ""
+    with RichProgress(Console(stderr=True)) as progress:
+        def on_cell(spec, record) -> None:
+            done.append(record)
+            progress.prefix = f"cell {len(done) + 1}/{n_todo}: " if len(done) < n_todo else ""
 
-            progress.prefix = f"cell 1/{len(specs)}: "
-            new = run_group(specs, ctx.store, meter_kind="auto", idle_s=1.0, on_progress=progress, on_cell=on_cell)
-        measured = {s.spec_hash(): r for s, r in zip(specs, new)}
-    if stored:
-        ctx.console.print(f"{len(stored)} cell(s) already in {ctx.db_path}: shown, not measured again")
-    records = [measured.get(s.spec_hash()) or stored[s.spec_hash()] for s in all_specs]
+        progress.prefix = f"cell 1/{n_todo}: " if n_todo else ""
+        plan = CellsPlan(all_specs, reuse_stored=True, on_cell=on_cell)
+        run_cells(plan, ctx.store, meter_kind="auto", idle_s=1.0, on_progress=progress)
+    if plan.reused:
+        ctx.console.print(f"{len(plan.reused)} cell(s) already in {ctx.db_path}: shown, not measured again")
+    records = plan.records
     ctx.records.extend(records)
 
     ctx.console.print(offline_table(records))
-    methods = sorted({r.metrics.get("method") for r in records if r.status == "ok"})
-    flags = sorted({f for r in records if r.status == "ok" for f in r.metrics.get("flags") or []})
+    methods = sorted({str(r.method) for r in records if r.is_ok})
+    flags = sorted({f for r in records if r.is_ok for f in r.flags})
     ctx.console.print(f"method: {', '.join(methods) or '-'}; flags: {', '.join(flags) or 'none'}")
     if "estimate" in flags:
         ctx.console.print("[yellow]No energy sensor here: energies are estimates from CPU time "
@@ -163,10 +160,8 @@ def estimate_sweep_config(binned):
 
 def estimate_label(records: list) -> tuple[str, bool]:
     """How the estimate's energies were obtained, and whether any of them is itself an estimate."""
-    methods = sorted({str(r.metrics.get("method")) for r in records})
-    from tokenjoule.energy.measurement import is_estimate
-
-    any_estimate = any(is_estimate(r.metrics.get("method"), r.metrics.get("flags")) for r in records)
+    methods = sorted({str(r.method) for r in records})
+    any_estimate = any(r.is_estimate for r in records)
     return ", ".join(methods) or "-", any_estimate
 
 
@@ -180,7 +175,9 @@ def estimate_step(ctx: DemoContext) -> None:
     binned = bin_workload(workload, Bins(ESTIMATE_INPUT_EDGES, ESTIMATE_OUTPUT_EDGES), overflow="drop")
     config = estimate_sweep_config(binned)
     # The sweep skips cells this store already holds (resume), so a second demo run measures nothing.
-    summary = run_sweep(config, ctx.store, meter_kind="auto", progress=True, console=Console(stderr=True))
+    from tokenjoule.cli.sweep_progress import SweepBar
+
+    summary = run_sweep(config, ctx.store, meter_kind="auto", observer=SweepBar(Console(stderr=True)))
     ctx.console.print(f"sweep: {summary.total} cells, {summary.done} measured, {summary.skipped} already stored, "
                       f"{summary.failed} failed")
     result = binned_estimate(binned, ctx.store, **ESTIMATE_SETUP)
@@ -203,7 +200,7 @@ def estimate_step(ctx: DemoContext) -> None:
         what = ("CPU-time ESTIMATE for a tiny random-weight model, not a measurement of a real model"
                 if is_estimate else "measured energy of the tiny random-weight model (not a real model)")
         ctx.console.print(f"total: {total:.4g} J for {result.n_kept:,} requests "
-                          f"({total / result.n_kept:.3g} J/request), sum of ceil(N/B) x E_batch over bins")
+                          f"({total / result.n_kept:.3g} J/request), sum of N/B x E_batch over bins (rounding paper)")
         ctx.console.print(f"[yellow]{what}; method: {method}[/]")
     ctx.results.update(estimate=result, estimate_method=method, estimate_is_estimate=is_estimate,
                        estimate_sweep=summary, estimate_cells=cells)
@@ -211,10 +208,12 @@ def estimate_step(ctx: DemoContext) -> None:
 
 # -- step: the HTML report of the demo store ------------------------------------------------
 def report_step(ctx: DemoContext) -> None:
+    from tokenjoule.cli.report import report_progress
     from tokenjoule.report.build import build_report
 
     out = ctx.out_dir / "report"
-    result = build_report(ctx.store, out, traces=[DEMO_TRACE], model="tiny", console=Console(stderr=True))
+    with report_progress(Console(stderr=True)) as on_progress:
+        result = build_report(ctx.store, out, traces=[DEMO_TRACE], model="tiny", on_progress=on_progress)
     drawn = sum(1 for s in result.sections if s.drawn)
     ctx.console.print(f"{drawn} of {len(result.sections)} sections drawn (the others need cells the demo does not "
                       "measure, e.g. several engines or decoding strategies)")

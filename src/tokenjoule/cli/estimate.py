@@ -19,6 +19,9 @@ from rich.table import Table
 from tokenjoule.cli.workload import FORMAT_HELP, load_workload
 
 DB_HELP = "Results database (SQLite) to read measured cells from."
+ROUNDING_HELP = ("Partly filled batches: paper = N/B x E_batch (default), ceil = ceil(N/B) x E_batch, "
+                 "measured = the remainder batch of N mod B requests at its own measured energy "
+                 "(predicted and labelled when no cell exists).")
 
 
 def _open_store(db: Path):
@@ -63,15 +66,43 @@ def _estimate_table(res) -> Table:
     if res.prediction is not None:
         return _predicted_table(res)
     table = Table(title=f"{res.workload}: {res.model} {res.engine}/{res.mode} {res.decoding}")
-    for col in ("input", "output", "requests", "batch", "batches", "J/batch", "energy", "energy N/B", "cell"):
+    for col in ("input", "output", "requests", "batch", "batches", "J/batch", f"energy ({res.rounding})",
+                "energy N/B", "energy ceil", "partial batch", "cell"):
         table.add_column(col, justify="right")
     for r in res.rows:
         table.add_row(str(r.input_tokens), str(r.output_tokens), f"{r.n_requests:,}", str(r.batch_size),
                       f"{r.batches_rounded:,}", _j(r.energy_per_batch_j), _j(r.energy_j),
-                      _j(r.energy_unrounded_j), str(r.cell_id))
+                      _j(r.energy_unrounded_j), _j(r.energy_ceil_j), _partial(r), str(r.cell_id))
     for m in res.missing:
-        table.add_row(str(m.input_tokens), str(m.output_tokens), f"{m.n_requests:,}", "-", "-", "missing", "-", "-", "-")
+        table.add_row(str(m.input_tokens), str(m.output_tokens), f"{m.n_requests:,}", "-", "-", "missing",
+                      "-", "-", "-", "-", "-")
     return table
+
+
+def _partial(r) -> str:
+    """The remainder batch of a bin: its requests and energy; '*' marks a predicted E(r)."""
+    if not r.remainder_requests:
+        return "-"
+    return f"{r.remainder_requests} req, {_j(r.partial_batch_energy_j)}" + ("*" if r.remainder_predicted else "")
+
+
+def _print_rounding(console: Console, res) -> None:
+    """Which rounding made the total, and a warning when partly filled batches weigh > 10% of it."""
+    from tokenjoule.analysis.rounding import PARTIAL_WARN_SHARE
+
+    share = res.partial_share
+    if share is None:
+        return
+    console.print(f"rounding: {res.rounding} ({res.rounding_formula}); partly filled batches: "
+                  f"{_j(res.partial_batches_energy_j)} = {100 * share:.1f}% of the total")
+    if res.rounding == "measured" and res.n_remainders_predicted:
+        console.print(f"  * {res.n_remainders_predicted} remainder batch(es) PREDICTED, not measured "
+                      "(emit them with `tokenjoule workload bins --remainders`)")
+    if share > PARTIAL_WARN_SHARE:
+        console.print(f"warning: partly filled batches are {100 * share:.1f}% of this total (> "
+                      f"{100 * PARTIAL_WARN_SHARE:.0f}%): the rounding matters here; ceil gives "
+                      f"{_j(res.total_energy_ceil_j)}, N/B {_j(res.total_energy_unrounded_j)}; "
+                      "--rounding measured charges them their own measured energy")
 
 
 def _predicted_table(res) -> Table:
@@ -95,8 +126,8 @@ def _print_prediction(console: Console, res) -> None:
     console.print(f"measured: {_j(res.measured_energy_j)} ({len(res.rows)} measured bin(s))")
     console.print(f"predicted: {_j(res.predicted_energy_j)} ({len(res.predicted_rows)} bin(s) from the fit, "
                   "not measured)")
-    console.print(f"total: {_j(res.total_energy_j)} = {res.total_kwh:.6f} kWh, {res.prediction.label()}; "
-                  f"unrounded N/B form: {_j(res.total_energy_unrounded_j)}; "
+    console.print(f"total: {_j(res.total_energy_j)} = {res.total_kwh:.6f} kWh, {res.prediction.label()}, "
+                  f"rounding {res.rounding}; unrounded N/B form: {_j(res.total_energy_unrounded_j)}; "
                   f"per request: {res.energy_per_request_j:,.3f} J")
     from tokenjoule.analysis.fit import MODEL_FORMULA, TERMS
 
@@ -110,12 +141,13 @@ def _print_summary(console: Console, res) -> None:
     if not res.complete and res.predicted_complete:
         _print_prediction(console, res)
     elif res.complete:
-        console.print(f"total: {_j(res.total_energy_j)} = {res.total_kwh:.6f} kWh (sum of ceil(N/B) x E_batch); "
-                      f"unrounded N/B form: {_j(res.total_energy_unrounded_j)}; "
-                      f"per request: {res.energy_per_request_j:,.3f} J")
+        console.print(f"total: {_j(res.total_energy_j)} = {res.total_kwh:.6f} kWh (rounding {res.rounding}: "
+                      f"{res.rounding_formula}); unrounded N/B form: {_j(res.total_energy_unrounded_j)}; "
+                      f"ceil form: {_j(res.total_energy_ceil_j)}; per request: {res.energy_per_request_j:,.3f} J")
     else:
         console.print(f"incomplete: {len(res.missing)} bin(s) unmeasured; measured bins sum to "
                       f"{_j(res.partial_energy_j)} (not a total)")
+    _print_rounding(console, res)
     which = "measured coverage" if res.prediction is not None else "coverage"
     console.print(f"{which}: {res.n_covered:,} of {res.n_total:,} requests ({100 * res.coverage_share:.1f}%); "
                   f"dropped {res.n_dropped:,} beyond the largest bins" +
@@ -179,12 +211,16 @@ def estimate_cmd(
     predict_batch: Optional[int] = typer.Option(None, "--predict-batch", min=1,
                                                 help="Batch size of predicted bins (default: scaled from the "
                                                      "nearest measured cell)."),
+    rounding: str = typer.Option("paper", "--rounding", help=ROUNDING_HELP),
 ) -> None:
-    """Energy of a trace from measured cells: sum over bins of ceil(N/B) x E_batch."""
+    """Energy of a trace from measured cells: sum over bins of N/B x E_batch (see --rounding)."""
     from tokenjoule.analysis.estimate import binned_estimate
     from tokenjoule.cli.workload import parse_batch
     from tokenjoule.workloads.binning import bin_workload
 
+    from tokenjoule.analysis.rounding import check_rounding
+
+    check_rounding(rounding)
     bins = _binning(input_bins, output_bins)
     setups = [_setup(e, mode, decoding) for e in engine]
     batch_value = parse_batch(batch)
@@ -195,7 +231,7 @@ def estimate_cmd(
             binned = bin_workload(load_workload(t, fmt), bins, overflow)
             for s in setups:
                 results.append(binned_estimate(binned, store, model=model, engine=s.engine, mode=s.mode,
-                                               decoding=s.decoding, gpu_name=gpu_name))
+                                               decoding=s.decoding, gpu_name=gpu_name, rounding=rounding))
         refusals = _predict(results, store, predict_batch) if predict else []
     complete = [r for r in results if r.complete]
     comparisons = []
@@ -216,6 +252,13 @@ def estimate_cmd(
             console.print(_theory_table(comparisons))
     for message in refusals:
         console.print(f"prediction refused: {message}")
+    remainder_cells = [c for r in results for c in r.remainder_cells()]
+    if remainder_cells and emit_sweep is not None and len(complete) == len(results):
+        from tokenjoule.workloads.sweep_config import write_sweep
+
+        write_sweep(emit_sweep, remainder_cells, ["remainder batches (N mod B) predicted by estimate --rounding "
+                                                  "measured", "measure them with: tokenjoule sweep FILE"])
+        console.print(f"wrote {len(remainder_cells)} remainder cell(s) to {emit_sweep}")
     if len(complete) < len(results):
         if any(r.predicted_complete for r in results):
             console.print("the bins below are predicted above, not measured; measure them to replace the prediction")
@@ -266,6 +309,7 @@ def savings_cmd(
     overflow: str = typer.Option("drop", "--overflow", help="Requests beyond the largest bin: drop or clip."),
     emit_sweep: Optional[Path] = typer.Option(None, "--emit-sweep", help="Write the missing cells' sweep config here."),
     fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
+    rounding: str = typer.Option("paper", "--rounding", help=ROUNDING_HELP),
 ) -> None:
     """Percentage of energy saved: 1 - E_optimized / E_baseline on the same binned trace."""
     from tokenjoule.analysis.savings import compare_setups, parse_setup
@@ -275,7 +319,7 @@ def savings_cmd(
     workload = load_workload(trace, fmt)
     with _open_store(db) as store:
         result = compare_setups(workload, store, model=model, baseline=base, optimized=opt, bins=bins,
-                                overflow=overflow, gpu_name=gpu_name)
+                                overflow=overflow, gpu_name=gpu_name, rounding=rounding)
     console = _console(stderr=as_json)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -291,7 +335,11 @@ def savings_cmd(
         console.print(table)
         if result.complete:
             console.print(f"saved: {100 * result.saved_fraction:.1f}% ({_j(result.saved_j)}) = 1 - "
-                          f"{result.optimized.total_energy_j:,.1f} / {result.baseline.total_energy_j:,.1f}")
+                          f"{result.optimized.total_energy_j:,.1f} / {result.baseline.total_energy_j:,.1f} "
+                          f"(rounding {rounding})")
+            for label, res in (("baseline", result.baseline), ("optimized", result.optimized)):
+                console.print(f"{label}: ", end="")
+                _print_rounding(console, res)
     if not result.complete:
         _report_missing(console, [result.baseline, result.optimized], emit_sweep, "max")
         raise typer.Exit(code=1)

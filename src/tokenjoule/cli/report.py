@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -40,7 +40,8 @@ def report(
     console = Console(stderr=True)
     store = _open_store(db)
     try:
-        result = build_report(store, out, traces=list(trace or []), model=model, console=console)
+        with report_progress(console) as on_progress:
+            result = build_report(store, out, traces=list(trace or []), model=model, on_progress=on_progress)
     finally:
         store.close()
     drawn = sum(1 for s in result.sections if s.drawn)
@@ -50,6 +51,29 @@ def report(
         if not s.drawn:
             why = s.unavailable or f"missing {len(s.missing)} cell(s)"
             console.print(f"  [yellow]{s.name}[/yellow]: {why}")
+
+
+class report_progress:
+    """A transient rich bar over the report's sections (build_report's on_progress)."""
+
+    def __init__(self, console: Any):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
+                                 console=console, transient=True, disable=console is None)
+        self.task: Any = None
+
+    def __enter__(self) -> Any:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def __call__(self, section: str, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("report", total=total)
+        self.progress.update(self.task, description=section, completed=done)
 
 
 def recommend(
@@ -62,15 +86,19 @@ def recommend(
     include_estimates: bool = typer.Option(False, "--include-estimates",
                                            help="Also rank CPU-time estimates (labelled as such)."),
     as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
+    rounding: str = typer.Option("paper", "--rounding",
+                                 help="Partly filled batches: paper (N/B, default, as `estimate`), ceil (a "
+                                      "partly filled batch costs a full one) or measured (its own cell's energy)."),
 ) -> None:
     """The lowest-energy measured configuration for a trace that meets the SLOs (exit 1 if none)."""
     from tokenjoule.analysis.recommend import RecommendationError, recommend_trace
+    from tokenjoule.analysis.rounding import check_rounding
 
     store = _open_store(db)
     try:
         rec, binned = recommend_trace(trace, store, model=model, slo_ttft_ms=slo_ttft_ms,
                                       slo_tpot_ms=slo_tpot_ms, max_gpus=max_gpus,
-                                      include_estimates=include_estimates)
+                                      include_estimates=include_estimates, rounding=check_rounding(rounding))
     except RecommendationError as exc:
         if not as_json:
             raise
@@ -124,6 +152,9 @@ def _print_recommendation(rec, binned) -> None:
     flagged = sorted({f for b in rec.best.bins for f in b.flags})
     if flagged:
         console.print(f"[yellow]the best configuration uses flagged measurements:[/yellow] {', '.join(flagged)}")
+    from tokenjoule.analysis.selection import SELECTION_RULE
+
+    console.print(SELECTION_RULE, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

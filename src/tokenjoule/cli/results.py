@@ -45,9 +45,8 @@ def _fmt(value: Any, fmt: str = "{:.4g}") -> str:
 
 def _row(rec: Any) -> list[str]:
     spec, m = rec.spec, rec.metrics
-    decoding = spec.get("decoding")
-    decoding = decoding.get("strategy") if isinstance(decoding, dict) else decoding
-    flags = ", ".join(m.get("flags") or rec.measurement.get("flags") or [])
+    decoding = rec.decoding
+    flags = ", ".join(rec.flags)
     if rec.status != "ok" and rec.error:
         flags = (rec.error[:60] + "...") if len(rec.error) > 63 else rec.error
     status = "[green]ok[/]" if rec.status == "ok" else f"[red]{rec.status}[/]"
@@ -56,7 +55,7 @@ def _row(rec: Any) -> list[str]:
         f"{spec.get('engine')}/{spec.get('mode')}", str(decoding), _fmt(spec.get("batch_size"), "{}"),
         f"{_fmt(spec.get('input_tokens'), '{}')}/{_fmt(spec.get('output_tokens'), '{}')}",
         _fmt(m.get("energy_j")), _fmt(m.get("energy_per_output_token_j")), _fmt(m.get("energy_cv"), "{:.1%}"),
-        str(m.get("method") or rec.measurement.get("method") or "-"),
+        str(rec.method or "-"),
         f"[yellow]{flags}[/]" if flags else "", status,
     ]
 

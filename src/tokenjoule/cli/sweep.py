@@ -17,7 +17,7 @@ from rich.table import Table
 from tokenjoule.errors import TokenjouleError
 from tokenjoule.store.db import DEFAULT_DB
 
-PRESET_NAMES = ("paper-lengths", "paper-decoding", "paper-moe", "paper-frameworks", "paper-bins")
+PRESET_NAMES = ("paper-lengths", "paper-decoding", "paper-moe", "paper-frameworks", "paper-bins", "paper-bins-fast")
 
 
 def _resume_command(config_arg: str, db: str, budget: float | None, retry: bool, meter: str,
@@ -47,8 +47,10 @@ def _print_plan(console: Console, summary: Any) -> None:
     console.print(table)
     planned = [c for c in summary.cells if c.status == "planned"]
     guessed = sum(1 for c in planned if c.estimate_source == "guess")
-    note = (f"{len(planned) - guessed} cells from stored durations of similar cells, {guessed} guessed "
-            "(a fixed per-token time model, not a measurement), plus a guessed model load per group")
+    modelled = sum(1 for c in planned if c.estimate_source == "model")
+    note = (f"{len(planned) - guessed - modelled} cells from stored durations of the same cells, {modelled} from "
+            f"a time model fitted to the setup's stored cells, {guessed} guessed (a fixed per-token time "
+            "model, not a measurement), plus a guessed model load per group")
     console.print(f"would run {len(planned)} cells, skip {summary.total - len(planned)}; "
                   f"estimated duration {format_duration(summary.estimated_s)} ({note})")
 
@@ -72,6 +74,10 @@ def _print_summary(console: Console, summary: Any) -> None:
             console.print(f"[red]failed[/red] {c.label}: {c.reason}")
     if summary.stopped_by_budget:
         console.print("stopped before a cell that would exceed the budget")
+        if summary.blocked_s is not None:
+            console.print(f"nothing was measured: the next cell is predicted to end at "
+                          f"{format_duration(summary.blocked_s)} ({summary.blocked_source}); "
+                          "the resume command below has a budget it fits in")
     if summary.interrupted:
         console.print("interrupted; the cell in flight was not stored")
     if summary.resume_command:
@@ -131,13 +137,14 @@ def register(app: typer.Typer) -> None:
                     store.close()
             _print_plan(console, summary)
             return
+        from tokenjoule.cli.sweep_progress import SweepBar
         from tokenjoule.store.db import ResultStore
 
         store = ResultStore(db)
         try:
             summary = run_sweep(
                 cfg, store, meter_kind=meter, retry_failed=retry_failed, budget_minutes=budget_minutes,
-                progress=progress,
+                progress=progress, observer=SweepBar(Console(stderr=True)) if progress else None,
                 resume_command=_resume_command(config_arg, db, budget_minutes, retry_failed, meter, device))
         finally:
             store.close()

@@ -137,6 +137,12 @@ def bins_cmd(
     fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
     trace_model: Optional[str] = typer.Option(None, "--trace-model", help="BurstGPT: keep this model's rows."),
     log_type: Optional[str] = typer.Option(None, "--log-type", help="BurstGPT: keep this log type's rows."),
+    remainders: bool = typer.Option(False, "--remainders",
+                                    help="Also emit batch = N mod B cells (the partly filled batches) for "
+                                         "`estimate --rounding measured`; with --batch max, B is the batch "
+                                         "`estimate` uses for the bin in --db."),
+    db: Optional[Path] = typer.Option(None, "--db", help="Results database giving B per bin for --remainders "
+                                                          "with --batch max."),
 ) -> None:
     """Histogram of requests over (input, output) length bins; optional CDF plot and sweep config."""
     from tokenjoule.errors import TokenjouleError
@@ -148,6 +154,11 @@ def bins_cmd(
             raise TokenjouleError("--emit-sweep needs --model and --engine (and optionally --mode)")
         check_setup(engine, mode, decoding)
     batch_value = parse_batch(batch)
+    if remainders and emit_sweep is None:
+        raise TokenjouleError("--remainders adds cells to --emit-sweep; pass --emit-sweep FILE too")
+    if remainders and batch_value == "max" and db is None:
+        raise TokenjouleError("--remainders with --batch max needs --db PATH (the store holding each bin's "
+                              "largest batch), or pass an integer --batch")
     workload = load_workload(trace, fmt, trace_model, log_type)
     binned = bin_workload(workload, bins, overflow)
     console = Console()
@@ -168,9 +179,38 @@ def bins_cmd(
         from tokenjoule.workloads.sweep_config import write_sweep
 
         cells = binned.cells(model, engine, mode, batch=batch_value, decoding=decoding)
+        if remainders:
+            sizes = _bin_batch_sizes(binned, batch_value, db, model, engine, mode, decoding)
+            extra = binned.remainder_cells(model, engine, mode, sizes, decoding=decoding)
+            out.print(f"{len(extra)} remainder cell(s) (batch = N mod B); "
+                      f"{len(binned.counts) - len(sizes)} bin(s) without a stored batch skipped")
+            cells = cells + extra
         write_sweep(emit_sweep, cells, [f"cells of {binned.name} ({binned.n_kept:,} requests, overflow={overflow})",
                                         "written by: tokenjoule workload bins"])
         out.print(f"wrote {len(cells)} cells to {emit_sweep}")
+
+
+def _bin_batch_sizes(binned, batch_value, db: Optional[Path], model: str, engine: str, mode: str,
+                     decoding: str) -> dict:
+    """B per bin: the given integer batch, else the batch of the stored cell `estimate` uses for
+    the bin (analysis.selection) in `db`."""
+    if batch_value != "max":
+        return {key: batch_value for key in binned.counts}
+    from tokenjoule.analysis.estimate import select_cells
+    from tokenjoule.analysis.selection import choose_cell
+    from tokenjoule.errors import TokenjouleError
+    from tokenjoule.store.db import ResultStore
+
+    if not db.is_file():
+        raise TokenjouleError(f"no results database at {db}; measure the bins first or pass an integer --batch")
+    with ResultStore(db) as store:
+        chosen, _ = select_cells(store, model=model, engine=engine, mode=mode, decoding=decoding)
+    out = {}
+    for key, n in binned.counts.items():
+        rec = choose_cell(chosen.get(key, []), n)
+        if rec is not None and rec.batch_size is not None:
+            out[key] = int(rec.batch_size)
+    return out
 
 
 def check_setup(engine: str, mode: str, decoding: str = "greedy") -> None:

@@ -86,7 +86,7 @@ def assemble_gpu_energy(
             source[key] = "timeline" if contribution is not None else None
             reasons.append(problem + ("; its timeline integral is used instead" if contribution is not None else ""))
         total = None if (total is None or contribution is None) else total + contribution
-    timeline_total = None if any(t is None for t in timeline_j) or not timeline_j else float(sum(timeline_j))
+    timeline_total = None if any(t is None for t in timeline_j) or not timeline_j else float(sum(t for t in timeline_j if t is not None))
     disagreement = None
     counter_only = all(s == "counter" for s in source.values())
     judged = duration_s >= judge_min_window_s

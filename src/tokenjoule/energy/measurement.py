@@ -16,15 +16,8 @@ FLAG_FOREIGN_PROCESS = "foreign-process-on-gpu"  # another process was using a m
 FLAG_TIMELINE_DISAGREES = "timeline-disagrees"  # |timeline - counter| / counter over threshold
 FLAG_ZERO_DELTA = "counter-did-not-move"  # counter returned the same value at both edges
 FLAG_IDLE_NOT_SETTLED = "idle-not-settled"  # the idle baseline in use was read before power settled
-FLAG_ESTIMATE = "estimate"  # the energy is an estimate, not a sensor reading
-
-
-def is_estimate(method: Any, flags: Any) -> bool:
-    """True when an energy came from an estimate (e.g. method `estimate-cpu-time`), not from a
-    sensor: such a number is never shown or ranked as a measurement. `flags` may be a list or
-    a comma-separated string."""
-    flag_list = flags.split(",") if isinstance(flags, str) else list(flags or [])
-    return (isinstance(method, str) and method.startswith("estimate")) or FLAG_ESTIMATE in flag_list
+# The estimate flag and the is_estimate rule belong to the stored records (one rule for every reader).
+from tokenjoule.records import FLAG_ESTIMATE, is_estimate  # noqa: E402,F401
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, ContextManager, Protocol, runtime_checkable
+from typing import Any, Callable, ContextManager, Protocol, runtime_checkable
 
 from tokenjoule.energy.measurement import Measurement
 
@@ -28,8 +28,9 @@ class Meter(Protocol):
         """Measure idle power (W, summed over devices) for `duration_s`; remembered and
         attached to later windows as `idle_power_w`. None where no sensor reads power."""
 
-    def window(self, sync: Callable[[], None] | None = None) -> ContextManager[WindowHandle]:
-        """Open a measurement window; `handle.result` is a Measurement after exit."""
+    def window(self, sync: Callable[[], None] | None = None) -> ContextManager[Any]:
+        """Open a measurement window; it yields a WindowHandle whose `result` is a Measurement
+        after exit (typed Any: the meters' handles hold None until then)."""
 
     def provenance(self) -> dict:
         """Hardware facts of the measured devices (names, count, driver, power limit...)."""

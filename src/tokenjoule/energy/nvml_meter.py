@@ -200,7 +200,7 @@ class NvmlMeter:
         counter_w = None
         deltas = [None if a is None or b is None else b - a for a, b in zip(start_j, end_j)]
         if elapsed_s >= 2 * COUNTER_UPDATE_PERIOD_S and all(d is not None and d > 0 for d in deltas):
-            counter_w = sum(deltas) / elapsed_s
+            counter_w = sum(d for d in deltas if d is not None) / elapsed_s
         measured_w = counter_w if counter_w is not None else timeline_w
         settled = None if settle is None else bool(settle["settled"])
         previous_w, previous_settled = self.idle_power_w, self._idle_settled

@@ -136,4 +136,4 @@ def mean_total_power_w(samples: Sequence[PowerSample], devices: int) -> float | 
     span_s = max(s.t_s for s in samples) - min(s.t_s for s in samples)
     if span_s <= 0:
         return None
-    return sum(energies) / span_s
+    return sum(e for e in energies if e is not None) / span_s

@@ -3,13 +3,25 @@
 An engine loads one model once (`load`) and then runs batches of synthetic requests of
 exact lengths (`generate`). `tokenjoule --help` must never import torch or vLLM, so the
 registry holds import paths, not classes.
+
+Optional capabilities are declared, never discovered with getattr: an engine lists what it
+can do in `capabilities` (a frozenset of the CAP_* names below) and implements the matching
+methods; `EngineBase` gives every optional method a default (raising `CapabilityMissing`,
+or None for `kv_cache_tokens`) so a caller asks `supports(engine, CAP_...)` first.
+
+- CAP_PROBE_MEMORY: `probe_memory(spec)` runs a cheap pass at the cell's full size and raises
+  the framework's out-of-memory error when it does not fit (the largest-batch search uses it,
+  else one real `generate`).
+- CAP_GENERATE_REQUESTS: `generate_requests(lengths, seed)` runs requests of their own
+  (input, output) lengths in one call (compare-serving's offline side).
+- CAP_KV_CACHE_TOKENS: `kv_cache_tokens()` is the preallocated KV cache size in tokens.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 from tokenjoule.errors import UnknownNameError
 from tokenjoule.spec import ENGINE_MODES, RunSpec
@@ -39,8 +51,20 @@ class GenerationResult:
         return sum(self.input_tokens)
 
 
+CAP_PROBE_MEMORY = "probe_memory"
+CAP_GENERATE_REQUESTS = "generate_requests"
+CAP_KV_CACHE_TOKENS = "kv_cache_tokens"
+CAPABILITIES = (CAP_PROBE_MEMORY, CAP_GENERATE_REQUESTS, CAP_KV_CACHE_TOKENS)
+
+
+class CapabilityMissing(NotImplementedError):
+    """An optional engine method was called on an engine that does not declare it."""
+
+
+@runtime_checkable
 class Engine(Protocol):
     name: str
+    capabilities: frozenset[str]  # the optional CAP_* methods this engine implements
 
     def load(self, spec: RunSpec) -> None:
         """Load the model (and draft model) the spec names on its device. Called once per
@@ -60,6 +84,47 @@ class Engine(Protocol):
         """Software versions (torch, transformers, vllm...) and the model's parameter count."""
 
     def close(self) -> None: ...
+
+    # -- optional (declared in `capabilities`) -------------------------------------------------
+    def probe_memory(self, spec: RunSpec) -> None:
+        """Raise the framework's out-of-memory error if `spec` does not fit (CAP_PROBE_MEMORY)."""
+
+    def generate_requests(self, lengths: Sequence[tuple[int, int]], seed: int = 0) -> GenerationResult:
+        """Requests of their own (input, output) lengths in one call (CAP_GENERATE_REQUESTS)."""
+
+    def kv_cache_tokens(self) -> int | None:
+        """Preallocated KV cache size in tokens, None when unknown (CAP_KV_CACHE_TOKENS)."""
+
+    def max_num_seqs(self) -> int | None:
+        """Sequences the engine's scheduler runs at once, None when it has no such bound
+        (with the KV-cache capacity it bounds vLLM's largest batch, runs.max_batch)."""
+
+
+class EngineBase:
+    """Defaults for the optional part of the protocol; engines subclass it and set
+    `capabilities` to what they implement."""
+
+    name = "base"
+    capabilities: frozenset[str] = frozenset()
+
+    def probe_memory(self, spec: RunSpec) -> None:
+        raise CapabilityMissing(f"engine {self.name} cannot probe memory")
+
+    def generate_requests(self, lengths: Sequence[tuple[int, int]], seed: int = 0) -> GenerationResult:
+        raise CapabilityMissing(f"engine {self.name} cannot run requests of different lengths in one call")
+
+    def kv_cache_tokens(self) -> int | None:
+        return None
+
+    def max_num_seqs(self) -> int | None:
+        return None
+
+
+def supports(engine: Engine, capability: str) -> bool:
+    """Whether `engine` declares `capability` (one of CAPABILITIES)."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown engine capability {capability!r}; valid: {', '.join(CAPABILITIES)}")
+    return capability in engine.capabilities
 
 
 def get_engine(name: str) -> Engine:

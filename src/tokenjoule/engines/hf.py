@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tokenjoule.engines.base import GenerationResult
+from tokenjoule.engines.base import CAP_PROBE_MEMORY, EngineBase, GenerationResult
 from tokenjoule.engines.hf_decoding import (
     STATIC_CACHE_MODES,
     AcceptanceCounter,
@@ -34,7 +34,7 @@ from tokenjoule.engines.tokens import special_ids_from_config, synthetic_prompts
 from tokenjoule.errors import TokenjouleError
 from tokenjoule.models.loading import LoadedModel, count_params, load_model, resolve_device
 from tokenjoule.models.registry import default_draft_for
-from tokenjoule.spec import RunSpec
+from tokenjoule.spec import RunSpec, weights_key
 
 SPECULATIVE_NOTE = (
     "random-weight target and draft: the acceptance rate says nothing about a trained pair; "
@@ -44,15 +44,16 @@ SPECULATIVE_NOTE = (
 _DYNAMO_RECOMPILE_LIMIT = 256
 
 
-class HFEngine:
+class HFEngine(EngineBase):
     """Engine protocol implementation on transformers (see engines/base.py)."""
 
     name = "hf"
+    capabilities = frozenset({CAP_PROBE_MEMORY})
 
     def __init__(self) -> None:
         self._loaded: LoadedModel | None = None
         self._draft: LoadedModel | None = None
-        self._key: tuple[Any, ...] | None = None
+        self._key: str | None = None
         self._draft_name: str | None = None
         self._mode: str | None = None
         self._prompt_cache: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -70,7 +71,7 @@ class HFEngine:
         check_supported(spec)
         if spec.decoding.strategy == "speculative":
             self._draft_name_for(spec)  # fail before loading a large target model
-        key = (spec.model, str(device), spec.dtype, spec.seed, spec.engine_options.get("attn_implementation"))
+        key = weights_key(spec)
         if self._key != key:
             self.close()
             self._loaded = load_model(
@@ -106,9 +107,7 @@ class HFEngine:
         self._draft_name = draft_name
 
     def _ensure_loaded(self, spec: RunSpec) -> LoadedModel:
-        device = resolve_device(spec.device)
-        key = (spec.model, str(device), spec.dtype, spec.seed, spec.engine_options.get("attn_implementation"))
-        if self._loaded is None or self._key != key or self._mode != spec.mode:
+        if self._loaded is None or self._key != weights_key(spec) or self._mode != spec.mode:
             self.load(spec)
         elif spec.decoding.strategy == "speculative":
             check_supported(spec)

@@ -24,9 +24,15 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from tokenjoule.engines.base import GenerationResult
+from tokenjoule.engines.base import (
+    CAP_GENERATE_REQUESTS,
+    CAP_KV_CACHE_TOKENS,
+    CAP_PROBE_MEMORY,
+    EngineBase,
+    GenerationResult,
+)
 from tokenjoule.errors import MissingDependencyError, TokenjouleError
-from tokenjoule.spec import RunSpec
+from tokenjoule.spec import RunSpec, load_key
 
 INSTALL = "pip install 'tokenjoule[vllm]' (vLLM needs a CUDA GPU)"
 _DRAFT_METRIC = "vllm:spec_decode_num_draft_tokens"
@@ -57,34 +63,28 @@ def vllm_available() -> bool:
         return False
 
 
-class VLLMEngine:
+class VLLMEngine(EngineBase):
     name = "vllm"
+    capabilities = frozenset({CAP_PROBE_MEMORY, CAP_GENERATE_REQUESTS, CAP_KV_CACHE_TOKENS})
 
     def __init__(self) -> None:
         # Fail at construction, before a runner measures idle power or records cells.
         if not vllm_available():
             raise MissingDependencyError("vLLM", INSTALL)
         self.llm: Any = None
-        self._key: tuple | None = None
+        self._key: str | None = None
         self._tmp: list[tempfile.TemporaryDirectory] = []
         self._config: dict[str, Any] = {}
         self._spec: RunSpec | None = None
         self._avoid: tuple[int, ...] = ()
 
     # -- lifecycle --------------------------------------------------------------------------
-    @staticmethod
-    def _load_key(spec: RunSpec) -> tuple:
-        d = spec.decoding
-        spec_key = (d.draft_model, d.lookahead_tokens, d.ngram) if d.strategy == "speculative" else None
-        return (spec.model, spec.mode, spec.dtype, spec.seed, spec.tensor_parallel, spec.pipeline_parallel,
-                spec_key, json.dumps(spec.engine_options, sort_keys=True))
-
     def load(self, spec: RunSpec) -> None:
         # The meter and the idle baseline initialise CUDA in this process before the engine
         # starts; vLLM's default fork start method then fails ("Cannot re-initialize CUDA in
         # forked subprocess"), so its workers must be spawned.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-        key = self._load_key(spec)
+        key = load_key(spec)
         if self.llm is not None and key == self._key:
             self._spec = spec
             return
@@ -219,9 +219,9 @@ class VLLMEngine:
     def generate_requests(self, lengths: Sequence[tuple[int, int]], seed: int = 0,
                           avoid: Sequence[int] | None = None) -> GenerationResult:
         """Requests of different lengths in ONE `LLM.generate` call (vLLM schedules them with
-        continuous batching from a full queue). Prompt i is `serving.client.synthetic_prompt(i, ...)`,
+        continuous batching from a full queue). Prompt i is `engines.tokens.synthetic_prompt(i, ...)`,
         the same ids an online run with the same seed sends."""
-        from tokenjoule.serving.client import synthetic_prompt
+        from tokenjoule.engines.tokens import synthetic_prompt
         from vllm import SamplingParams
 
         if self.llm is None:
@@ -312,6 +312,14 @@ class VLLMEngine:
         if missing:
             facts["not_recorded"] = f"not in vLLM's config here: {', '.join(missing)}"
         return facts
+
+    def max_num_seqs(self) -> int | None:
+        """Sequences the scheduler runs at once: with the KV-cache capacity, what bounds the
+        largest batch one generate call runs concurrently (runs.max_batch)."""
+        try:
+            return int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        except (AttributeError, TypeError, ValueError):
+            return None
 
     def synchronize(self) -> None:
         """Nothing to wait for: LLM.generate returns after the engine process finished."""

@@ -32,8 +32,10 @@ def _safe(name: str, title: str, fn: Callable[[], Section]) -> Section:
 
 
 def build_report(store, out_dir: str | Path, traces: list[str] | None = None, model: str | None = None,
-                 console: Any = None) -> ReportResult:
-    """Write DIR/index.html plus DIR/NAME.png and DIR/NAME.csv for every drawn section."""
+                 console: Any = None, on_progress: Callable[[str, int, int], None] | None = None) -> ReportResult:
+    """Write DIR/index.html plus DIR/NAME.png and DIR/NAME.csv for every drawn section.
+    `on_progress(section, done, total)` is called before each section (cli draws it; `console`
+    is accepted for compatibility and unused)."""
     from tokenjoule.report import figures as F
     from tokenjoule.report import figures_runs as R
     from tokenjoule.report import tables as T
@@ -60,20 +62,12 @@ def build_report(store, out_dir: str | Path, traces: list[str] | None = None, mo
         ("table_provenance", "Table 5", lambda: T.provenance_table(store, out)),
     ]
     sections = []
-    progress = _progress(console)
-    with progress:
-        task = progress.add_task("report", total=len(jobs))
-        for name, title, fn in jobs:
-            progress.update(task, description=name)
-            sections.append(_safe(name, title, fn))
-            progress.advance(task)
+    for i, (name, title, fn) in enumerate(jobs):
+        if on_progress:
+            on_progress(name, i, len(jobs))
+        sections.append(_safe(name, title, fn))
+    if on_progress:
+        on_progress("done", len(jobs), len(jobs))
     linked = sorted({i for s in sections for i in s.cell_ids})
     index = write_html(out / "index.html", sections, store, linked, model=ref, traces=traces)
     return ReportResult(out, index, sections, linked)
-
-
-def _progress(console: Any):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    return Progress(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
-                    console=console, transient=True, disable=console is None)

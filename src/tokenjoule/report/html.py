@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from tokenjoule.report.data import Section, fmt_number, is_estimate, warning_flags
+from tokenjoule.report.data import Section, fmt_number, warning_flags
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1150px;
@@ -47,14 +47,11 @@ class _Cells:
 
     def warnings(self, cid: int) -> list[str]:
         rec = self.records.get(cid)
-        return warning_flags((rec.measurement or {}).get("flags") if rec else [])
+        return warning_flags(rec.flags if rec else [])
 
     def estimate(self, cid: int) -> bool:
         rec = self.records.get(cid)
-        if rec is None:
-            return False
-        m = rec.measurement or {}
-        return is_estimate(m.get("method"), m.get("flags") or [])
+        return rec is not None and rec.is_estimate
 
 
 def _e(text: Any) -> str:
@@ -125,15 +122,13 @@ APPENDIX_COLS = ("id", "kind", "status", "model", "engine/mode", "decoding", "ba
 def _appendix(cells: _Cells, linked: set[int]) -> str:
     rows = ["<tr>" + "".join(f"<th>{c}</th>" for c in APPENDIX_COLS) + "</tr>"]
     for cid, rec in sorted(cells.records.items()):
-        s, m, meas = rec.spec, rec.metrics, rec.measurement or {}
-        dec = s.get("decoding")
-        dec = dec.get("strategy") if isinstance(dec, dict) else dec
-        flags = list(meas.get("flags") or [])
-        method = meas.get("method") or "—"
+        s, m = rec.spec, rec.metrics
+        dec = rec.decoding
+        flags = rec.flags
+        method = rec.method or "—"
         est = cells.estimate(cid)
         classes = [c for c, on in (("flagged", bool(cells.warnings(cid))), ("estimate", est),
                                    ("failed", rec.status != "ok")) if on]
-        gpus = rec.provenance.get("gpu_names") or []
         energy = _e(fmt_number(m.get("energy_j"))) if rec.status == "ok" else _e(f"failed: {rec.error or ''}")
         vals = [f'<a href="#cell-{cid}">{cid}</a>' + (" ·" if cid in linked else ""), rec.kind, rec.status,
                 s.get("model"), f"{s.get('engine')}/{s.get('mode')}", dec or "—",
@@ -141,7 +136,7 @@ def _appendix(cells: _Cells, linked: set[int]) -> str:
                 s.get("tensor_parallel", 1), energy, fmt_number(m.get("energy_per_output_token_j")),
                 fmt_number(m.get("duration_s")), fmt_number(m.get("avg_power_w")),
                 f"{method}" + (" (estimate)" if est else ""),
-                ", ".join(flags) or "—", gpus[0] if gpus else (rec.provenance.get("cpu_name") or "—"),
+                ", ".join(flags) or "—", rec.device_name or "—",
                 rec.provenance.get("time_utc") or rec.created_at or "—"]
         tds = "".join(f"<td>{v if k in (0, 10) else _e(v)}</td>" for k, v in enumerate(vals))
         cls = f' class="{" ".join(classes)}"' if classes else ""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenjoule.analysis.selection import SELECTION_RULE
 from tokenjoule.report.data import Section, fmt_number
 
 TASKS = ("translation", "generation", "classification", "summarization")
@@ -88,8 +89,9 @@ def workload_table(traces: list[str], out_dir: Path) -> Section:
 def estimate_vs_theory_table(traces: list[str], store, df, model: str, out_dir: Path) -> Section:
     """Measured binned estimate vs the paper's FLOPs x TDP estimate, per trace and engine/mode."""
     sec = Section("table_estimate_vs_theory", "Binned estimate vs theoretical energy (Table 4)",
-                  f"{model}, greedy. Binned = sum over bins of ceil(N/B) x measured batch energy at the largest "
-                  "measured batch per bin (as `tokenjoule estimate` computes it); "
+                  f"{model}, greedy. Binned = sum over bins of N/B x measured batch energy (the paper's rounding, "
+                  "`tokenjoule estimate`'s default), the cell of each bin chosen as `tokenjoule estimate`, "
+                  "`savings` and `recommend` choose it (" + SELECTION_RULE + "); "
                   "theory = TDP / peak bf16 FLOP/s x FLOPs of the kept requests (a prediction, not a measurement).")
     if not traces:
         sec.unavailable = "not available: give --trace NAME to compare a trace's binned estimate with theory"
@@ -159,7 +161,7 @@ def savings_table(traces: list[str], store, model: str, out_dir: Path) -> Sectio
     """Best measured configuration vs the baseline (hf/eager greedy, 1 GPU) per trace, no SLOs."""
     sec = Section("table_savings", "Savings of the best configuration over the baseline",
                   "Per trace, without latency targets (use `tokenjoule recommend` for SLOs). Baseline: "
-                  "hf/eager greedy on one GPU; both batched by the lowest-energy measured batch per bin.")
+                  "hf/eager greedy on one GPU; " + SELECTION_RULE + ".")
     if not traces:
         sec.unavailable = "not available: give --trace NAME to compute savings for a workload"
         return sec
@@ -201,7 +203,7 @@ def provenance_table(store, out_dir: Path) -> Section:
         g = groups.setdefault(key, {"prov": prov, "ids": [], "times": [], "methods": set()})
         g["ids"].append(int(rec.id))
         g["times"].append(rec.provenance.get("time_utc") or rec.created_at or "")
-        g["methods"].add(str((rec.measurement or {}).get("method") or "—"))
+        g["methods"].add(str(rec.method or "—"))
     if not groups:
         sec.unavailable = "not available: the store has no cells"
         return sec

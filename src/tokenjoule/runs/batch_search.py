@@ -1,7 +1,7 @@
 """The largest batch that fits: doubling from 1, then bisection, cached in the results store.
 
 The paper measures each bin at its largest fitting batch. Finding it costs one probe per
-tried batch size: `engine.probe_memory(spec)` when the engine has one (a cheap forward pass
+tried batch size: `engine.probe_memory(spec)` when the engine declares CAP_PROBE_MEMORY (a cheap forward pass
 at the full sequence length that raises the framework's out-of-memory error), else one real
 `engine.generate`. Doubling brackets the limit in about log2(limit) probes and bisection
 pins it to within `BISECTION_RESOLUTION` of the limit (a probe of a large batch is a full
@@ -13,13 +13,13 @@ so a limit L costs at most 2*log2(L) + 2 probes, and about log2(L) + 6 in practi
 from __future__ import annotations
 
 import gc
-import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tokenjoule.runs.offline import is_out_of_memory  # noqa: F401  (re-exported for callers)
-from tokenjoule.spec import RunSpec
+from tokenjoule.engines.base import CAP_PROBE_MEMORY, Engine, supports
+from tokenjoule.records import is_out_of_memory  # noqa: F401  (re-exported for callers)
+from tokenjoule.spec import DEFAULT_MAX_BATCH_CAP, RunSpec, memory_key
 
 # Bisection stops once the bracket [fits, does not fit) is narrower than this share of the
 # batch that fits: the answer is then at most ~3% below the true limit (exact below 32).
@@ -79,29 +79,22 @@ def search_max_batch(fits: Callable[[int], bool], cap: int, how: str = "probe",
     return BatchSearch(lo, probes)
 
 
-def max_batch_key(spec: RunSpec, gpu_name: str | None, cap: int) -> str:
-    """Cache key: everything that changes memory use (model, engine, mode, dtype, parallelism,
-    decoding, lengths, engine options), the GPU model, and the search ceiling."""
-    return json.dumps({
-        "model": spec.model, "engine": spec.engine, "mode": spec.mode, "dtype": spec.dtype,
-        "tensor_parallel": spec.tensor_parallel, "pipeline_parallel": spec.pipeline_parallel,
-        "decoding": spec.decoding.canonical(), "input_tokens": spec.input_tokens,
-        "output_tokens": spec.output_tokens, "engine_options": spec.engine_options,
-        "gpu_name": gpu_name or "unknown", "cap": cap,
-    }, sort_keys=True, separators=(",", ":"))
+def max_batch_key(spec: RunSpec, gpu_name: str | None, cap: int = DEFAULT_MAX_BATCH_CAP) -> str:
+    """The cache key of the largest fitting batch: `spec.memory_key` (kept under this name)."""
+    return memory_key(spec, gpu_name, cap)
 
 
-def engine_fits(engine: Any, spec: RunSpec) -> tuple[Callable[[int], bool], str]:
-    """A fits(batch) test for this engine and cell: probe_memory when present, else generate.
-    Out-of-memory means "does not fit"; any other error propagates (the cell fails)."""
-    probe_fn = getattr(engine, "probe_memory", None)
-    how = "probe" if callable(probe_fn) else "generate"
+def engine_fits(engine: Engine, spec: RunSpec) -> tuple[Callable[[int], bool], str]:
+    """A fits(batch) test for this engine and cell: probe_memory when the engine declares it,
+    else generate. Out-of-memory means "does not fit"; any other error propagates."""
+    probe = supports(engine, CAP_PROBE_MEMORY)
+    how = "probe" if probe else "generate"
 
     def fits(batch_size: int) -> bool:
         trial = spec.model_copy(update={"batch_size": batch_size})
         try:
-            if probe_fn is not None and callable(probe_fn):
-                probe_fn(trial)
+            if probe:
+                engine.probe_memory(trial)
             else:
                 engine.generate(trial)
             return True
@@ -114,7 +107,7 @@ def engine_fits(engine: Any, spec: RunSpec) -> tuple[Callable[[int], bool], str]
     return fits, how
 
 
-def find_max_batch(store: Any, engine: Any, spec: RunSpec, gpu_name: str | None, cap: int) -> BatchSearch:
+def find_max_batch(store: Any, engine: Engine, spec: RunSpec, gpu_name: str | None, cap: int) -> BatchSearch:
     """The cached answer for this cell's key, or a fresh search (then cached)."""
     key = max_batch_key(spec, gpu_name, cap)
     cached = store.get_max_batch(key)

@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 from tokenjoule.energy.measurement import FLAG_TIMELINE_DISAGREES, Measurement, PowerSample
 from tokenjoule.engines.base import GenerationResult
+from tokenjoule.records import MAX_STORED_SAMPLES, downsample  # noqa: F401  (moved; re-exported)
 from tokenjoule.spec import RunSpec
 
-MAX_STORED_SAMPLES = 2000
 
 # Flags the runner itself adds (next to the meter's window flags).
 FLAG_DECODE_NEGATIVE = "prefill-exceeds-full"  # 1-token run used more energy than the full run
@@ -43,6 +43,9 @@ class PhaseResult:
     windows: list[Measurement] = field(default_factory=list)
     results: list[GenerationResult] = field(default_factory=list)  # every measured batch
     flags: set[str] = field(default_factory=set)
+    # How the windows ended and what warmed them up (runs.windows); None under no protocol record.
+    stop: dict[str, Any] | None = None
+    warmup: dict[str, Any] | None = None
 
     def per_batch(self, attr: str) -> list[float | None]:
         """A window field divided by the iterations it held (energy or time of one batch)."""
@@ -144,8 +147,25 @@ def build_metrics(spec: RunSpec, full: PhaseResult, prefill: PhaseResult | None)
     metrics["acceptance_rate"] = statistics.fmean(rates) if rates else None
 
     metrics.update(_split_metrics(energy_j, duration_s, full, prefill, flags))
+    metrics.update(protocol_metrics(spec, full, prefill))
     metrics["flags"] = sorted(flags)
     return metrics
+
+
+def protocol_metrics(spec: RunSpec, full: PhaseResult, prefill: PhaseResult | None) -> dict[str, Any]:
+    """Warm-ups, windows and why they stopped, for the full phase (and the prefill phase)."""
+    out: dict[str, Any] = {"protocol": spec.protocol, "windows": len(full.windows)}
+    if full.stop:
+        out["stop_reason"] = full.stop.get("stop_reason")
+        out["window_spread_rel"] = full.stop.get("window_spread_rel")
+    if full.warmup:
+        out["warmup_full_length"] = full.warmup.get("full_length")
+        out["warmup_short"] = full.warmup.get("short")
+    if prefill is not None:
+        out["prefill_windows"] = len(prefill.windows)
+        if prefill.stop:
+            out["prefill_stop_reason"] = prefill.stop.get("stop_reason")
+    return out
 
 
 def _split_metrics(
@@ -201,18 +221,6 @@ def window_summaries(phase: PhaseResult) -> list[dict[str, Any]]:
     return out
 
 
-def downsample(samples: tuple[PowerSample, ...] | list, max_samples: int = MAX_STORED_SAMPLES) -> list:
-    """Every k-th sample so at most `max_samples` remain (the last one is always kept)."""
-    samples = list(samples)
-    if len(samples) <= max_samples:
-        return samples
-    step = math.ceil(len(samples) / max_samples)
-    kept = samples[::step]
-    if kept[-1] is not samples[-1]:
-        kept[-1] = samples[-1]
-    return kept
-
-
 def measurement_dict(full: PhaseResult, prefill: PhaseResult | None) -> dict[str, Any]:
     """The stored measurement: the last full window (samples downsampled) + per-repeat values."""
     last = full.windows[-1]
@@ -220,6 +228,8 @@ def measurement_dict(full: PhaseResult, prefill: PhaseResult | None) -> dict[str
     data["samples"] = downsample(data["samples"])
     data["samples_stored_of"] = len(last.samples)
     data["per_repeat"] = {"energy_j": full.energies_j, "duration_s": full.durations_s}
+    if full.stop or full.warmup:
+        data["protocol"] = {"stop": full.stop, "warmup": full.warmup}
     if prefill is not None:
         data["prefill_per_repeat"] = {"energy_j": prefill.energies_j, "duration_s": prefill.durations_s}
     data["windows"] = window_summaries(full) + (window_summaries(prefill) if prefill is not None else [])

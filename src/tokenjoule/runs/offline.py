@@ -18,13 +18,9 @@ Failures (out of memory, engine errors) become stored `failed` records, then `Ce
 from __future__ import annotations
 
 import math
-import platform
-import socket
-import sys
 from collections import Counter
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from tokenjoule import __version__
 from tokenjoule.energy.meter import Meter
 from tokenjoule.engines.base import Engine
 from tokenjoule.errors import CellFailure, TokenjouleError
@@ -35,31 +31,38 @@ from tokenjoule.runs.metrics import (
     build_metrics,
     measurement_dict,
 )
-from tokenjoule.spec import RunSpec
-from tokenjoule.store.db import CellRecord, ResultStore, utc_now
+from tokenjoule.runs.windows import (
+    SHORT_WARMUP_OUTPUT_TOKENS,
+    STOP_FIXED,
+    WarmupPlan,
+    stop_rule,
+    stop_summary,
+    warmup_plan,
+)
+from tokenjoule.records import (  # noqa: F401  (moved to records; re-exported for existing imports)
+    CellRecord,
+    base_provenance,
+    error_text,
+    is_out_of_memory,
+    safe_provenance,
+    utc_now,
+)
+from tokenjoule.spec import RunSpec, load_key
+
+if TYPE_CHECKING:
+    from tokenjoule.runs.plans import CellsPlan
+    from tokenjoule.store.db import ResultStore
+
+# run_group / run_cells / run_measure below are thin entry points kept for existing callers:
+# the loop itself is runs.runner.Runner (imported inside them, since the runner imports this
+# module for measure_cell).
 
 # on_progress(phase, done, total): phase is one of PHASES; called after every batch.
 ProgressFn = Callable[[str, int, int], None]
-PHASES = ("warmup", "calibrate", "measure", "prefill-warmup", "prefill-calibrate", "prefill-measure")
+PHASES = ("warmup", "warmup-short", "calibrate", "measure", "prefill-warmup", "prefill-warmup-short",
+          "prefill-calibrate", "prefill-measure")
 MAX_ITERATIONS_PER_WINDOW = 10_000  # a guard against a batch that reports ~0 s
 CALIBRATION_BATCHES = 3
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for torch's OutOfMemoryError, Python's MemoryError, or any error whose text says
-    "out of memory"."""
-    torch = sys.modules.get("torch")  # never import torch just to classify an error
-    oom_type = getattr(torch, "OutOfMemoryError", None) if torch else None
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
-
-
-def error_text(exc: BaseException) -> str:
-    """One line naming the error kind; stored in the failed record."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    prefix = "out of memory" if is_out_of_memory(exc) else type(exc).__name__
-    return f"{prefix}: {text}"
 
 
 # -- one phase --------------------------------------------------------------------------------
@@ -68,6 +71,8 @@ def _measure_phase(
     calls: Counter, on_progress: ProgressFn | None,
 ) -> PhaseResult:
     prefix = "" if name == "full" else "prefill-"
+    if spec.protocol == "adaptive":
+        return _measure_phase_adaptive(name, prefix, spec, engine, meter, output_tokens, calls, on_progress)
 
     def run_batch(phase: str):
         result = engine.generate(spec, output_tokens)
@@ -114,14 +119,69 @@ def _measure_phase(
         phase.windows.append(window.result)
         if window.result.duration_s < spec.min_window_s:
             phase.flags.add(FLAG_WINDOW_BELOW_MIN)  # calibration was too optimistic; kept, flagged
+    phase.stop = {"stop_reason": STOP_FIXED, "windows": len(phase.windows)}
+    phase.warmup = {"full_length": warmup, "short": 0, "reason": "protocol full"}
+    return phase
+
+
+def _measure_phase_adaptive(
+    name: str, prefix: str, spec: RunSpec, engine: Engine, meter: Meter, output_tokens: int,
+    calls: Counter, on_progress: ProgressFn | None,
+) -> PhaseResult:
+    """runs.windows' protocol: warm-up by mode, the first batch measured (one window when it is
+    long enough, else calibration), windows until the last two agree or max_windows."""
+    plan = warmup_plan(spec.engine, spec.mode, "adaptive", spec.warmup)
+    if name != "full":  # the prefill shape follows a warmed engine: only its first-call cost is left
+        plan = WarmupPlan(0, 1, "prefill phase after the full phase: one batch of the new shape")
+    for i in range(plan.full_length):
+        engine.generate(spec, output_tokens)
+        calls[prefix + "warmup"] += 1
+    for i in range(plan.short):
+        engine.generate(spec, min(SHORT_WARMUP_OUTPUT_TOKENS, output_tokens))
+        calls[prefix + "warmup-short"] += 1
+    if on_progress and (plan.full_length or plan.short):
+        on_progress(prefix + "warmup", 1, 1)
+    engine.synchronize()
+
+    phase = PhaseResult(name=name, output_tokens=output_tokens, iterations_per_window=1,
+                        warmup=plan.to_dict())
+    with meter.window(sync=engine.synchronize) as window:
+        first = engine.generate(spec, output_tokens)
+    first_s = max(window.result.duration_s, 0.0)
+    if spec.min_window_s <= 0 or first_s >= spec.min_window_s:
+        # A batch at least as long as the minimum window is one window: no calibration batch.
+        calls[prefix + "measure"] += 1
+        phase.windows.append(window.result)
+        phase.results.append(first)
+    else:
+        calls[prefix + "calibrate"] += 1
+        n = math.ceil(spec.min_window_s / first_s) if first_s > 0 else MAX_ITERATIONS_PER_WINDOW
+        if n > MAX_ITERATIONS_PER_WINDOW:
+            n = MAX_ITERATIONS_PER_WINDOW
+            phase.flags.add(FLAG_ITERATIONS_CAPPED)
+        phase.iterations_per_window = n
+    if on_progress:
+        on_progress(prefix + "calibrate", 1, 1)
+    while (reason := stop_rule(phase.energies_j, agree_rel=spec.window_agree_rel,
+                               max_windows=spec.max_windows)) is None:
+        with meter.window(sync=engine.synchronize) as window:
+            for _ in range(phase.iterations_per_window):
+                phase.results.append(engine.generate(spec, output_tokens))
+                calls[prefix + "measure"] += 1
+        phase.windows.append(window.result)
+        if window.result.duration_s < spec.min_window_s:
+            phase.flags.add(FLAG_WINDOW_BELOW_MIN)
+        if on_progress:
+            on_progress(prefix + "measure", len(phase.windows), spec.max_windows)
+    phase.stop = stop_summary(reason, phase.energies_j, spec.window_agree_rel)
     return phase
 
 
 def measure_cell(spec: RunSpec, engine: Engine, meter: Meter, *, on_progress: ProgressFn | None = None) -> CellRecord:
     """Measure one cell on an already loaded engine; returns an unsaved ok record.
 
-    The caller owns `engine.load/close` and the meter (so a sweep reuses one engine), and
-    adds provenance. Exceptions from the engine propagate (see `run_group` for recording)."""
+    The caller (runs.runner.Session) owns `engine.load/close` and the meter, and adds
+    provenance and the idle baseline. Exceptions from the engine propagate."""
     calls: Counter = Counter()
     full = _measure_phase("full", spec, engine, meter, spec.output_tokens, spec.warmup, calls, on_progress)
     prefill = None
@@ -131,51 +191,10 @@ def measure_cell(spec: RunSpec, engine: Engine, meter: Meter, *, on_progress: Pr
     metrics = build_metrics(spec, full, prefill)
     measurement = measurement_dict(full, prefill)
     measurement["calls"] = {p: calls[p] for p in PHASES if calls[p]}
-    return CellRecord(spec=spec.canonical(), spec_hash=spec.spec_hash(), kind="offline", status="ok",
-                      metrics=metrics, measurement=measurement)
+    return CellRecord.ok(spec, metrics, measurement)
 
 
-# -- records, provenance ----------------------------------------------------------------------
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def base_provenance() -> dict[str, Any]:
-    from tokenjoule.codeversion import code_version
-
-    return {"tokenjoule_version": __version__, **code_version(), "hostname": socket.gethostname(),
-            "cpu_name": _cpu_name(), "python_version": platform.python_version(), "time_utc": utc_now()}
-
-
-def safe_provenance(fn: Callable[[], dict]) -> dict:
-    """Call a provenance getter; an error becomes a recorded note, never a lost cell."""
-    try:
-        return dict(fn() or {})
-    except Exception as exc:  # provenance must never lose a measured cell
-        return {"provenance_error": " ".join(str(exc).split())}
-
-
-def _idle_facts(meter: Meter) -> dict[str, Any]:
-    """The settle wait and GPU state of the idle baseline, where the meter recorded them."""
-    details = getattr(meter, "idle_details", None) or {}
-    keys = ("idle_settle", "idle_gpu_state_before_settle", "idle_gpu_state_start", "idle_power_counter_w",
-            "idle_power_timeline_w", "idle_power_source", "idle_power_measured_w", "idle_settled",
-            "idle_resting_sm_clock_mhz")
-    return {k.removeprefix("idle_"): details[k] for k in keys if k in details}
-
-
-def failed_record(spec: RunSpec, exc: BaseException, provenance: dict[str, Any]) -> CellRecord:
-    return CellRecord(spec=spec.canonical(), spec_hash=spec.spec_hash(), kind="offline", status="failed",
-                      metrics={}, measurement={}, provenance=provenance, error=error_text(exc))
-
-
+# -- the cell as the runner sees it --------------------------------------------------------------
 def meter_devices(spec: RunSpec) -> list[int]:
     """GPU indices the cell will run on, known before the model is loaded (for the idle
     baseline). [] on CPU: the "auto" meter then estimates instead of measuring idle GPUs."""
@@ -194,78 +213,41 @@ def meter_devices(spec: RunSpec) -> list[int]:
     return list(range(spec.tensor_parallel * spec.pipeline_parallel))
 
 
-def _group_key(spec: RunSpec) -> tuple:
-    return (spec.model, spec.engine, spec.mode, spec.device, spec.dtype, spec.seed, spec.tensor_parallel,
-            spec.pipeline_parallel, spec.decoding.draft_model, sorted(spec.engine_options.items()))
-
-
 def run_group(
-    specs: Sequence[RunSpec], store: ResultStore, *, meter_kind: str = "auto", idle_s: float = 5.0,
+    specs: Sequence[RunSpec], store: "ResultStore", *, meter_kind: str = "auto", idle_s: float = 5.0,
     engine: Engine | None = None, meter: Meter | None = None, on_progress: ProgressFn | None = None,
     on_cell: Callable[[RunSpec, CellRecord], None] | None = None,
 ) -> list[CellRecord]:
-    """Measure cells that share one loaded model: idle baseline first, one load, then each cell.
+    """Measure cells that share one engine load (`spec.load_key`): the runner with a plan of
+    these cells. Every cell is stored (ok or failed) as soon as it finishes; a failed cell
+    does not stop the others. Returns the records in order."""
+    from tokenjoule.runs.plans import CellsPlan
 
-    Every cell is stored (ok or failed) as soon as it finishes; a failed cell does not stop
-    the others. Returns the records in order. Errors in creating the meter propagate."""
     if not specs:
         return []
-    keys = {repr(_group_key(s)) for s in specs}
-    if len(keys) > 1:
-        raise TokenjouleError("run_group needs cells of one model/engine/mode/device/dtype/seed; split them first")
-    first = specs[0]
-    own_meter = meter is None
-    if meter is None:
-        from tokenjoule.energy import make_meter
+    if len({load_key(s) for s in specs}) > 1:
+        raise TokenjouleError("run_group needs cells of one engine load (model/engine/mode/device/dtype/seed/"
+                              "parallelism/engine options); split them first")
+    plan = CellsPlan(specs, on_cell=on_cell)
+    run_cells(plan, store, meter_kind=meter_kind, idle_s=idle_s, engine=engine, meter=meter,
+              on_progress=on_progress)
+    return plan.records
 
-        meter = make_meter(meter_kind, devices=meter_devices(first))
-    records: list[CellRecord] = []
-    try:
-        idle_w = meter.measure_idle(idle_s) if idle_s > 0 else None  # before the model is loaded
-        if engine is None:
-            from tokenjoule.engines.base import get_engine
 
-            engine = get_engine(first.engine)
-        try:
-            engine.load(first)
-        except Exception as exc:  # every cell of the group fails the same way
-            provenance = {**base_provenance(), **safe_provenance(meter.provenance)}
-            for spec in specs:
-                rec = failed_record(spec, exc, provenance)
-                store.add(rec)
-                records.append(rec)
-                if on_cell:
-                    on_cell(spec, rec)
-            return records
-        try:
-            # After loading: versions are then those of the imported (running) packages.
-            provenance = {**base_provenance(), **safe_provenance(meter.provenance), **safe_provenance(engine.provenance)}
-            provenance["engine_devices"] = safe_provenance(lambda: {"d": engine.device_indices()}).get("d")
-            for spec in specs:
-                try:
-                    rec = measure_cell(spec, engine, meter, on_progress=on_progress)
-                except Exception as exc:
-                    rec = failed_record(spec, exc, provenance)
-                else:
-                    rec.provenance = dict(provenance, time_utc=utc_now())
-                    rec.measurement["idle"] = {"duration_s": idle_s, "power_w": idle_w,
-                                               **safe_provenance(lambda: _idle_facts(meter))}
-                    if rec.metrics.get("idle_power_w") is None and idle_w is not None:
-                        rec.metrics["idle_power_w"] = idle_w
-                store.add(rec)
-                records.append(rec)
-                if on_cell:
-                    on_cell(spec, rec)
-        finally:
-            engine.close()
-    finally:
-        if own_meter:
-            meter.close()
-    return records
+def run_cells(plan: "CellsPlan", store: Any, *, meter_kind: str = "auto", idle_s: float = 5.0,
+              engine: Engine | None = None, meter: Meter | None = None,
+              on_progress: ProgressFn | None = None) -> "CellsPlan":
+    """Run a list plan (any number of engine loads); `engine` reuses one given engine."""
+    from tokenjoule.runs.runner import Runner, RunContext
+
+    factory = None if engine is None else (lambda name: engine)
+    Runner(RunContext(store, meter=meter, meter_kind=meter_kind, idle_s=idle_s, engine_factory=factory,
+                      on_progress=on_progress)).run(plan)
+    return plan
 
 
 def run_measure(
-    spec: RunSpec, store: ResultStore, *, meter_kind: str = "auto", idle_s: float = 5.0,
+    spec: RunSpec, store: "ResultStore", *, meter_kind: str = "auto", idle_s: float = 5.0,
     engine: Engine | None = None, meter: Meter | None = None, on_progress: ProgressFn | None = None,
 ) -> CellRecord:
     """Measure and store one cell; a failed cell is stored, then raised as CellFailure."""

@@ -18,9 +18,7 @@ its (inherited or own) list-valued axes. Identical cells are kept once.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,17 +26,24 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from tokenjoule.errors import TokenjouleError, UnknownNameError
-from tokenjoule.spec import DECODING_STRATEGIES, DecodingSpec, RunSpec
+from tokenjoule.spec import (  # noqa: F401  (unresolved_hash re-exported)
+    BATCH_MAX,
+    DECODING_STRATEGIES,
+    DEFAULT_MAX_BATCH_CAP,
+    DecodingSpec,
+    RunSpec,
+    load_key,
+    unresolved_hash,
+)
 
 # Keys that may be lists (one grid axis each) and keys that are one value per cell.
 AXES = ("model", "engine", "mode", "decoding", "input_tokens", "output_tokens", "batch_size",
         "repeats", "warmup", "dtype", "seed", "tensor_parallel", "pipeline_parallel")
-CELL_SCALARS = ("device", "min_window_s", "split_prefill", "engine_options")
+CELL_SCALARS = ("device", "min_window_s", "split_prefill", "engine_options", "protocol", "window_agree_rel",
+                "max_windows")
 ALIASES = {"batch": "batch_size"}
-BATCH_MAX = "max"
 BATCH_UPTO_MAX = "1..max"
 ORDERS = ("ascending", "as-written")
-DEFAULT_MAX_BATCH_CAP = 1024
 
 
 class SweepConfigError(TokenjouleError):
@@ -89,6 +94,9 @@ class CellTemplate(BaseModel):
     min_window_s: float | None = Field(None, ge=0)
     split_prefill: bool | None = None
     engine_options: dict[str, Any] | None = None
+    protocol: str | None = None  # full | adaptive (runs.windows)
+    window_agree_rel: float | None = Field(None, gt=0)
+    max_windows: int | None = Field(None, ge=2)
 
     @field_validator("model", "engine", "mode", "dtype")
     @classmethod
@@ -154,6 +162,8 @@ class SweepConfig(CellTemplate):
     max_batch_cap: int = Field(DEFAULT_MAX_BATCH_CAP, ge=1)  # ceiling of the largest-batch search
     max_batch_retries: int = Field(5, ge=0)  # x0.8 steps when the measurement at "max" runs out of memory
     order: str = "ascending"
+    # batch: max by "search" (doubling + bisection) or "predict" (memory model + one probe; runs.max_batch)
+    max_batch_method: str = "search"
     cells: list[CellTemplate] | None = None
 
     _source: str = PrivateAttr("config")
@@ -164,6 +174,15 @@ class SweepConfig(CellTemplate):
     def _order(cls, v: str) -> str:
         if v not in ORDERS:
             raise ValueError(str(UnknownNameError("order", v, ORDERS)))
+        return v
+
+    @field_validator("max_batch_method")
+    @classmethod
+    def _max_batch_method(cls, v: str) -> str:
+        from tokenjoule.runs.max_batch import MAX_BATCH_METHODS
+
+        if v not in MAX_BATCH_METHODS:
+            raise ValueError(str(UnknownNameError("max_batch_method", v, MAX_BATCH_METHODS)))
         return v
 
     @property
@@ -191,7 +210,7 @@ class SweepConfig(CellTemplate):
     def expand(self) -> list["CellPlan"]:
         """All cells of the grid, deduplicated, in the order written."""
         defaults = self.set_fields()
-        templates = [(("cells", i), c.set_fields()) for i, c in enumerate(self.cells)] if self.cells else [((), {})]
+        templates: list[tuple[tuple[Any, ...], dict[str, Any]]] = [(("cells", i), c.set_fields()) for i, c in enumerate(self.cells)] if self.cells else [((), {})]
         plans: list[CellPlan] = []
         seen: set[str] = set()
         for path, own in templates:
@@ -259,12 +278,9 @@ class CellPlan:
             return self.spec.label.replace(f" b{self.spec.batch_size} ", " b=max ")
         return self.spec.label
 
-    def group_key(self) -> tuple:
-        """Cells with the same group key share one engine load."""
-        s = self.spec
-        return (s.model, s.engine, s.mode, s.dtype, s.device, s.tensor_parallel, s.pipeline_parallel,
-                s.decoding.draft_model if s.decoding.strategy == "speculative" else None,
-                json.dumps(s.engine_options, sort_keys=True))
+    def group_key(self) -> str:
+        """Cells with the same group key share one engine load (`spec.load_key`)."""
+        return load_key(self.spec)
 
     def failure_spec(self) -> dict[str, Any]:
         """The spec dict stored for a failed cell whose batch was never resolved."""
@@ -273,13 +289,6 @@ class CellPlan:
             data["batch_size"] = None
             data["batch"] = BATCH_MAX
         return data
-
-
-def unresolved_hash(spec: RunSpec) -> str:
-    data = spec.canonical()
-    data["batch_size"] = BATCH_MAX
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _powers_of_two(cap: int) -> list[int]:

@@ -41,6 +41,10 @@ PRESET_HELP = {
                   "separated traces give the union; default azure-conv-2023,azure-code-2023) at the "
                   "largest fitting batch, most requested bins first, no prefill split. --quick: the most "
                   "requested bins holding 80% of the requests (at most 8), warm-up 1, repeats 2.",
+    "paper-bins-fast": "paper-bins with the fast protocol: the largest batch predicted by the memory model "
+                       "and confirmed by one probe (max_batch_method: predict), adaptive windows "
+                       "(protocol: adaptive: warm-up by mode, two windows that agree within 1%, a third "
+                       "otherwise). Same --trace and --quick as paper-bins.",
 }
 
 
@@ -112,7 +116,8 @@ def paper_bins(models: list[str], quick: bool, trace: str | None = None, **_: An
     if not rows:
         raise TokenjouleError(f"trace {', '.join(traces)} has no requests inside the bins")
     if quick:
-        total, kept, acc = sum(r["n_requests"] for r in rows), [], 0
+        total, acc = sum(r["n_requests"] for r in rows), 0
+        kept: list[dict[str, Any]] = []
         for r in rows:
             if acc >= QUICK_BIN_SHARE * total or len(kept) >= QUICK_BIN_MAX:
                 break
@@ -126,12 +131,18 @@ def paper_bins(models: list[str], quick: bool, trace: str | None = None, **_: An
             "cells": [{"input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"]} for r in rows]}
 
 
+def paper_bins_fast(models: list[str], quick: bool, trace: str | None = None, **kw: Any) -> dict[str, Any]:
+    data = paper_bins(models, quick, trace=trace, **kw)
+    return {**data, "protocol": "adaptive", "max_batch_method": "predict"}
+
+
 PRESETS: dict[str, tuple[Callable[..., dict[str, Any]], tuple[str, ...] | str]] = {
     "paper-lengths": (paper_lengths, DEFAULT_MODEL),
     "paper-decoding": (paper_decoding, DEFAULT_MODEL),
     "paper-moe": (paper_moe, MOE_MODELS),
     "paper-frameworks": (paper_frameworks, DEFAULT_MODEL),
     "paper-bins": (paper_bins, DEFAULT_MODEL),
+    "paper-bins-fast": (paper_bins_fast, DEFAULT_MODEL),
 }
 
 
@@ -139,7 +150,7 @@ def preset_dict(name: str, *, model: str | None = None, quick: bool = False, tra
                 with_vllm: bool | None = None) -> dict[str, Any]:
     if name not in PRESETS:
         raise UnknownNameError("sweep preset", name, list(PRESETS))
-    if trace is not None and name != "paper-bins":
+    if trace is not None and name not in ("paper-bins", "paper-bins-fast"):
         raise TokenjouleError(f"--trace applies to --preset paper-bins only, not {name}")
     build, default_models = PRESETS[name]
     data = build(_models(model, default_models), quick, trace=trace, with_vllm=with_vllm)
@@ -156,5 +167,5 @@ def build_preset(name: str, *, model: str | None = None, quick: bool = False, tr
     data.update({k: v for k, v in options.items() if v is not None})
     source = f"--preset {name}" + (f" --model {model}" if model else "") + (" --quick" if quick else "")
     source += f" --trace {trace}" if trace else ""
-    source += {True: " --with-vllm", False: " --without-vllm"}.get(with_vllm, "")  # None: auto-detected
+    source += {True: " --with-vllm", False: " --without-vllm", None: ""}[with_vllm]  # None: auto-detected
     return config_from_dict(data, source)

@@ -9,20 +9,19 @@ under their own name; the meter window spans exactly the load (first send to las
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from tokenjoule.errors import CellFailure, TokenjouleError
-from tokenjoule.runs.offline import safe_provenance
 from tokenjoule.serving.arrivals import ArrivalSpec
 from tokenjoule.serving.client import RequestRecord
 from tokenjoule.serving.loadgen import LoadConfig, LoadResult, prepare_bodies, run_load_sync
 from tokenjoule.serving.online_metrics import summarize
-from tokenjoule.store.db import CellRecord, ResultStore
+from tokenjoule.records import CellRecord, base_provenance, downsample, safe_provenance
+from tokenjoule.spec import spec_hash  # noqa: F401  (one hasher; re-exported for callers)
+from tokenjoule.store.db import ResultStore
 from tokenjoule.workloads.request import Request, Workload
 
 
@@ -118,11 +117,6 @@ def online_spec(cfg: ServeBenchConfig, workload: Workload) -> dict[str, Any]:
     }
 
 
-def spec_hash(spec: dict[str, Any]) -> str:
-    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def _preset_info(model: str) -> dict[str, Any]:
     from tokenjoule.models.registry import resolve_model
     from tokenjoule.engines.tokens import special_ids_from_config
@@ -140,8 +134,6 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
                     on_request: Callable[[RequestRecord], None] | None = None,
                     on_stage: Callable[[str], None] | None = None) -> CellRecord:
     """Run and store one online benchmark; a failed run is stored, then raised as CellFailure."""
-    from tokenjoule.runs.offline import base_provenance
-
     if (cfg.launch is None) == (cfg.url is None):
         raise TokenjouleError("give exactly one of --launch (vllm|transformers) or --url")
     stage = on_stage or (lambda s: None)
@@ -178,8 +170,7 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
     except KeyboardInterrupt:
         raise
     except TokenjouleError as exc:
-        record = CellRecord(spec=spec, spec_hash=spec_hash(spec), kind="online", status="failed",
-                            provenance=provenance, error=" ".join(str(exc).split()))
+        record = CellRecord.failed(spec, str(exc), provenance, kind="online")
         store.add(record)
         raise CellFailure(f"online run failed ({record.error}); stored as failed cell #{record.id} in {store.path}") from None
     finally:
@@ -202,9 +193,8 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
     # diagnosis, but as a failed cell (it must never rank as a cheap configuration).
     failed = not metrics.get("requests_ok")
     errors = sorted({r.error for r in result.records if r.error})
-    record = CellRecord(spec=spec, spec_hash=spec_hash(spec), kind="online", status="failed" if failed else "ok",
-                        metrics=metrics, measurement=mdict, provenance=provenance,
-                        error=("no request succeeded: " + "; ".join(errors[:3])) if failed else None)
+    record = CellRecord.online(spec, metrics, mdict, provenance,
+                               error=("no request succeeded: " + "; ".join(errors[:3])) if failed else None)
     store.add(record)
     if failed:
         raise CellFailure(f"online run failed: {record.error}; stored as failed cell #{record.id} in {store.path}")
@@ -212,14 +202,9 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
 
 
 def _measurement_dict(measurement: Any) -> dict[str, Any]:
-    try:
-        from tokenjoule.runs.metrics import downsample
-    except ImportError:  # pragma: no cover
-        downsample = None
     data = measurement.to_dict(with_samples=True)
     full = len(data["samples"])
-    if downsample is not None:
-        data["samples"] = downsample(data["samples"])
+    data["samples"] = downsample(data["samples"])
     data["samples_stored_of"] = full  # the timeline is thinned for storage, and says so
     return data
 

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from tokenjoule.errors import TokenjouleError, UnknownNameError
 from tokenjoule.serving.arrivals import ArrivalSpec
-from tokenjoule.store.db import CellRecord, ResultStore
+from tokenjoule.records import CellRecord
+from tokenjoule.store.db import ResultStore
 
 COMPARE_ENGINES = ("vllm",)
 
@@ -105,7 +106,7 @@ def run_compare(cfg: CompareConfig, store: ResultStore, meter: Any | None = None
                 online_runner: Callable[..., CellRecord] | None = None) -> dict[str, Any]:
     """Online first, then offline; stores both runs and returns the comparison (runners are
     injectable so the arithmetic and bookkeeping can be tested without a GPU)."""
-    from tokenjoule.serving.bench import ServeBenchConfig, _preset_info, build_requests, run_serve_bench, spec_hash
+    from tokenjoule.serving.bench import ServeBenchConfig, _preset_info, build_requests, run_serve_bench
 
     if online_runner is None and offline_runner is run_offline_requests:
         from tokenjoule.engines.vllm_offline import INSTALL, vllm_available
@@ -141,9 +142,8 @@ def run_compare(cfg: CompareConfig, store: ResultStore, meter: Any | None = None
             "max_input_tokens": cfg.max_input_tokens, "max_output_tokens": cfg.max_output_tokens}
     metrics = {k: v for k, v in offline.items() if k not in ("measurement", "provenance")}
     metrics.update(compared_online_cell=online.id, relative_difference=result["relative_difference"])
-    offline_record = CellRecord(spec=spec, spec_hash=spec_hash(spec), kind="offline", status="ok", metrics=metrics,
-                                measurement=offline.get("measurement") or {},
-                                provenance={**online.provenance, **(offline.get("provenance") or {})})
+    offline_record = CellRecord.comparison(spec, metrics, offline.get("measurement") or {},
+                                           {**online.provenance, **(offline.get("provenance") or {})})
     store.add(offline_record)
     result.update(online_cell=online.id, offline_cell=offline_record.id)
     return result

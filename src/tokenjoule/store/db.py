@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+
+# The record and its reads live in tokenjoule.records; re-exported for existing imports.
+from tokenjoule.records import CellRecord, utc_now  # noqa: F401
 
 DEFAULT_DB = "tokenjoule.db"
 SCHEMA_VERSION = 1
@@ -48,33 +49,6 @@ MIGRATIONS: list[str] = [
 
 _SPEC_COLUMNS = ("model", "engine", "mode", "batch_size", "input_tokens", "output_tokens",
                  "tensor_parallel", "pipeline_parallel")
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class CellRecord:
-    """One stored cell. `metrics` holds the per-cell numbers (see runs.offline for names)."""
-
-    spec: dict[str, Any]
-    spec_hash: str
-    kind: str = "offline"
-    status: str = "ok"
-    metrics: dict[str, Any] = field(default_factory=dict)
-    measurement: dict[str, Any] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    id: int | None = None
-    created_at: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "created_at": self.created_at, "kind": self.kind, "status": self.status,
-            "spec_hash": self.spec_hash, "spec": self.spec, "metrics": self.metrics,
-            "measurement": self.measurement, "provenance": self.provenance, "error": self.error,
-        }
 
 
 class ResultStore:
@@ -126,20 +100,15 @@ class ResultStore:
     def add(self, record: CellRecord) -> int:
         """Insert one cell in its own transaction; returns its id."""
         spec = record.spec
-        decoding = spec.get("decoding")
-        decoding_name = decoding.get("strategy") if isinstance(decoding, dict) else decoding
         measurement = record.measurement or {}
-        gpus = record.provenance.get("gpu_names") or []
         created = record.created_at or utc_now()
         row = {
             "spec_hash": record.spec_hash, "kind": record.kind, "status": record.status,
-            "created_at": created, "decoding": decoding_name,
+            "created_at": created, "decoding": record.decoding,
             **{c: spec.get(c) for c in _SPEC_COLUMNS},
-            "gpu_name": gpus[0] if gpus else record.provenance.get("cpu_name"),
-            "gpu_count": len(gpus), "method": measurement.get("method"),
-            "energy_j": record.metrics.get("energy_j"),
-            "duration_s": record.metrics.get("duration_s"),
-            "energy_per_output_token_j": record.metrics.get("energy_per_output_token_j"),
+            "gpu_name": record.gpu_name, "gpu_count": record.gpu_count, "method": record.method,
+            "energy_j": record.energy_j, "duration_s": record.duration_s,
+            "energy_per_output_token_j": record.energy_per_output_token_j,
             "spec_json": json.dumps(spec, sort_keys=True),
             "metrics_json": json.dumps(record.metrics, sort_keys=True),
             "measurement_json": json.dumps(measurement),
@@ -218,18 +187,16 @@ class ResultStore:
                                     "status": rec.status, "spec_hash": rec.spec_hash, "error": rec.error}
             for k, v in rec.spec.items():
                 flat[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-            decoding = rec.spec.get("decoding")
-            flat["decoding"] = decoding.get("strategy") if isinstance(decoding, dict) else decoding
+            flat["decoding"] = rec.decoding
             for k, v in rec.metrics.items():
                 if not isinstance(v, (dict, list)):
                     flat[k] = v
-            flat["method"] = rec.measurement.get("method")
-            # The cell's flags (union over all its windows, in metrics) when present, else the
-            # stored window's.
-            flat["flags"] = ",".join(rec.metrics.get("flags") or rec.measurement.get("flags") or [])
-            gpus = rec.provenance.get("gpu_names") or []
-            flat["gpu_name"] = gpus[0] if gpus else rec.provenance.get("cpu_name")
-            flat["gpu_count"] = len(gpus)
+            flat["method"] = rec.method
+            flat["flags"] = ",".join(rec.flags)
+            flat["gpu_name"] = rec.gpu_name  # None without a GPU (never the CPU's name)
+            flat["cell_kind"] = rec.cell_kind
+            flat["is_estimate"] = rec.is_estimate
+            flat["gpu_count"] = rec.gpu_count
             rows.append(flat)
         return pd.DataFrame(rows)
 

@@ -103,6 +103,21 @@ class BinnedWorkload:
             for (i, o) in sorted(self.counts)
         ]
 
+    def remainder_cells(self, model: str, engine: str, mode: str, batch_sizes: dict[tuple[int, int], int],
+                        decoding: str = "greedy") -> list[dict[str, Any]]:
+        """Cells at batch = N mod B for every bin whose N requests do not fill whole batches of B.
+
+        `batch_sizes` maps (input, output) to the bin's full batch size B (a given integer, or the
+        largest batch measured for it); these cells let `estimate --rounding measured` charge the
+        partly filled batch its own measured energy. Bins absent from `batch_sizes` are skipped."""
+        cells = []
+        for (i, o), n in sorted(self.counts.items()):
+            b = batch_sizes.get((i, o))
+            if b and n % b:
+                cells.append({"model": model, "engine": engine, "mode": mode, "decoding": decoding,
+                              "input_tokens": i, "output_tokens": o, "batch_size": n % b})
+        return cells
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "bins": self.bins.to_dict(), "overflow": self.overflow,

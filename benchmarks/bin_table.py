@@ -1,0 +1,384 @@
+"""Measure the paper's bin table fast, and check that fast is faithful.
+
+For each table (default: `hf eager` and `vllm graphs`), every occupied bin of the Azure 2023
+conversation + code traces (their union, default bins) for one model on one GPU, with the fast
+protocol: ONE engine load for the whole table, the largest batch of each bin predicted by the
+memory model and confirmed by one probe (runs.max_batch), adaptive windows (runs.windows).
+`--faithfulness N` re-measures N of those bins, in the same load, with the old protocol (full
+doubling + bisection search, 3 warm-ups, 3 repeats) and reports their agreement: energy per
+request and predicted vs searched largest batch. `--remainders` also measures each trace's
+partly filled batch (batch = N mod B) for `estimate --rounding measured`.
+
+Shape. Each table is a `BinTablePlan` run by the one cell loop (runs.runner.Runner): the
+runner owns the idle baseline, the load, measuring and storing; the plan owns the bin order,
+the predicted batch, the faithfulness re-measurements, the remainders and the budget.
+
+Order. Bins run most requested first (a budget-limited session has the bins that weigh most),
+and a faithfulness re-measurement follows its bin directly: the engine never returns to a shape
+it left, so a mode that captures per shape captures each once (vLLM captures at load).
+
+    python benchmarks/bin_table.py --out $OUT --faithfulness 5 --budget-minutes 55
+    python benchmarks/bin_table.py --tables hf-eager --device cpu --model tiny --meter estimate --limit-bins 3
+
+Outputs in --out: bin_table.db (the store; pass it back with --db to resume), bin_table_rows.csv
+(one row per measured bin and protocol), bin_table_summary.json (per table: GPU-minutes, probes
+per bin, windows per bin, per-bin CV; faithfulness; GPU, date, command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+TRACES = ("azure-conv-2023", "azure-code-2023")
+TABLES = {"hf-eager": ("hf", "eager"), "vllm-graphs": ("vllm", "graphs")}
+FULL_WARMUP, FULL_REPEATS = 3, 3  # the old protocol the faithfulness check compares against
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="llama-3.1-8b")
+    p.add_argument("--tables", default=",".join(TABLES), help=f"comma-separated: {', '.join(TABLES)}")
+    p.add_argument("--out", default=os.environ.get("OUT", "out"), help="output folder (default $OUT)")
+    p.add_argument("--db", default=None, help="results database (default OUT/bin_table.db); resumes from it")
+    p.add_argument("--faithfulness", type=int, default=0, metavar="N",
+                   help="re-measure N bins per table with the old protocol")
+    p.add_argument("--remainders", action="store_true", help="also measure batch = N mod B per trace")
+    p.add_argument("--budget-minutes", type=float, default=None, help="stop before a bin predicted past this")
+    p.add_argument("--limit-bins", type=int, default=None, help="only the N most requested bins (a quick check)")
+    p.add_argument("--meter", default="auto", help="auto | nvml | estimate | simulated")
+    p.add_argument("--device", default="auto", help="device of every cell (cpu for a dry check)")
+    p.add_argument("--idle-s", type=float, default=5.0)
+    p.add_argument("--max-batch-cap", type=int, default=1024)
+    p.add_argument("--min-window-s", type=float, default=2.0)
+    return p.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class Bin:
+    input_tokens: int
+    output_tokens: int
+    n_requests: int
+    per_trace: dict = field(default_factory=dict)  # trace -> requests (for remainder batches)
+
+
+@dataclass
+class Row:
+    table: str
+    protocol: str  # adaptive (fast) | full (faithfulness) | remainder
+    input_tokens: int
+    output_tokens: int
+    n_requests: int
+    batch_size: int | None
+    max_batch_predicted: int | None = None
+    max_batch_probes: int | None = None
+    max_batch_method: str | None = None
+    windows: int | None = None
+    stop_reason: str | None = None
+    energy_j: float | None = None
+    energy_cv: float | None = None
+    energy_per_request_j: float | None = None
+    wall_s: float | None = None
+    cell_id: int | None = None
+    status: str = "ok"
+    error: str | None = None
+
+
+def table_bins(traces: tuple[str, ...] = TRACES) -> list[Bin]:
+    """Occupied bins of the traces' union, most requested first, with per-trace counts."""
+    from tokenjoule.workloads import bin_workload, load_trace
+
+    per: dict[tuple[int, int], dict[str, int]] = {}
+    for name in traces:
+        for key, n in bin_workload(load_trace(name)).counts.items():
+            per.setdefault(key, {})[name] = n
+    bins = [Bin(i, o, sum(c.values()), c) for (i, o), c in per.items()]
+    return sorted(bins, key=lambda b: (-b.n_requests, b.input_tokens, b.output_tokens))
+
+
+def faithfulness_picks(n_bins: int, n: int) -> list[int]:
+    """Indices of n bins spread evenly over the (most-requested-first) order, first included."""
+    if n <= 0 or n_bins == 0:
+        return []
+    n = min(n, n_bins)
+    return sorted({round(k * (n_bins - 1) / max(n - 1, 1)) for k in range(n)})
+
+
+# -- the arithmetic of the report (tested on CPU with a simulated engine) -------------------------
+def rel_diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else (a - b) / b
+
+
+def summarize(rows: list[Row], gpu_seconds: dict[str, float], gpus: dict[str, int]) -> dict[str, Any]:
+    """Per table: GPU-minutes, bins, probes/bin, windows/bin, per-bin CV; faithfulness pairs."""
+    out: dict[str, Any] = {}
+    for table in sorted({r.table for r in rows} | set(gpu_seconds)):
+        fast = [r for r in rows if r.table == table and r.protocol == "adaptive" and r.status == "ok"]
+        full = {(r.input_tokens, r.output_tokens): r for r in rows
+                if r.table == table and r.protocol == "full" and r.status == "ok"}
+        cvs = [r.energy_cv for r in fast if r.energy_cv is not None]
+        pairs = []
+        for r in fast:
+            ref = full.get((r.input_tokens, r.output_tokens))
+            if ref is None:
+                continue
+            pairs.append({"input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+                          "energy_per_request_fast_j": r.energy_per_request_j,
+                          "energy_per_request_full_j": ref.energy_per_request_j,
+                          "energy_per_request_rel_diff": rel_diff(r.energy_per_request_j, ref.energy_per_request_j),
+                          "batch_predicted": r.batch_size, "batch_searched": ref.batch_size,
+                          "batch_rel_diff": rel_diff(r.batch_size, ref.batch_size),
+                          "searched_probes": ref.max_batch_probes})
+        worst_e = max((abs(p["energy_per_request_rel_diff"]) for p in pairs
+                       if p["energy_per_request_rel_diff"] is not None), default=None)
+        worst_b = max((abs(p["batch_rel_diff"]) for p in pairs if p["batch_rel_diff"] is not None), default=None)
+        out[table] = {
+            "gpu_minutes": gpu_seconds.get(table, 0.0) * max(gpus.get(table, 1), 1) / 60.0,
+            "bins_measured": len(fast),
+            "probes_per_bin": statistics.fmean([r.max_batch_probes or 0 for r in fast]) if fast else None,
+            "windows_per_bin": statistics.fmean([r.windows or 0 for r in fast]) if fast else None,
+            "cv_median": statistics.median(cvs) if cvs else None,
+            "cv_max": max(cvs) if cvs else None,
+            "stop_reasons": {k: sum(1 for r in fast if r.stop_reason == k) for k in sorted({r.stop_reason for r in fast if r.stop_reason})},
+            "faithfulness": pairs,
+            "faithfulness_energy_max_abs_rel_diff": worst_e,
+            "faithfulness_batch_max_abs_rel_diff": worst_b,
+        }
+    return out
+
+
+def write_rows(rows: list[Row], path: Path) -> None:
+    cols = list(asdict(rows[0]).keys()) if rows else [f for f in Row.__dataclass_fields__]
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow(asdict(r))
+
+
+# -- measuring: a plan for the one runner (runs.runner.Runner) -----------------------------------
+@dataclass(eq=False)
+class _BinItem:
+    bin: Bin
+    spec: Any  # the adaptive spec at batch 1: loads the engine; its batch is resolved per bin
+    index: int
+    steps: Any = None
+    pending: dict = field(default_factory=dict)  # what the next record is: protocol, metrics to add
+
+    @property
+    def key(self) -> str:
+        from tokenjoule.spec import unresolved_hash
+
+        return unresolved_hash(self.spec)
+
+
+class BinTablePlan:
+    """One table: one engine load, every bin fast, the picked bins again with the old protocol
+    (same load, same shape), optionally each trace's remainder batch."""
+
+    claims = False
+
+    def __init__(self, table: str, bins: list[Bin], args: argparse.Namespace, store: Any,
+                 clock: Callable[[], float], deadline_s: float | None):
+        from tokenjoule.runs.max_batch import MaxBatchResolver
+
+        self.table, self.bins, self.args, self.store = table, bins, args, store
+        self.engine_name, self.mode = TABLES[table]
+        self.clock, self.deadline_s = clock, deadline_s
+        self.resolver = MaxBatchResolver(store, args.max_batch_cap)
+        self.picks = set(faithfulness_picks(len(bins), args.faithfulness))
+        self.rows: list[Row] = []
+        self.gpus = 1
+        self.stopped_by_budget = False
+
+    def spec(self, b: Bin, protocol: str, batch_size: int = 1):
+        from tokenjoule.spec import RunSpec
+
+        extra = ({"warmup": FULL_WARMUP, "repeats": FULL_REPEATS} if protocol == "full"
+                 else {"protocol": "adaptive"})
+        return RunSpec(model=self.args.model, engine=self.engine_name, mode=self.mode, device=self.args.device,
+                       batch_size=batch_size, input_tokens=b.input_tokens, output_tokens=b.output_tokens,
+                       split_prefill=False, min_window_s=self.args.min_window_s, **extra)
+
+    # -- the plan protocol ------------------------------------------------------------------------
+    def groups(self) -> list[list[_BinItem]]:
+        return [[_BinItem(b, self.spec(b, "adaptive"), k) for k, b in enumerate(self.bins)]]
+
+    def admit(self, group, session) -> list[_BinItem]:
+        return list(group)
+
+    def should_stop(self, item: _BinItem, session, first: bool) -> bool:
+        return self.stopped_by_budget
+
+    def next_step(self, item: _BinItem, session):
+        if item.steps is None:
+            self.gpus = max(1, len(session.engine_devices))
+            item.steps = self._steps(item, session)
+        return next(item.steps, None)
+
+    def told(self, item: _BinItem, record: Any) -> Any:
+        if record.is_ok:
+            record.metrics.update({k: v for k, v in item.pending.get("metrics", {}).items() if v is not None})
+            record.metrics["sweep_wall_s"] = self.clock() - item.pending["t0"]
+        return record
+
+    def recorded(self, item: _BinItem, record: Any) -> None:
+        b = item.bin if item.pending.get("protocol") != "remainder" else item.pending["bin"]
+        self.rows.append(self._row(item.pending.get("protocol", "adaptive"), b, record))
+
+    def load_failed(self, item: _BinItem, exc: BaseException) -> Any:
+        from tokenjoule.records import CellRecord
+
+        return CellRecord.failed(item.spec, exc, key=item.key, prefix="engine load failed: ")
+
+    def not_claimed(self, item: _BinItem) -> None:  # pragma: no cover - claims is False
+        pass
+
+    # -- one bin ----------------------------------------------------------------------------------
+    def over_budget(self, spec) -> bool:
+        """Never start a measurement predicted to end past the budget (a stored cell costs nothing)."""
+        if self.deadline_s is None or self.store.has_success(spec.spec_hash()):
+            return False
+        from tokenjoule.runs.sweep_estimate import CellTimeEstimator
+
+        predicted = CellTimeEstimator(self.store, max_batch_method="predict").predict(spec).seconds
+        self.stopped_by_budget = self.clock() + predicted > self.deadline_s
+        return self.stopped_by_budget
+
+    def _measure(self, item: _BinItem, spec, protocol: str, metrics: dict, t0: float, b: Bin | None = None):
+        """A step: the stored record when this spec was measured before (resume), else the spec."""
+        item.pending = {"protocol": protocol, "metrics": metrics, "t0": t0, "bin": b or item.bin}
+        done = self.store.latest(spec.spec_hash())
+        if done is not None:
+            self.rows.append(self._row(protocol, b or item.bin, done))
+            return None
+        return spec
+
+    def _steps(self, item: _BinItem, session):
+        from tokenjoule.records import CellRecord
+        from tokenjoule.runs.batch_search import engine_fits, max_batch_key, search_max_batch
+
+        b, t0 = item.bin, self.clock()
+        res = self.resolver.resolve(session.engine, item.spec, session.gpu_name)
+        if res.max_batch is None:
+            item.pending = {"protocol": "adaptive", "metrics": {}, "t0": t0}
+            yield CellRecord.failed(item.spec, MemoryError("out of memory even at batch size 1"), key=item.key,
+                                    metrics=res.metrics())
+            return
+        fast = item.spec.model_copy(update={"batch_size": res.max_batch})
+        if self.over_budget(fast):
+            return
+        step = self._measure(item, fast, "adaptive", res.metrics(), t0)
+        if step is not None:
+            yield step
+        if item.index in self.picks:  # the old protocol, same load, same shape: no re-capture
+            key = max_batch_key(fast, session.gpu_name, self.args.max_batch_cap) + "|search"
+            t1, probes = self.clock(), []
+            searched = self.store.get_max_batch(key)
+            if searched is None:
+                fits, how = engine_fits(session.engine, fast)
+                search = search_max_batch(fits, self.args.max_batch_cap, how)
+                searched, probes = search.max_batch, search.probes
+                if searched is not None:
+                    self.store.set_max_batch(key, searched, session.gpu_name, probes)
+            if searched is not None:
+                full = self.spec(b, "full", searched)
+                if self.over_budget(full):
+                    return
+                step = self._measure(item, full, "full", {"max_batch_probes": len(probes),
+                                                          "max_batch_method": "search"}, t1)
+                if step is not None:
+                    yield step
+        if self.args.remainders:
+            for trace, n in sorted(b.per_trace.items()):
+                r = n % res.max_batch
+                if not r:
+                    continue
+                rem = fast.model_copy(update={"batch_size": r})
+                if self.over_budget(rem):
+                    return
+                step = self._measure(item, rem, "remainder", {"remainder_of": trace}, self.clock(),
+                                     Bin(b.input_tokens, b.output_tokens, n))
+                if step is not None:
+                    yield step
+
+    def _row(self, protocol: str, b: Bin, rec: Any) -> Row:
+        m = rec.metrics
+        row = Row(self.table, protocol, b.input_tokens, b.output_tokens, b.n_requests, rec.batch_size,
+                  m.get("max_batch_predicted"), m.get("max_batch_probes"), m.get("max_batch_method"),
+                  m.get("windows"), m.get("stop_reason"), m.get("energy_j"), m.get("energy_cv"),
+                  m.get("energy_per_request_j"), m.get("sweep_wall_s"), rec.id, rec.status, rec.error)
+        return row
+
+
+def main(argv: list[str] | None = None, *, engine_factory: Callable[[str], Any] | None = None,
+         meter: Any = None, bins: list[Bin] | None = None, clock: Callable[[], float] = time.monotonic) -> dict:
+    args = parse_args(argv)
+    from tokenjoule.store.db import ResultStore
+
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    unknown = [t for t in tables if t not in TABLES]
+    if unknown:
+        raise SystemExit(f"error: unknown table(s) {', '.join(unknown)}; valid: {', '.join(TABLES)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    db = Path(args.db) if args.db else out / "bin_table.db"
+    bins = bins if bins is not None else table_bins()
+    if args.limit_bins:
+        bins = bins[:args.limit_bins]
+    if engine_factory is None:
+        from tokenjoule.engines.base import get_engine as engine_factory
+    start = clock()
+    deadline = None if args.budget_minutes is None else start + 60 * args.budget_minutes
+    rows, seconds, gpus, stopped = [], {}, {}, False
+    with ResultStore(db) as store:
+        for table in tables:
+            from tokenjoule.runs.runner import RunContext, Runner
+
+            plan = BinTablePlan(table, bins, args, store, clock, deadline)
+            context = RunContext(store, meter=meter, meter_kind=args.meter, idle_s=args.idle_s,
+                                 engine_factory=engine_factory)
+            t0 = clock()
+            Runner(context).run(plan)
+            seconds[table], gpus[table] = clock() - t0, plan.gpus
+            rows += plan.rows
+            print(f"{table}: {sum(r.protocol == 'adaptive' for r in plan.rows)} bins in "
+                  f"{seconds[table] / 60:.1f} min" + (" (stopped by the budget)" if plan.stopped_by_budget else ""))
+            if plan.stopped_by_budget:
+                stopped = True
+                break
+        gpu_names = sorted({n for r in store.find(status="ok") for n in (r.provenance.get("gpu_names") or [])})
+    summary = {
+        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/bin_table.py", *(argv if argv is not None else sys.argv[1:])]),
+        "model": args.model, "traces": list(TRACES), "bins_in_table": len(bins), "gpu_names": gpu_names,
+        "stopped_by_budget": stopped, "tables": summarize(rows, seconds, gpus),
+        "note": "GPU-minutes are this session's wall minutes per table x GPUs (a resumed session counts only "
+                "what it measured); the faithfulness check is the same bins re-measured with the full "
+                "search, 3 warm-ups and 3 repeats",
+    }
+    write_rows(rows, out / "bin_table_rows.csv")
+    (out / "bin_table_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    for table, s in summary["tables"].items():
+        print(f"{table}: {s['gpu_minutes']:.2f} GPU-min, {s['bins_measured']} bins, "
+              f"{s['probes_per_bin'] or 0:.2f} probes/bin, {s['windows_per_bin'] or 0:.2f} windows/bin, "
+              f"CV median {s['cv_median']}, faithfulness energy max |diff| {s['faithfulness_energy_max_abs_rel_diff']}, "
+              f"batch max |diff| {s['faithfulness_batch_max_abs_rel_diff']}")
+    print(f"wrote {db}, {out / 'bin_table_rows.csv'}, {out / 'bin_table_summary.json'}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

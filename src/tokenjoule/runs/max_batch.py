@@ -1,0 +1,229 @@
+"""The largest batch of a bin from the memory model: predict, confirm with one probe, step down.
+
+Replaces the doubling + bisection hunt of runs.batch_search (about log2(L) + 6 full-length
+probes per bin) by: calibrate the engine's memory model once per load (models.memory, one or
+two small profiled prefills), predict each bin's largest batch, probe ONCE at the prediction,
+and on out-of-memory step down by MAX_BATCH_STEP (x0.8) until a probe fits. Every cell records
+`max_batch_predicted`, `max_batch_probes` (count), `max_batch_probe_sizes` and
+`max_batch_method` (see `MaxBatchResult.metrics`).
+
+How peaks are read (the calibration's `method`):
+- `cuda-max-allocated`: torch.cuda.max_memory_allocated around `probe_memory` on the engine's
+  device; capacity = free + reserved device memory at calibration time.
+- `rss-sampled`: on CPU, the process's resident set sampled every millisecond during the probe
+  (Linux /proc/self/statm); capacity = MemAvailable + the resident set before the probe.
+- `vllm-kv-cache`: vLLM preallocates its KV cache; no profile is needed (models.memory.vllm_max_batch).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tokenjoule.engines.base import CAP_KV_CACHE_TOKENS, CAP_PROBE_MEMORY, supports
+from tokenjoule.models.memory import MemoryModel, MemoryProfile, calibrate, vllm_max_batch
+from tokenjoule.spec import RunSpec
+
+MAX_BATCH_STEP = 0.8
+# Lengths of the calibration prefills: long enough that activations dominate allocator noise,
+# short enough to take well under a second on an 8B model.
+PROFILE_TOKENS = 1024
+PROFILE_ROWS = (1, 4)
+
+
+@dataclass
+class MaxBatchResult:
+    """`max_batch` is None when even batch 1 does not fit."""
+
+    max_batch: int | None
+    predicted: int | None
+    method: str
+    probes: list[dict[str, Any]] = field(default_factory=list)  # {"batch_size", "fits", "how"}
+
+    def metrics(self) -> dict[str, Any]:
+        return {"max_batch_predicted": self.predicted, "max_batch_probes": len(self.probes),
+                "max_batch_probe_sizes": [p["batch_size"] for p in self.probes],
+                "max_batch_method": self.method}
+
+
+def step_down(batch_size: int, step: float = MAX_BATCH_STEP) -> int:
+    return max(1, min(batch_size - 1, int(batch_size * step)))
+
+
+def confirm_max_batch(fits: Callable[[int], bool], predicted: int, cap: int, method: str,
+                      how: str = "probe", step: float = MAX_BATCH_STEP) -> MaxBatchResult:
+    """Probe at the prediction (clamped to [1, cap]); on out-of-memory step down until one fits."""
+    probes: list[dict[str, Any]] = []
+    b = max(1, min(predicted, cap))
+    while True:
+        ok = bool(fits(b))
+        probes.append({"batch_size": b, "fits": ok, "how": how})
+        if ok:
+            return MaxBatchResult(b, predicted, method, probes)
+        if b == 1:
+            return MaxBatchResult(None, predicted, method, probes)
+        b = step_down(b, step)
+
+
+# -- calibration on a loaded engine --------------------------------------------------------------
+def _rss_bytes() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _mem_available_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise OSError("no MemAvailable in /proc/meminfo")
+
+
+def sampled_peak_rss(run: Callable[[], None], interval_s: float = 0.001) -> tuple[int, int]:
+    """(resident bytes before, peak resident bytes during) `run()`, sampled by a thread."""
+    before = _rss_bytes()
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(interval_s)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        run()
+    finally:
+        done.set()
+        t.join()
+    return before, max(peak[0], _rss_bytes())
+
+
+def _kv_bytes_per_token(spec: RunSpec, dtype_bytes: int) -> float:
+    from tokenjoule.models.architecture import architecture_from_config
+    from tokenjoule.models.registry import resolve_model
+
+    source = resolve_model(spec.model)
+    if source.config is None:
+        return 0.0  # an HF id without a local config: the calibration's slope carries the KV bytes
+    return float(architecture_from_config(source.config).kv_bytes_per_token(dtype_bytes))
+
+
+def _dtype_bytes(engine: Any) -> int:
+    dtype = str(engine.provenance().get("dtype", "bfloat16"))
+    return 4 if "32" in dtype else (1 if "8" in dtype else 2)
+
+
+def calibrate_engine(engine: Any, spec: RunSpec, rows: tuple[int, ...] = PROFILE_ROWS,
+                     tokens_per_row: int = PROFILE_TOKENS) -> MemoryModel:
+    """Profile `rows` prefills of `tokens_per_row` tokens with engine.probe_memory and fit the model."""
+    import torch
+
+    probe = engine.probe_memory
+    devices = engine.device_indices()
+    half = max(1, tokens_per_row // 2)
+    trials = [spec.model_copy(update={"batch_size": r, "input_tokens": tokens_per_row - half,
+                                      "output_tokens": half}) for r in rows]
+    kv = _kv_bytes_per_token(spec, _dtype_bytes(engine))
+    profiles = []
+    if devices and torch.cuda.is_available():
+        dev = devices[0]
+        torch.cuda.synchronize(dev)
+        torch.cuda.empty_cache()
+        weights = torch.cuda.memory_allocated(dev)
+        free, _total = torch.cuda.mem_get_info(dev)
+        capacity = free + torch.cuda.memory_reserved(dev)
+        for trial in trials:
+            torch.cuda.reset_peak_memory_stats(dev)
+            probe(trial)
+            profiles.append(MemoryProfile(trial.batch_size, tokens_per_row, torch.cuda.max_memory_allocated(dev)))
+        return calibrate(profiles, capacity_bytes=capacity, weights_bytes=weights, kv_bytes_per_token=kv,
+                         method="cuda-max-allocated")
+    base = None
+    for trial in trials:
+        before, peak = sampled_peak_rss(lambda t=trial: probe(t))
+        base = before if base is None else min(base, before)
+        profiles.append(MemoryProfile(trial.batch_size, tokens_per_row, peak))
+    return calibrate(profiles, capacity_bytes=_mem_available_bytes() + base, weights_bytes=base,
+                     kv_bytes_per_token=kv, method="rss-sampled")
+
+
+def predict_for(engine: Any, spec: RunSpec, model: MemoryModel | None, cap: int) -> tuple[int, str]:
+    """The predicted largest batch of this cell and the method that produced it."""
+    beams = spec.decoding.num_beams if spec.decoding.strategy == "beam" else 1
+    kv_tokens = engine.kv_cache_tokens() if supports(engine, CAP_KV_CACHE_TOKENS) else None
+    if spec.engine == "vllm" and kv_tokens is not None:
+        seqs = engine.max_num_seqs()
+        return max(1, vllm_max_batch(kv_tokens, spec.input_tokens, spec.output_tokens, beams, seqs, cap)), \
+            "vllm-kv-cache"
+    if model is None:
+        raise ValueError("a memory model is needed for engines without a KV-cache capacity")
+    return max(1, model.predict_max_batch(spec.input_tokens, spec.output_tokens, beams, cap)), \
+        f"memory-model ({model.method})"
+
+
+def predicted_max_batch(engine: Any, spec: RunSpec, model: MemoryModel | None, cap: int,
+                        fits: Callable[[int], bool], how: str = "probe") -> MaxBatchResult:
+    predicted, method = predict_for(engine, spec, model, cap)
+    return confirm_max_batch(fits, predicted, cap, method, how)
+
+
+# -- the sweep's hook ----------------------------------------------------------------------------
+MAX_BATCH_METHODS = ("search", "predict")
+
+
+class MaxBatchResolver:
+    """`batch: max` by prediction: one calibration per loaded engine, then one probe per bin.
+
+    Answers are cached in the store under the same key as the search's (runs.batch_search), so a
+    resumed sweep probes nothing. An engine without `probe_memory`, or whose calibration fails,
+    falls back to the search and says so in `max_batch_method`."""
+
+    def __init__(self, store: Any, cap: int):
+        self.store, self.cap = store, cap
+        self.models: dict[tuple, MemoryModel | str] = {}
+
+    def memory_model(self, engine: Any, spec: RunSpec, gpu_name: str | None) -> MemoryModel | str:
+        from tokenjoule.records import error_text, is_out_of_memory
+
+        key = (id(engine), spec.model, spec.engine, spec.mode, spec.dtype, spec.device, gpu_name)
+        if key not in self.models:
+            if not supports(engine, CAP_PROBE_MEMORY):
+                self.models[key] = "the engine has no probe_memory"
+            else:
+                try:
+                    self.models[key] = calibrate_engine(engine, spec)
+                except Exception as exc:  # noqa: BLE001 - calibration failing falls back to the search
+                    if is_out_of_memory(exc):
+                        from tokenjoule.runs.batch_search import release_memory
+
+                        release_memory()
+                    self.models[key] = f"calibration failed: {error_text(exc)}"
+        return self.models[key]
+
+    def resolve(self, engine: Any, spec: RunSpec, gpu_name: str | None) -> MaxBatchResult:
+        from tokenjoule.runs.batch_search import engine_fits, max_batch_key, search_max_batch
+
+        key = max_batch_key(spec, gpu_name, self.cap)
+        cached = self.store.get_max_batch(key)
+        if cached is not None:
+            return MaxBatchResult(cached, None, "cached", [])
+        fits, how = engine_fits(engine, spec)
+        model: MemoryModel | str | None = None
+        if spec.engine != "vllm":
+            model = self.memory_model(engine, spec, gpu_name)
+        elif not supports(engine, CAP_KV_CACHE_TOKENS) or engine.kv_cache_tokens() is None:
+            model = "the engine reports no KV-cache capacity"
+        if isinstance(model, str):
+            search = search_max_batch(fits, self.cap, how)
+            res = MaxBatchResult(search.max_batch, None, f"search ({model})", search.probes)
+        else:
+            res = predicted_max_batch(engine, spec, model, self.cap, fits, how)
+        if res.max_batch is not None:
+            self.store.set_max_batch(key, res.max_batch, gpu_name, res.probes)
+        return res

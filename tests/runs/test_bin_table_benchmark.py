@@ -1,0 +1,95 @@
+"""benchmarks/bin_table.py's arithmetic with a simulated engine and a scripted meter (no GPU)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from fakes.clock_meter import FakeClock, ScriptedMeter
+from fakes.sweep_fakes import MemoryEngine, planted_calibration
+from tokenjoule.runs import max_batch
+from tokenjoule.store.db import ResultStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bin_table", ROOT / "benchmarks" / "bin_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bin_table"] = mod  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop("bin_table", None)
+
+
+def _run(bench, tmp_path, monkeypatch, *extra):
+    clock = FakeClock()
+    engines = []
+
+    def factory(name):
+        engines.append(MemoryEngine(clock=clock))  # 80 GB, 16 GB weights: batches of 74 to 2,378 here
+        return engines[-1]
+
+    monkeypatch.setattr(max_batch, "calibrate_engine", lambda e, s: planted_calibration(e, s))
+    bins = [bench.Bin(256, 64, 900, {"a": 600, "b": 300}), bench.Bin(1024, 256, 50, {"a": 50}),
+            bench.Bin(64, 16, 7, {"b": 7}), bench.Bin(2048, 512, 3, {"a": 3})]
+    argv = ["--out", str(tmp_path), "--tables", "hf-eager", "--model", "tiny", "--device", "cpu",
+            "--idle-s", "0", "--max-batch-cap", "4096", *extra]
+    summary = bench.main(argv, engine_factory=factory, meter=ScriptedMeter(clock, power_w=300.0),
+                         bins=bins, clock=clock)
+    return summary, engines, clock
+
+
+def test_table_summary_and_faithfulness(bench, tmp_path, monkeypatch):
+    summary, engines, clock = _run(bench, tmp_path, monkeypatch, "--faithfulness", "2", "--remainders")
+    assert len(engines) == 1  # one engine load for the whole table, faithfulness included
+    t = summary["tables"]["hf-eager"]
+    assert t["bins_measured"] == 4
+    assert t["probes_per_bin"] == 1.0  # every prediction confirmed by its one probe
+    assert t["windows_per_bin"] == 2.0  # constant power: two windows agree at once
+    assert t["stop_reasons"] == {"agree": 4}
+    assert t["gpu_minutes"] == pytest.approx(clock() / 60)  # idle 0; the whole fake time is the table
+    pairs = t["faithfulness"]
+    assert [(p["input_tokens"], p["output_tokens"]) for p in pairs] == [(256, 64), (2048, 512)]  # first and last
+    for p in pairs:
+        # constant power: energy per request = 300 W x (1e-4 x B x I + 0.01 x O) / B, so the two
+        # protocols differ only through their batch sizes; the arithmetic must say exactly that
+        def per_request(b, i=p["input_tokens"], o=p["output_tokens"]):
+            return 300.0 * (1e-4 * b * i + 0.01 * o) / b
+
+        expected = per_request(p["batch_predicted"]) / per_request(p["batch_searched"]) - 1
+        assert p["energy_per_request_rel_diff"] == pytest.approx(expected, abs=1e-9)
+        assert p["energy_per_request_fast_j"] == pytest.approx(per_request(p["batch_predicted"]))
+        assert abs(p["batch_rel_diff"]) <= 0.05  # predicted within 5% of the searched batch
+        assert p["searched_probes"] > 1
+    assert t["faithfulness_batch_max_abs_rel_diff"] <= 0.05
+    with (tmp_path / "bin_table_rows.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    protocols = [r["protocol"] for r in rows]
+    assert protocols.count("adaptive") == 4 and protocols.count("full") == 2
+    rem = [r for r in rows if r["protocol"] == "remainder"]
+    full_b = {(r["input_tokens"], r["output_tokens"]): int(r["batch_size"]) for r in rows if r["protocol"] == "adaptive"}
+    for r in rem:  # batch = N mod B of each trace
+        assert int(r["batch_size"]) == int(r["n_requests"]) % full_b[(r["input_tokens"], r["output_tokens"])]
+    assert (tmp_path / "bin_table_summary.json").is_file()
+
+
+def test_resume_measures_nothing_twice(bench, tmp_path, monkeypatch):
+    _run(bench, tmp_path, monkeypatch, "--faithfulness", "1")
+    with ResultStore(tmp_path / "bin_table.db") as s:
+        before = s.count()
+    summary, engines, _ = _run(bench, tmp_path, monkeypatch, "--faithfulness", "1")
+    with ResultStore(tmp_path / "bin_table.db") as s:
+        assert s.count() == before
+    assert engines[0].calls == [] and engines[0].probes == []  # cached answers: no calibration, no probe
+    assert summary["tables"]["hf-eager"]["bins_measured"] == 4
+
+
+def test_budget_stops_before_a_bin_predicted_to_overrun(bench, tmp_path, monkeypatch):
+    summary, _, clock = _run(bench, tmp_path, monkeypatch, "--budget-minutes", "0.001")
+    assert summary["stopped_by_budget"] and summary["tables"]["hf-eager"]["bins_measured"] == 0
