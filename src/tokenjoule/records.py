@@ -158,6 +158,16 @@ class CellRecord:
         return cls(spec=spec, spec_hash=spec_hash(spec), kind="offline", status="ok", metrics=metrics,
                    measurement=measurement, provenance=provenance)
 
+    @classmethod
+    def replay(cls, spec: dict[str, Any], metrics: dict[str, Any], measurement: dict[str, Any],
+               provenance: dict[str, Any]) -> "CellRecord":
+        """A direct replay of a trace sample (runs.replay): stored with kind replay, so the
+        estimate never reads it as a bin's cell; its spec holds the replay config."""
+        if "replay" not in spec:
+            raise ValueError("a replay record's spec holds its config (spec['replay'])")
+        return cls(spec=spec, spec_hash=spec_hash(spec), kind="replay", status="ok", metrics=metrics,
+                   measurement=measurement, provenance=provenance)
+
     # -- reads ------------------------------------------------------------------------------------
     @property
     def is_ok(self) -> bool:
@@ -170,9 +180,9 @@ class CellRecord:
 
     @property
     def cell_kind(self) -> str:
-        """offline | online | comparison."""
-        if self.kind == "online":
-            return "online"
+        """offline | online | comparison | replay."""
+        if self.kind in ("online", "replay"):
+            return self.kind
         return "comparison" if "comparison" in self.spec else "offline"
 
     @property

@@ -30,6 +30,10 @@ DECODING_STRATEGIES = ("greedy", "sample", "beam", "speculative")
 PROTOCOLS = ("full", "adaptive")
 BATCH_MAX = "max"  # an unresolved "largest fitting batch" cell (sweeps)
 DEFAULT_MAX_BATCH_CAP = 1024  # ceiling of the largest-batch search
+# `decoding.draft_model: "self"`: the target drafts for itself (HF: the same module as assistant;
+# vLLM: the target's own path as the draft), so every proposal agrees with the target by
+# construction. The high-acceptance bracket of speculative decoding with random weights.
+SELF_DRAFT = "self"
 GPU_ONLY_MODES = {("hf", "compile"), ("hf", "cudagraphs"), ("vllm", "eager"), ("vllm", "graphs")}
 
 
@@ -42,9 +46,12 @@ class DecodingSpec(BaseModel):
     temperature: float = Field(0.7, gt=0)
     top_p: float = Field(0.9, gt=0, le=1)
     num_beams: int = Field(4, ge=2)
-    draft_model: str | None = None  # preset or HF id of the draft model (speculative)
+    draft_model: str | None = None  # preset or HF id of the draft model, or "self" (SELF_DRAFT; speculative)
     lookahead_tokens: int = Field(4, ge=1)  # draft tokens proposed per step (speculative)
     ngram: bool = False  # vLLM n-gram speculation instead of a draft model
+    # Prompts built from one short random pattern repeated (engines/tokens.repeating_prompts):
+    # gives n-gram speculation something to look up. Speculative only; hashed only when true.
+    repeat_prompt: bool = False
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -64,6 +71,8 @@ class DecodingSpec(BaseModel):
         out: dict[str, Any] = {"strategy": self.strategy}
         for k in keep[self.strategy]:
             out[k] = getattr(self, k)
+        if self.strategy == "speculative" and self.repeat_prompt:  # left out when false: old hashes hold
+            out["repeat_prompt"] = True
         return out
 
 

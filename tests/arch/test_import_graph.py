@@ -13,7 +13,7 @@ SRC = Path(tokenjoule.__file__).parent
 LAYERS = {
     "cli": 0,
     "report": 1, "analysis": 1, "serving": 1, "runs": 1,
-    "engines": 2, "energy": 2, "workloads": 2, "models": 2,
+    "engines": 2, "energy": 2, "workloads": 2, "models": 2, "reference": 2,
     "records": 3, "spec": 3, "store": 3,
     "errors": 4, "codeversion": 4, "": 4,  # "" is the tokenjoule package itself (__version__)
 }

@@ -7,6 +7,12 @@
   active power of the bin's cell (avg_power_w - idle_power_w), None with a reason when the cell
   lacks either number.
 - theory_percent_of_measured = 100 x theory / measured; measured_multiple_of_theory = measured / theory.
+
+Two conventions for the theoretical estimate (`convention`, labelled in every output):
+- "tokenjoule" (default): the card's *dense* peak FLOP/s, FLOPs at each request's real lengths;
+- "paper" (`--paper-constants`): the sparsity-enabled datasheet peak the paper divided by
+  (309.7 TFLOP/s bf16 for the A6000; 2 x dense elsewhere) and FLOPs at the bin edges, as the
+  paper's Table 4 computes it. It is about half of the tokenjoule value at the same FLOPs.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from tokenjoule.analysis import theory
 from tokenjoule.analysis.estimate import EstimateResult
 from tokenjoule.analysis.gpus import GPUSpec, get_gpu
 from tokenjoule.errors import TokenjouleError
+
+CONVENTIONS = {
+    "tokenjoule": "dense peak FLOP/s, FLOPs at each request's real lengths",
+    "paper": "sparsity-enabled peak FLOP/s (the paper's constant), FLOPs at the bin edges",
+}
 
 _PRECISION_OF_DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "auto": "bf16", None: "bf16"}
 
@@ -38,6 +49,17 @@ class TheoryComparison:
     floor_energy_tdp_j: float
     floor_energy_active_j: float | None
     floor_notes: list[str] = field(default_factory=list)
+    convention: str = "tokenjoule"
+    peak_flops_s: float | None = None  # the FLOP/s the theory divided by
+
+    @property
+    def convention_label(self) -> str:
+        return f"{self.convention}: {CONVENTIONS[self.convention]}"
+
+    @property
+    def above_theory_percent(self) -> float:
+        """The paper's Table-4 number: 100 x (measured / theory - 1)."""
+        return 100.0 * (self.measured_energy_j / self.theoretical_energy_j - 1.0)
 
     @property
     def theory_percent_of_measured(self) -> float:
@@ -49,7 +71,8 @@ class TheoryComparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "theory_percent_of_measured": self.theory_percent_of_measured,
-                "measured_multiple_of_theory": self.measured_multiple_of_theory}
+                "measured_multiple_of_theory": self.measured_multiple_of_theory,
+                "above_theory_percent": self.above_theory_percent, "convention_label": self.convention_label}
 
 
 def default_gpu(result: EstimateResult) -> GPUSpec:
@@ -61,9 +84,23 @@ def default_gpu(result: EstimateResult) -> GPUSpec:
     return get_gpu(result.gpu_names[0])
 
 
+def theory_energy_j(flops_real: float, flops_binned: float, card: GPUSpec, precision: str,
+                    convention: str = "tokenjoule") -> tuple[float, float]:
+    """(theoretical energy J, peak FLOP/s used) under a convention (see the module docstring)."""
+    if convention not in CONVENTIONS:
+        from tokenjoule.errors import UnknownNameError
+
+        raise UnknownNameError("theory convention", convention, list(CONVENTIONS))
+    if convention == "paper":
+        peak = card.sparse_peak_flops(precision)
+        return card.tdp_w / peak * flops_binned, peak
+    peak = card.peak_flops(precision)
+    return card.tdp_w / peak * flops_real, peak
+
+
 def compare_theory(result: EstimateResult, *, gpu: GPUSpec | str | None = None, precision: str | None = None,
-                   arch=None) -> TheoryComparison:
-    """Table-4 view of one complete estimate."""
+                   arch=None, convention: str = "tokenjoule") -> TheoryComparison:
+    """Table-4 view of one complete estimate under a theory convention ("tokenjoule" or "paper")."""
     if not result.complete:
         cells = ", ".join(f"in{m.input_tokens}/out{m.output_tokens}" for m in result.missing)
         raise TokenjouleError(f"cannot compare with theory: unmeasured bins {cells}")
@@ -77,6 +114,7 @@ def compare_theory(result: EstimateResult, *, gpu: GPUSpec | str | None = None, 
     b = result.binned
     real = theory.workload_flops(arch, b.real_input_tokens, b.real_output_tokens)
     binned = theory.workload_flops(arch, b.binned_input_tokens, b.binned_output_tokens)
+    energy_theory, peak = theory_energy_j(real.total_flops, binned.total_flops, card, prec, convention)
     floor_s, floor_active, notes = 0.0, 0.0, []
     for r in result.rows:
         roof = theory.roofline_batch(arch, card, r.input_tokens, r.output_tokens, r.batch_size, prec, dtype_bytes)
@@ -92,7 +130,7 @@ def compare_theory(result: EstimateResult, *, gpu: GPUSpec | str | None = None, 
     return TheoryComparison(
         workload=result.workload, model=result.model, engine=result.engine, mode=result.mode, gpu=card.name,
         precision=prec, measured_energy_j=float(result.total_energy_j), flops=real.total_flops,
-        flops_binned=binned.total_flops, theoretical_energy_j=theory.theoretical_energy_j(real.total_flops, card, prec),
-        floor_time_s=floor_s, floor_energy_tdp_j=floor_s * card.tdp_w, floor_energy_active_j=floor_active,
-        floor_notes=notes,
+        flops_binned=binned.total_flops, theoretical_energy_j=energy_theory, floor_time_s=floor_s,
+        floor_energy_tdp_j=floor_s * card.tdp_w, floor_energy_active_j=floor_active, floor_notes=notes,
+        convention=convention, peak_flops_s=peak,
     )

@@ -38,6 +38,18 @@ class GPUSpec:
     nvml_names: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
 
+    def sparse_peak_flops(self, precision: str = "bf16") -> float:
+        """The datasheet's tensor peak *with structured sparsity* (what the paper divided by).
+
+        The datasheet value where the paper quoted one (A6000 bf16: 309.7 TFLOP/s), else twice
+        the dense tensor peak; fp32 runs on CUDA cores, which have no sparsity mode (dense)."""
+        key = DTYPE_PRECISION.get(precision.lower().removeprefix("torch."))
+        dense = self.peak_flops(precision)
+        if key == "fp32":
+            return dense
+        quoted = PAPER_SPARSE_TFLOPS.get((self.name, key))
+        return quoted * 1e12 if quoted is not None else 2 * dense
+
     def peak_flops(self, precision: str = "bf16") -> float:
         """Dense peak FLOP/s at a precision (fp32/tf32/bf16/fp16/fp8, or a torch dtype name)."""
         key = DTYPE_PRECISION.get(precision.lower().removeprefix("torch."))
@@ -56,6 +68,9 @@ class GPUSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+# Sparsity-enabled tensor peaks the paper quoted (TFLOP/s); other cards use 2 x dense.
+PAPER_SPARSE_TFLOPS: dict[tuple[str, str], float] = {("RTX A6000", "bf16"): 309.7, ("RTX A6000", "fp16"): 309.7}
 
 _DC = "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center"
 GPUS: tuple[GPUSpec, ...] = (

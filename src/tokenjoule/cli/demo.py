@@ -206,6 +206,43 @@ def estimate_step(ctx: DemoContext) -> None:
                        estimate_sweep=summary, estimate_cells=cells)
 
 
+# -- step: the paper's case study from the shipped reference tables --------------------------
+def case_study_table(study, title: str) -> Table:
+    """One row per workload and setup: coverage, energy (total or measured part), theory, savings."""
+    table = Table(title=title, header_style="bold")
+    for name in ("workload", "setup", "cov", "kWh", "J/req", "vs theory", "saved"):
+        table.add_column(name, justify="left" if name in ("workload", "setup") else "right", no_wrap=True)
+    for r in study.rows:
+        complete = r.total_energy_j is not None
+        kwh = f"{r.total_kwh:.3g}" if complete else f"≥{r.partial_energy_j / 3.6e6:.3g}"
+        saved = study.savings.get(r.workload) if r.setup == study.optimized else None
+        table.add_row(r.workload.replace(" (synthetic)", "*").removeprefix("paper:"), r.setup.split(":")[0],
+                      f"{100 * r.coverage_share:.0f}%", kwh, _fmt(r.energy_per_request_j, "{:.3g}"),
+                      _fmt(r.above_theory_percent.get("paper"), "{:+.0f}%"),
+                      _fmt(None if saved is None else 100 * saved, "{:.0f}%"))
+    return table
+
+
+def reference_step(ctx: DemoContext) -> None:
+    from tokenjoule.analysis.case_study import case_study
+    from tokenjoule.reference import list_references, load_reference, reference_store
+
+    studies = {}
+    for name in list_references():
+        ref = load_reference(name)
+        study = case_study(reference_store(ref), model=ref.model, gpu=ref.gpu, basis=ref.label)
+        studies[name] = study
+        ctx.console.print(case_study_table(study, f"case study: {ref.model}, hf eager vs vllm graphs, on {ref.card}, "
+                                                  f"measured {ref.date}"))
+        ctx.console.print(f"[yellow]{ref.label}[/]")
+        ctx.console.print("≥: some bins unmeasured, so only the measured part (not a total), no theory, no savings; "
+                          "cov: requests in measured bins; vs theory: % above the theoretical estimate with the "
+                          "paper's constants (estimate --compare-theory shows both conventions); * SYNTHETIC, "
+                          "matched to the paper's Tables 1-2 (paper:NAME). The paper's Table 4 savings "
+                          "(A6000): 73% BurstGPT, 72% Azure conversation, 38% Azure code")
+    ctx.results["case_studies"] = studies
+
+
 # -- step: the HTML report of the demo store ------------------------------------------------
 def report_step(ctx: DemoContext) -> None:
     from tokenjoule.cli.report import report_progress
@@ -225,6 +262,8 @@ DEMO_STEPS: list[DemoStep] = [
     DemoStep("offline", "measure the tiny preset on the CPU (batch 1/4 x input 32/128 x output 16)", offline_step),
     DemoStep("trace", f"statistics and length bins of the {DEMO_TRACE} trace", trace_step),
     DemoStep("estimate", f"binned energy estimate of {ESTIMATE_WORKLOAD} from tiny-preset cells", estimate_step),
+    DemoStep("case study", "the paper's case study from the shipped reference tables (measured elsewhere)",
+             reference_step),
     DemoStep("report", "figures, tables and one HTML page of the demo store", report_step),
 ]
 
@@ -243,14 +282,40 @@ def run_demo(db: str | Path = DEFAULT_DEMO_DB, console: Console | None = None) -
     return ctx
 
 
+def measure_case_study(db: str | Path, budget_minutes: float, console: Console | None = None) -> dict:
+    """`demo --measure`: the case study re-measured on this machine's GPU (resumable)."""
+    from tokenjoule.errors import TokenjouleError
+    from tokenjoule.runs.case_study import CaseStudyOptions, run_session
+
+    import torch  # only here: whether a GPU exists decides
+
+    if not torch.cuda.is_available():
+        raise TokenjouleError("demo --measure needs a CUDA GPU (it measures llama-3.1-8b bin tables on hf eager "
+                              "and vllm graphs); without one, `tokenjoule demo` shows the case study from the "
+                              "shipped tables")
+    console = console or Console()
+    out = Path(db).parent / "case-study"
+    command = f"tokenjoule demo --measure --db {db} --budget-minutes {budget_minutes:g}"
+    return run_session(CaseStudyOptions(out=str(out), budget_minutes=budget_minutes, command=command,
+                                        resume_hint=command), log=console.print)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         db: str = typer.Option(DEFAULT_DEMO_DB, help="Results database the demo writes to."),
+        measure: bool = typer.Option(False, "--measure", help="Re-measure the paper's case study on this GPU "
+                                                              "(bin tables, replays, Table 4) instead of the tour."),
+        budget_minutes: float = typer.Option(25.0, "--budget-minutes", min=0.5,
+                                             help="With --measure: stop before work predicted past this; "
+                                                  "run again to resume."),
     ) -> None:
         """A one-minute tour on the CPU: measure the tiny preset, bin a trace, estimate, report.
 
         A second run resumes: cells already in the store are not measured again."""
+        if measure:
+            measure_case_study(db, budget_minutes)
+            return
         ctx = run_demo(db)
         sweep = ctx.results.get("estimate_sweep")
         failed = sum(1 for r in ctx.records if r.status != "ok") + (sweep.failed if sweep else 0)

@@ -189,8 +189,10 @@ def _binning(input_bins, output_bins):
 
 
 def estimate_cmd(
-    trace: List[str] = typer.Option(..., "--trace", help="Trace name, path or task:NAME (repeatable)."),
-    model: str = typer.Option(..., "--model", help="Model preset or id the cells were measured with."),
+    trace: Optional[List[str]] = typer.Option(None, "--trace",
+                                              help="Trace name, path, task:NAME or paper:NAME (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model preset or id the cells were measured with "
+                                                              "(default with --reference: the table's)."),
     engine: List[str] = typer.Option(["hf"], "--engine", help="Engine, or engine:mode[:decoding] (repeatable)."),
     mode: Optional[str] = typer.Option(None, "--mode", help="Engine mode for engines given without one (default eager)."),
     decoding: str = typer.Option("greedy", "--decoding", help="Decoding strategy of the cells."),
@@ -198,6 +200,9 @@ def estimate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     compare_theory: bool = typer.Option(False, "--compare-theory", help="Also show the Table-4 view vs theory."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU table row for theory (default: the cells' GPU)."),
+    paper_constants: bool = typer.Option(False, "--paper-constants",
+                                         help="Theory as the paper computed it: sparsity-enabled peak FLOP/s "
+                                              "(309.7 TFLOP/s on the A6000) and FLOPs at the bin edges."),
     gpu_name: Optional[str] = typer.Option(None, "--gpu-name", help="Use only cells measured on this GPU (NVML name)."),
     input_bins: Optional[str] = typer.Option(None, "--input-bins", help="Input bin edges, comma-separated."),
     output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges, comma-separated."),
@@ -212,19 +217,41 @@ def estimate_cmd(
                                                 help="Batch size of predicted bins (default: scaled from the "
                                                      "nearest measured cell)."),
     rounding: str = typer.Option("paper", "--rounding", help=ROUNDING_HELP),
+    reference: Optional[str] = typer.Option(None, "--reference",
+                                            help="Estimate from a shipped reference table measured elsewhere "
+                                                 "instead of --db ('list' shows them)."),
 ) -> None:
     """Energy of a trace from measured cells: sum over bins of N/B x E_batch (see --rounding)."""
     from tokenjoule.analysis.estimate import binned_estimate
     from tokenjoule.cli.workload import parse_batch
+    from tokenjoule.errors import TokenjouleError
     from tokenjoule.workloads.binning import bin_workload
 
+    if reference == "list":
+        _list_references(as_json)
+        return
+    table = None
+    if reference is not None:
+        from tokenjoule.reference import load_reference
+
+        table = load_reference(reference)
+        model = model or table.model
+    if not trace:
+        raise TokenjouleError("--trace is required (a trace name, path, task:NAME or paper:NAME)")
+    if model is None:
+        raise TokenjouleError("--model is required (the model the cells were measured with), or give --reference")
     from tokenjoule.analysis.rounding import check_rounding
 
     check_rounding(rounding)
     bins = _binning(input_bins, output_bins)
     setups = [_setup(e, mode, decoding) for e in engine]
     batch_value = parse_batch(batch)
-    store = _open_store(db)
+    if table is not None:
+        from tokenjoule.reference import reference_store
+
+        store = reference_store(table)
+    else:
+        store = _open_store(db)
     results = []
     with store:
         for t in trace:
@@ -238,16 +265,21 @@ def estimate_cmd(
     if compare_theory and complete:
         from tokenjoule.analysis.floors import compare_theory as compare
 
-        comparisons = [compare(r, gpu=gpu) for r in complete]
+        convention = "paper" if paper_constants else "tokenjoule"
+        comparisons = [compare(r, gpu=gpu, convention=convention) for r in complete]
     console = _console(stderr=as_json)
     if as_json:
-        typer.echo(json.dumps({"estimates": [r.to_dict() for r in results],
-                               "theory": [c.to_dict() for c in comparisons],
-                               "missing_cells": [c for r in results for c in r.missing_cells(batch_value)]}, indent=2))
+        doc = {"estimates": [r.to_dict() for r in results], "theory": [c.to_dict() for c in comparisons],
+               "missing_cells": [c for r in results for c in r.missing_cells(batch_value)]}
+        if table is not None:
+            doc["reference"] = {**table.summary(), "label": table.label}
+        typer.echo(json.dumps(doc, indent=2))
     else:
         for res in results:
             console.print(_estimate_table(res))
             _print_summary(console, res)
+            if table is not None:
+                console.print(f"[yellow]{table.label}[/]")
         if comparisons:
             console.print(_theory_table(comparisons))
     for message in refusals:
@@ -265,6 +297,21 @@ def estimate_cmd(
         _report_missing(console, results, emit_sweep, batch_value)
         if any(not r.predicted_complete for r in results if not r.complete):
             raise typer.Exit(code=1)
+
+
+def _list_references(as_json: bool) -> None:
+    from tokenjoule.reference import list_references, load_reference
+
+    tables = [load_reference(n) for n in list_references()]
+    if as_json:
+        typer.echo(json.dumps([t.summary() for t in tables], indent=2))
+        return
+    table = Table(title="shipped reference bin tables (measured elsewhere)")
+    for col in ("name", "card", "date", "model", "cells", "setups", "coverage"):
+        table.add_column(col)
+    for t in tables:
+        table.add_row(t.name, t.card, t.date, t.model, str(len(t.cells)), ", ".join(t.setups()), t.coverage)
+    _console().print(table)
 
 
 def _predict(results: list, store, predict_batch: Optional[int]) -> list[str]:
@@ -285,7 +332,8 @@ def _predict(results: list, store, predict_batch: Optional[int]) -> list[str]:
 
 def _theory_table(comparisons) -> Table:
     c0 = comparisons[0]
-    table = Table(title=f"measured (binned) vs theoretical: {c0.model} on {c0.gpu} ({c0.precision})")
+    table = Table(title=f"measured (binned) vs theoretical: {c0.model} on {c0.gpu} ({c0.precision}); "
+                        f"theory convention {c0.convention_label}")
     for col in ("trace", "engine", "measured", "theory (TDP/peak x FLOPs)", "theory % of measured",
                 "measured / theory", "roofline floor x TDP", "roofline floor x active P"):
         table.add_column(col, justify="right" if col not in ("trace", "engine") else "left")

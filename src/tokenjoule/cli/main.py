@@ -22,10 +22,13 @@ COMMAND_MODULES = (
     "tokenjoule.cli.models",
     "tokenjoule.cli.demo",
     "tokenjoule.cli.workload",
+    "tokenjoule.cli.workload_paper",
     "tokenjoule.cli.estimate",
     "tokenjoule.cli.sweep",
     "tokenjoule.cli.serve",
     "tokenjoule.cli.report",
+    "tokenjoule.cli.validate",
+    "tokenjoule.cli.speculative",
 )
 
 app = typer.Typer(

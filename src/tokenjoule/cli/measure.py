@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
         temperature: Optional[float] = typer.Option(None, help="Sampling temperature (sample)."),
         top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling top-p (sample)."),
         num_beams: Optional[int] = typer.Option(None, "--num-beams", help="Beams (beam)."),
-        draft_model: Optional[str] = typer.Option(None, "--draft-model", help="Draft preset or id (speculative)."),
+        draft_model: Optional[str] = typer.Option(None, "--draft-model", help="Draft preset or id, or self (the target drafts for itself; speculative)."),
         lookahead: Optional[int] = typer.Option(None, help="Draft tokens proposed per step (speculative)."),
         repeats: int = typer.Option(3, help="Measurement windows."),
         warmup: int = typer.Option(3, help="Warm-up batches (never measured)."),
@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
                           warmup=warmup, min_window_s=min_window_s, split_prefill=split_prefill, device=device,
                           dtype=dtype, seed=seed, tensor_parallel=tensor_parallel)
         check_model_name(spec.model)
-        if spec.decoding.draft_model:
+        if spec.decoding.draft_model and spec.decoding.draft_model != "self":  # "self": the target drafts
             check_model_name(spec.decoding.draft_model)
         if idle_s < 0:
             from tokenjoule.errors import TokenjouleError

@@ -1,8 +1,9 @@
 """`tokenjoule workload stats|bins`: statistics and length bins of a trace or task profile.
 
 TRACE is a built-in trace name (azure-code-2023, azure-conv-2023, mooncake-conversation), a
-file path (format detected, or --format), or task:NAME (translation, generation,
-classification, summarization).
+file path (format detected, or --format), task:NAME (translation, generation,
+classification, summarization), or paper:NAME (burstgpt, azure-conv, azure-code: synthetic
+workloads matched to the paper's Tables 1-2, labelled synthetic).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ def load_workload(trace: str, fmt: Optional[str] = None, trace_model: Optional[s
     from tokenjoule.workloads.traces import resolve_workload
 
     kwargs = {"fmt": fmt, "model": trace_model, "log_type": log_type}
-    if trace.startswith("task:"):
+    if trace.startswith(("task:", "paper:")):
         from tokenjoule.errors import TokenjouleError
 
         if fmt or trace_model or log_type:
-            raise TokenjouleError("--format/--trace-model/--log-type do not apply to task profiles")
+            raise TokenjouleError("--format/--trace-model/--log-type do not apply to task profiles "
+                                  "or paper:NAME synthetic workloads")
         kwargs = {}
     return resolve_workload(trace, **kwargs)
 

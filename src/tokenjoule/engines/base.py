@@ -13,7 +13,7 @@ or None for `kv_cache_tokens`) so a caller asks `supports(engine, CAP_...)` firs
   the framework's out-of-memory error when it does not fit (the largest-batch search uses it,
   else one real `generate`).
 - CAP_GENERATE_REQUESTS: `generate_requests(lengths, seed)` runs requests of their own
-  (input, output) lengths in one call (compare-serving's offline side).
+  (input, output) lengths in one call (compare-serving's offline side; the replay of `validate`).
 - CAP_KV_CACHE_TOKENS: `kv_cache_tokens()` is the preallocated KV cache size in tokens.
 """
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from tokenjoule.engines.base import CAP_PROBE_MEMORY, EngineBase, GenerationResult
+from tokenjoule.engines.base import CAP_GENERATE_REQUESTS, CAP_PROBE_MEMORY, EngineBase, GenerationResult
 from tokenjoule.engines.hf_decoding import (
     STATIC_CACHE_MODES,
     AcceptanceCounter,
@@ -30,11 +31,11 @@ from tokenjoule.engines.hf_decoding import (
     reuses_static_cache,
     static_cache_len,
 )
-from tokenjoule.engines.tokens import special_ids_from_config, synthetic_prompts
+from tokenjoule.engines.tokens import prompts_for, special_ids_from_config
 from tokenjoule.errors import TokenjouleError
 from tokenjoule.models.loading import LoadedModel, count_params, load_model, resolve_device
 from tokenjoule.models.registry import default_draft_for
-from tokenjoule.spec import RunSpec, weights_key
+from tokenjoule.spec import SELF_DRAFT, RunSpec, weights_key
 
 SPECULATIVE_NOTE = (
     "random-weight target and draft: the acceptance rate says nothing about a trained pair; "
@@ -48,7 +49,7 @@ class HFEngine(EngineBase):
     """Engine protocol implementation on transformers (see engines/base.py)."""
 
     name = "hf"
-    capabilities = frozenset({CAP_PROBE_MEMORY})
+    capabilities = frozenset({CAP_PROBE_MEMORY, CAP_GENERATE_REQUESTS})
 
     def __init__(self) -> None:
         self._loaded: LoadedModel | None = None
@@ -101,6 +102,12 @@ class HFEngine(EngineBase):
             return
         self._free_draft()
         assert self._loaded is not None
+        if draft_name == SELF_DRAFT:
+            # The target drafts for itself: the same module (no second copy of the weights),
+            # so every greedy proposal is what the target would emit: acceptance 1 by construction.
+            # Assisted generation keeps the assistant's KV cache apart from the target's.
+            self._draft, self._draft_name = self._loaded, draft_name
+            return
         # seed + 1: a draft built from the same preset and seed as the target would be an
         # exact copy and accept every token, which no real draft does.
         self._draft = load_model(draft_name, self._loaded.device, spec.dtype, seed=spec.seed + 1)
@@ -117,16 +124,16 @@ class HFEngine(EngineBase):
 
     # ----- generation ------------------------------------------------------------------------
     def _prompts(
-        self, lm: LoadedModel, batch: int, input_tokens: int, seed: int, with_draft: bool
+        self, lm: LoadedModel, batch: int, input_tokens: int, seed: int, with_draft: bool, repeat: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         vocab = lm.architecture.vocab_size
         avoid = special_ids_from_config(lm.model.config)
         if with_draft and self._draft is not None:  # ids must be valid for the draft too
             vocab = min(vocab, self._draft.architecture.vocab_size)
             avoid |= special_ids_from_config(self._draft.model.config)
-        key = (batch, input_tokens, seed, vocab, tuple(sorted(avoid)))
+        key = (batch, input_tokens, seed, vocab, tuple(sorted(avoid)), repeat)
         if key not in self._prompt_cache:
-            ids = torch.tensor(synthetic_prompts(batch, input_tokens, vocab, seed, avoid), dtype=torch.long)
+            ids = torch.tensor(prompts_for(repeat, batch, input_tokens, vocab, seed, avoid), dtype=torch.long)
             ids = ids.to(lm.device)
             self._prompt_cache.clear()  # keep only the current shape on the device
             self._prompt_cache[key] = (ids, torch.ones_like(ids))
@@ -173,7 +180,8 @@ class HFEngine(EngineBase):
         if new_tokens < 1:
             raise TokenjouleError(f"output_tokens must be >= 1, got {new_tokens}")
         speculative = spec.decoding.strategy == "speculative"
-        ids, mask = self._prompts(lm, spec.batch_size, spec.input_tokens, spec.seed, with_draft=speculative)
+        ids, mask = self._prompts(lm, spec.batch_size, spec.input_tokens, spec.seed, with_draft=speculative,
+                                  repeat=speculative and spec.decoding.repeat_prompt)
         kwargs: dict[str, Any] = {
             "input_ids": ids,
             "attention_mask": mask,
@@ -225,6 +233,7 @@ class HFEngine(EngineBase):
             acceptance = counter.acceptance_rate
             extra |= {
                 "draft_model": self._draft_name,
+                "draft_is_target": self._draft_name == SELF_DRAFT,
                 "proposed_tokens": counter.proposed_tokens,
                 "accepted_tokens": counter.accepted_tokens,
                 "verification_steps": counter.steps,
@@ -237,6 +246,64 @@ class HFEngine(EngineBase):
             duration_s=duration_s,
             acceptance_rate=acceptance,
             extra=extra,
+        )
+
+    def generate_requests(self, lengths: Sequence[tuple[int, int]], seed: int = 0) -> GenerationResult:
+        """ONE static batch of requests of different lengths, padded as static batching pads.
+
+        Inputs are left-padded to the longest input of the batch (attention mask 0 on the pads)
+        and every row generates until the longest output of the batch: that is the work a
+        static-batching deployment does, so the energy measured around this call is what such a
+        deployment spends on these requests. `input_tokens` / `output_tokens` of the result are
+        the requests' own (useful) lengths; `extra` counts the computed (padded) tokens.
+        Prompt i is `engines.tokens.synthetic_prompt(i, ...)`, as in the vLLM engine. Eager mode
+        only: the compiled modes keep one static cache per shape, and every batch here differs.
+        """
+        from tokenjoule.engines.tokens import synthetic_prompt
+
+        if self._loaded is None:
+            raise TokenjouleError("hf engine: load(spec) must be called before generate_requests")
+        if self._mode in STATIC_CACHE_MODES:
+            raise TokenjouleError(f"generate_requests runs hf in eager mode only (loaded: {self._mode}); "
+                                  "valid: eager")
+        if not lengths:
+            raise TokenjouleError("generate_requests needs at least one (input_tokens, output_tokens) pair")
+        if any(int(a) < 1 or int(b) < 1 for a, b in lengths):
+            raise TokenjouleError("every request needs >= 1 input and >= 1 output token")
+        lm = self._loaded
+        pad = self._pad_token_id(lm)
+        avoid = tuple(sorted(special_ids_from_config(lm.model.config)))
+        vocab = lm.architecture.vocab_size
+        longest_in = max(int(a) for a, _ in lengths)
+        new_tokens = max(int(b) for _, b in lengths)
+        ids = torch.full((len(lengths), longest_in), pad, dtype=torch.long)
+        mask = torch.zeros((len(lengths), longest_in), dtype=torch.long)
+        for row, (a, _) in enumerate(lengths):
+            ids[row, longest_in - int(a):] = torch.tensor(synthetic_prompt(row, int(a), vocab, seed, avoid))
+            mask[row, longest_in - int(a):] = 1
+        kwargs: dict[str, Any] = {
+            "input_ids": ids.to(lm.device), "attention_mask": mask.to(lm.device), "max_new_tokens": new_tokens,
+            "min_new_tokens": new_tokens, "pad_token_id": pad, "use_cache": True, "do_sample": False,
+        }
+        kwargs |= mode_kwargs("eager")
+        self.synchronize()
+        start = time.perf_counter()
+        out = lm.model.generate(**kwargs)
+        self.synchronize()
+        duration_s = time.perf_counter() - start
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        produced = int(sequences.shape[1]) - longest_in
+        if int(sequences.shape[0]) != len(lengths) or produced != new_tokens:
+            raise TokenjouleError(f"expected {len(lengths)} sequences of {new_tokens} new tokens, "
+                                  f"got {int(sequences.shape[0])} of {produced}")
+        del out, sequences
+        ins, outs = [int(a) for a, _ in lengths], [int(b) for _, b in lengths]
+        return GenerationResult(
+            input_tokens=ins, output_tokens=outs, duration_s=duration_s,
+            extra={"padding": "inputs left-padded to the longest; all rows generate the longest output",
+                   "computed_input_tokens": len(lengths) * longest_in,
+                   "computed_output_tokens": len(lengths) * new_tokens,
+                   "useful_input_tokens": sum(ins), "useful_output_tokens": sum(outs)},
         )
 
     def _is_random_weights(self) -> bool:

@@ -89,3 +89,40 @@ def synthetic_prompts(
     _check_lengths(batch, input_tokens)
     allowed = _allowed_ids(vocab_size, avoid)
     return [_draw(allowed, i, input_tokens, seed) for i in range(batch)]
+
+
+REPEAT_PERIOD_TOKENS = 16  # length of the pattern a repeating prompt is made of
+
+
+def repeating_prompts(
+    batch: int,
+    input_tokens: int,
+    vocab_size: int,
+    seed: int,
+    avoid: Iterable[int] = (),
+    period_tokens: int = REPEAT_PERIOD_TOKENS,
+) -> list[list[int]]:
+    """`batch` prompts of exactly `input_tokens` ids, each one seeded random pattern of
+    `period_tokens` ids repeated (and cut to length), for n-gram speculation: its proposals come
+    from earlier occurrences of the context's last n-gram, and a repeating prompt has them.
+    Request i's pattern is `synthetic_prompt(i, period_tokens, ...)`, so it does not depend on
+    the batch size either."""
+    _check_lengths(batch, input_tokens)
+    if period_tokens < 1:
+        raise TokenjouleError(f"period_tokens must be >= 1, got {period_tokens}")
+    allowed = _allowed_ids(vocab_size, avoid)
+    out = []
+    for i in range(batch):
+        pattern = _draw(allowed, i, min(period_tokens, input_tokens), seed)
+        reps = -(-input_tokens // len(pattern))
+        out.append((pattern * reps)[:input_tokens])
+    return out
+
+
+def prompts_for(
+    repeat: bool, batch: int, input_tokens: int, vocab_size: int, seed: int, avoid: Iterable[int] = ()
+) -> list[list[int]]:
+    """The prompts of a cell: repeating ones when its decoding asks for them, else random ones."""
+    if repeat:
+        return repeating_prompts(batch, input_tokens, vocab_size, seed, avoid)
+    return synthetic_prompts(batch, input_tokens, vocab_size, seed, avoid)

@@ -145,6 +145,8 @@ class VLLMEngine(EngineBase):
         from tokenjoule.models.registry import default_draft_for
 
         draft = d.draft_model or default_draft_for(spec.model)
+        if draft == "self":  # spec.SELF_DRAFT: the target's own config (dummy weights are
+            draft = spec.model  # initialised the same way for both, so they agree by construction)
         if draft is None:
             raise TokenjouleError(f"no draft model for {spec.model}; give decoding.draft_model or use ngram")
         saved = dict(self._config), self._avoid
@@ -185,12 +187,13 @@ class VLLMEngine(EngineBase):
         return SamplingParams(temperature=0.0, **common)
 
     def generate(self, spec: RunSpec, output_tokens: int | None = None) -> GenerationResult:
-        from tokenjoule.engines.tokens import synthetic_prompts
+        from tokenjoule.engines.tokens import prompts_for
 
         if self.llm is None:
             raise TokenjouleError("vllm engine: load(spec) must be called before generate")
         n = output_tokens or spec.output_tokens
-        prompts = synthetic_prompts(spec.batch_size, spec.input_tokens, self.vocab_size, spec.seed, self._avoid)
+        repeat = spec.decoding.strategy == "speculative" and spec.decoding.repeat_prompt
+        prompts = prompts_for(repeat, spec.batch_size, spec.input_tokens, self.vocab_size, spec.seed, self._avoid)
         if spec.decoding.strategy == "beam":
             return self._beam(spec, prompts, n)
         before = self._spec_counters()

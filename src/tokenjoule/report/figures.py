@@ -59,8 +59,8 @@ def _plot_series(ax, data, x: str, y: str, label: str, **kw: Any) -> None:
     if len(measured):
         ax.plot(measured[x], measured[y], marker="o", label=label, **kw)
     if len(est):
-        ax.plot(est[x], est[y], marker="o", linestyle=":", markerfacecolor="none",
-                label=f"{label} (estimate)", **kw)
+        ax.plot(est[x], est[y], marker="o", markerfacecolor="none", label=f"{label} (estimate)",
+                **(kw | {"linestyle": ":"}))  # estimates dotted whatever style the series has
     flagged = data[data["warnings"] != ""]
     if len(flagged):  # a red ring marks measurements the meter flagged
         ax.scatter(flagged[x], flagged[y], s=120, facecolors="none", edgecolors="red", zorder=5)
@@ -78,16 +78,20 @@ def fig2_lengths(df, out_dir: Path, model: str) -> Section:
     ok_in = any(by_in[by_in["batch_size"] == b]["input_tokens"].nunique() >= 2 for b in by_in["batch_size"].unique())
     ok_out = any(by_out[by_out["batch_size"] == b]["output_tokens"].nunique() >= 2
                  for b in by_out["batch_size"].unique())
-    if not (ok_in and ok_out):
-        present_in = set(zip(by_in["batch_size"], by_in["input_tokens"]))
-        present_out = set(zip(by_out["batch_size"], by_out["output_tokens"]))
-        sec.missing = missing_grid(model, present_in, ("batch_size", "input_tokens"),
-                                   [(b, i) for b in PAPER_BATCHES for i in PAPER_INPUTS],
-                                   output_tokens=REF_OUTPUT_TOKENS)
-        sec.missing += missing_grid(model, present_out, ("batch_size", "output_tokens"),
-                                    [(b, o) for b in PAPER_BATCHES for o in PAPER_OUTPUTS],
-                                    input_tokens=REF_INPUT_TOKENS)
+    present_in = set(zip(by_in["batch_size"], by_in["input_tokens"]))
+    present_out = set(zip(by_out["batch_size"], by_out["output_tokens"]))
+    missing = missing_grid(model, present_in, ("batch_size", "input_tokens"),
+                           [(b, i) for b in PAPER_BATCHES for i in PAPER_INPUTS],
+                           output_tokens=REF_OUTPUT_TOKENS) if not ok_in else []
+    missing += missing_grid(model, present_out, ("batch_size", "output_tokens"),
+                            [(b, o) for b in PAPER_BATCHES for o in PAPER_OUTPUTS],
+                            input_tokens=REF_INPUT_TOKENS) if not ok_out else []
+    if not (ok_in or ok_out):
+        sec.missing = missing
         return sec
+    if missing:  # one sweep drawn, the other not measured yet: say which cells would complete it
+        sec.notes.append(f"partly measured: the {'output' if ok_in else 'input'}-length sweep is missing "
+                         f"({len(missing)} cells, e.g. {missing[0].command()})")
     # A batch size with a single length is not a curve (e.g. a trace-bin cell): left out.
     by_in = by_in.groupby("batch_size").filter(lambda g: g["input_tokens"].nunique() >= 2)
     by_out = by_out.groupby("batch_size").filter(lambda g: g["output_tokens"].nunique() >= 2)
@@ -106,7 +110,10 @@ def fig2_lengths(df, out_dir: Path, model: str) -> Section:
             ax.set_xlabel(x.replace("_", " "))
             ax.set_ylabel(f"{title} energy (J)")
             ax.set_title(f"{title} vs {x.split('_')[0]} length")
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+            else:  # the other sweep of a partly measured store
+                ax.text(0.5, 0.5, "not measured yet", ha="center", va="center", transform=ax.transAxes)
     cols = ["model", "batch_size", "input_tokens", "output_tokens", "energy_j", "prefill_energy_j",
             "decode_energy_j", "duration_s"]
     import pandas as pd
@@ -124,25 +131,60 @@ def fig3_decoding(df, out_dir: Path, model: str) -> Section:
     """Energy per output token of each decoding strategy vs batch size (hf eager)."""
     sec = Section("fig3_decoding", "Decoding strategies vs batch size (Figure 3)",
                   f"{model}, hf/eager, {REF_INPUT_TOKENS} in / {REF_OUTPUT_TOKENS} out.")
-    sel = _at_reference(df, model, engine="hf", mode="eager", tensor_parallel=1)
-    if sel["decoding"].nunique() < 2:
-        present = set(zip(sel["decoding"], sel["batch_size"]))
+    hf = _at_reference(df, model, engine="hf", mode="eager", tensor_parallel=1)
+    spec_sel = _speculative_brackets(_at_reference(df, model, decoding="speculative", tensor_parallel=1))
+    # the greedy baseline of every other engine/mode that has speculative cells
+    others = set(zip(spec_sel["engine"], spec_sel["mode"])) - {("hf", "eager")}
+    greedy = _at_reference(df, model, decoding="greedy", tensor_parallel=1)
+    base = greedy[[(e, m) in others for e, m in zip(greedy["engine"], greedy["mode"])]] if len(greedy) else greedy
+    hf = hf[hf["decoding"] != "speculative"]
+    suffix = " hf/eager" if others else ""  # name the engine once several are drawn
+    series = [(d + suffix, hf[hf["decoding"] == d])
+              for d in DECODINGS + tuple(sorted(set(hf["decoding"]) - set(DECODINGS)))]
+    series += [(f"greedy {e}/{m}", base[(base["engine"] == e) & (base["mode"] == m)]) for e, m in sorted(others)]
+    series += [(label, part) for label, part in spec_sel.groupby("bracket", sort=True)] if len(spec_sel) else []
+    series = [(label, part) for label, part in series if len(part)]
+    if len(series) < 2:
+        present = set(zip(hf["decoding"], hf["batch_size"]))
         sec.missing = missing_grid(model, present, ("decoding", "batch_size"),
                                    [(d, b) for d in DECODINGS for b in DECODING_BATCHES])
         return sec
+    if len(spec_sel):
+        sec.notes.append("speculative series are bracketed by their measured acceptance rate (random weights: a "
+                         "separate draft ~0, the target drafting for itself or n-gram on repeating prompts ~1); "
+                         "a real draft lies between. tokenjoule speculative gives the interpolation.")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for dec in DECODINGS + tuple(sorted(set(sel["decoding"]) - set(DECODINGS))):
-        part = sel[sel["decoding"] == dec]
-        if len(part):
-            _plot_series(ax, part, "batch_size", "energy_per_output_token_j", dec)
+    for label, part in series:
+        style = {"linestyle": "--"} if label.endswith("acceptance ~1") else {}  # the brackets may overlap
+        _plot_series(ax, part, "batch_size", "energy_per_output_token_j", label, **style)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("energy per output token (J)")
     ax.legend(fontsize=8)
-    return save(sec, fig, _rows(sel, ["model", "decoding", "batch_size", "energy_j",
-                                      "energy_per_output_token_j", "duration_s"]), out_dir)
+    import pandas as pd
+
+    sel = pd.concat([part.assign(series=label) for label, part in series])
+    if "acceptance_rate" not in sel.columns:
+        sel = sel.assign(acceptance_rate=None)
+    return save(sec, fig, _rows(sel, ["model", "engine", "mode", "decoding", "series", "acceptance_rate",
+                                      "batch_size", "energy_j", "energy_per_output_token_j", "duration_s"]),
+                out_dir)
+
+
+def _speculative_brackets(sel):
+    """Speculative cells with a `bracket` label: engine/mode and the acceptance class of the
+    cell's measured rate (~0 below 0.25, ~1 above 0.75, else "mid"; none recorded: "unknown")."""
+    if sel.empty:
+        return sel.assign(bracket=[])
+    rates = sel["acceptance_rate"] if "acceptance_rate" in sel.columns else [None] * len(sel)
+
+    def cls(r: Any) -> str:
+        if r is None or r != r:
+            return "acceptance unknown"
+        return "acceptance ~0" if r < 0.25 else "acceptance ~1" if r > 0.75 else "acceptance mid"
+    return sel.assign(bracket=[f"speculative {e}/{m}, {cls(r)}" for e, m, r in zip(sel["engine"], sel["mode"], rates)])
 
 
 def _is_moe(row) -> bool:
@@ -183,22 +225,43 @@ def fig4_moe(df, out_dir: Path, model: str, store=None) -> Section:
                 ax.bar(j + k * width, r["energy_per_output_token_j"], width, color=f"C{k}",
                        hatch="//" if r["moe"] else None, label=f"batch {b}" if j == 0 else None,
                        alpha=0.5 if r["is_estimate"] else 1.0)
-    ax.set_xticks([j + width * (len(batches) - 1) / 2 for j in range(len(models))], models, fontsize=8)
+    ax.set_xticks([j + width * (len(batches) - 1) / 2 for j in range(len(models))],
+                  [_param_label(m, sel[sel["model"] == m]) for m in models], fontsize=8)
     ax.set_ylabel("energy per output token (J)")
     ax.legend(fontsize=8)
     return save(sec, fig, _rows(sel, ["model", "moe", "model_params", "model_active_params", "batch_size",
                                       "energy_j", "energy_per_output_token_j"]), out_dir)
 
 
+def _param_label(model: str, rows) -> str:
+    """`model` and its active / total parameter counts (billions) for the axis."""
+    total, active = rows["model_params"].dropna(), rows["model_active_params"].dropna()
+    if total.empty or active.empty:
+        return model
+    return f"{model}\n{float(active.iloc[-1]) / 1e9:.2f}B active / {float(total.iloc[-1]) / 1e9:.2f}B"
+
+
+def _preset_params(model: str) -> tuple[Any, Any]:
+    """(total, active) parameters of a preset's architecture; (None, None) for other models."""
+    try:
+        from tokenjoule.models.architecture import architecture_from_config
+        from tokenjoule.models.registry import list_presets, load_preset_config
+
+        if model not in list_presets():
+            return None, None
+        arch = architecture_from_config(load_preset_config(model))
+        return arch.params_total, arch.params_active
+    except Exception:  # noqa: BLE001 - a label only; the bar is drawn either way
+        return None, None
+
+
 def _active_params(store, sel) -> dict[int, tuple[Any, Any]]:
     """Total and active parameter counts from each cell's provenance (MoE detection)."""
     out: dict[int, tuple[Any, Any]] = {}
-    if store is None:
-        return out
-    for cid in sel["id"]:
-        rec = store.get(int(cid))
-        if rec is not None:
-            out[int(cid)] = (rec.provenance.get("model_params"), rec.provenance.get("model_active_params"))
+    for cid, model in zip(sel["id"], sel["model"]):
+        rec = store.get(int(cid)) if store is not None else None
+        counts = (rec.provenance.get("model_params"), rec.provenance.get("model_active_params")) if rec else (None, None)
+        out[int(cid)] = counts if None not in counts else _preset_params(str(model))
     return out
 
 

@@ -31,6 +31,12 @@ PRESET_HELP = {
     "paper-decoding": "Figure 3: greedy, sampling (T 0.7, top-p 0.9), beam 4, speculative (draft model, "
                       "look-ahead 4) at batch 1..128, input 512, output 64 (32 cells; speculative only "
                       "for models with a known draft). --quick: batch 1, 8, 64, warm-up 1, repeats 2 (12 cells).",
+    "paper-decoding-brackets": "Figure 3's speculative decoding bracketed by acceptance rate (random weights): "
+                               "greedy and speculative with the separate draft (acceptance ~0) and with the "
+                               "target drafting for itself (draft_model self, ~1), look-ahead 4, input 512, output "
+                               "64: hf eager at batch 1 (its only speculative batch); with vllm also graphs at "
+                               "batch 1..128 with n-gram on random and on repeating prompts (models with a known "
+                               "draft). --quick: vllm batch 1, 16, 128, warm-up 1, repeats 2.",
     "paper-moe": "Figure 4: olmo-1b, olmo-7b, olmoe-1b-7b at batch 1 and 8, input 512, output 64 (6 cells). "
                  "--quick: warm-up 1, repeats 2 (same cells).",
     "paper-frameworks": "Figure 5: hf eager/compile/cudagraphs (+ vllm eager/graphs with --with-vllm, or when "
@@ -80,6 +86,28 @@ def paper_decoding(models: list[str], quick: bool, **_: Any) -> dict[str, Any]:
         cells.append({"model": m, "decoding": strategies})
     return {"input_tokens": 512, "output_tokens": 64,
             "batch_size": [1, 8, 64] if quick else _pow2(0, 7), "cells": cells}
+
+
+def paper_decoding_brackets(models: list[str], quick: bool, with_vllm: bool | None = None,
+                            **_: Any) -> dict[str, Any]:
+    if with_vllm is None:
+        with_vllm = importlib.util.find_spec("vllm") is not None
+    cells: list[dict[str, Any]] = []
+    for m in models:
+        if m not in DRAFT_MODELS:
+            raise TokenjouleError(f"paper-decoding-brackets needs a model with a known draft ({', '.join(DRAFT_MODELS)}), "
+                                  f"got {m}")
+        low = {"strategy": "speculative", "draft_model": DRAFT_MODELS[m], "lookahead_tokens": 4}
+        high = {"strategy": "speculative", "draft_model": "self", "lookahead_tokens": 4}
+        cells.append({"model": m, "engine": "hf", "mode": "eager", "batch_size": 1,
+                      "decoding": ["greedy", low, high]})
+        if with_vllm:
+            ngram = {"strategy": "speculative", "ngram": True, "lookahead_tokens": 4}
+            cells.append({"model": m, "engine": "vllm", "mode": "graphs",
+                          "batch_size": [1, 16, 128] if quick else _pow2(0, 7),
+                          "decoding": ["greedy", low, high, ngram, {**ngram, "repeat_prompt": True}]})
+    return {"input_tokens": 512, "output_tokens": 64, "cells": cells,
+            "description": f"vllm cells {'included' if with_vllm else 'left out (vllm not importable)'}"}
 
 
 def paper_moe(models: list[str], quick: bool, **_: Any) -> dict[str, Any]:
@@ -139,6 +167,7 @@ def paper_bins_fast(models: list[str], quick: bool, trace: str | None = None, **
 PRESETS: dict[str, tuple[Callable[..., dict[str, Any]], tuple[str, ...] | str]] = {
     "paper-lengths": (paper_lengths, DEFAULT_MODEL),
     "paper-decoding": (paper_decoding, DEFAULT_MODEL),
+    "paper-decoding-brackets": (paper_decoding_brackets, DEFAULT_MODEL),
     "paper-moe": (paper_moe, MOE_MODELS),
     "paper-frameworks": (paper_frameworks, DEFAULT_MODEL),
     "paper-bins": (paper_bins, DEFAULT_MODEL),

@@ -71,8 +71,11 @@ def _read_source(name_or_path: str | Path) -> tuple[str, bytes, str | None, str]
         return info.filename, data, info.format, info.name
     path = Path(key).expanduser()
     if not path.is_file():
-        raise UnknownNameError("trace (not a built-in name, task:NAME profile or existing file)", key,
-                               list_traces() + [f"task:{t}" for t in _task_names()])
+        from tokenjoule.workloads.synthetic import list_paper_workloads
+
+        raise UnknownNameError("trace (not a built-in name, task:NAME profile, paper:NAME synthetic workload "
+                               "or existing file)", key,
+                               list_traces() + [f"task:{t}" for t in _task_names()] + list_paper_workloads())
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -154,9 +157,10 @@ def _to_workload(parsed: formats.Parsed, name: str, source: str, fmt: str) -> Wo
 
 
 def resolve_workload(spec: str | Path | Workload, **kwargs: Any) -> Workload:
-    """A Workload from a trace name, a path, or `task:NAME` (a Table-3 task profile).
+    """A Workload from a trace name, a path, `task:NAME` (a Table-3 task profile) or
+    `paper:NAME` (a synthetic workload matched to the paper's Tables 1-2, see synthetic.py).
 
-    Keyword arguments go to `load_trace` (or `task_profile` for task profiles: n, seed)."""
+    Keyword arguments go to `load_trace` (or, for task profiles and paper workloads: n, seed)."""
     if isinstance(spec, Workload):
         return spec
     key = str(spec)
@@ -165,4 +169,9 @@ def resolve_workload(spec: str | Path | Workload, **kwargs: Any) -> Workload:
 
         allowed = {k: v for k, v in kwargs.items() if k in ("n", "seed") and v is not None}
         return task_profile(key[len("task:"):], **allowed)
+    if key.startswith("paper:"):
+        from tokenjoule.workloads.synthetic import paper_workload
+
+        allowed = {k: v for k, v in kwargs.items() if k in ("n", "seed") and v is not None}
+        return paper_workload(key, **allowed)
     return load_trace(key, **{k: v for k, v in kwargs.items() if k not in ("n", "seed")})

@@ -1,0 +1,68 @@
+"""Build a reference table (the shipped format, see tokenjoule.reference.tables) from a results database.
+
+Used by `benchmarks/build_reference.py` (the shipped tables) and the case-study session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenjoule.analysis.estimate import select_cells
+from tokenjoule.analysis.gpus import find_gpu
+from tokenjoule.analysis.savings import parse_setup
+from tokenjoule.errors import TokenjouleError
+from tokenjoule.store.db import ResultStore
+
+REPO_ROOT = Path(__file__).resolve().parents[3]  # src/tokenjoule/analysis/ -> the repository
+
+
+def _relative(db: Path) -> str:
+    db = Path(db).resolve()
+    return str(db.relative_to(REPO_ROOT)) if db.is_relative_to(REPO_ROOT) else str(db)
+
+
+VERSION_KEYS = ("tokenjoule_version", "torch_version", "transformers_version", "vllm_version", "driver_version",
+                "cuda_version", "zeus_version", "python_version")
+DEFAULT_COVERAGE = ("partial: hf eager, 11 paper-size bins of the Azure 2023 traces plus 512-in/64-out; "
+                    "vllm graphs only at 512-in/64-out (the 63-bin table was not finished)")
+
+
+def build_table(db: Path, name: str, model: str, setups: list[str], coverage: str, title: str,
+                command: str = "python benchmarks/build_reference.py") -> dict:
+    """The reference-table dict of the ok offline cells of `model` for `setups` in `db` (see
+    tables.py for the format): every usable candidate cell of each bin (analysis.selection)."""
+    cells, versions, dates, cards, commands = [], {}, [], set(), set()
+    with ResultStore(db) as store:
+        for text in setups:
+            s = parse_setup(text)
+            chosen, _ = select_cells(store, model=model, engine=s.engine, mode=s.mode, decoding=s.decoding)
+            # every candidate of a bin: which one answers depends on the user's request count
+            # (analysis.selection.choose_cell), so the table keeps them all
+            for (i, o), candidates in sorted(chosen.items()):
+                for rec in sorted(candidates, key=lambda r: (r.batch_size or 0, r.id or 0)):
+                    prov, m = rec.provenance, rec.metrics
+                    cards.update(prov.get("gpu_names") or [])
+                    dates.append(rec.created_at)
+                    versions.update({k: prov[k] for k in VERSION_KEYS if prov.get(k)})
+                    if prov.get("command"):
+                        commands.add(prov["command"])
+                    cells.append({"engine": s.engine, "mode": s.mode, "decoding": s.decoding, "input_tokens": i,
+                                  "output_tokens": o, "batch_size": int(rec.spec["batch_size"]),
+                                  "energy_j": m["energy_j"], "duration_s": m.get("duration_s"),
+                                  "avg_power_w": m.get("avg_power_w"), "idle_power_w": m.get("idle_power_w"),
+                                  "method": m.get("method") or rec.measurement.get("method"),
+                                  "flags": list(m.get("flags") or []),
+                                  "dtype": prov.get("dtype") or rec.spec.get("dtype"),
+                                  "source_cell_id": rec.id, "created_at": rec.created_at})
+    if not cells:
+        raise TokenjouleError(f"no ok offline cells of {model} for {', '.join(setups)} in {db}")
+    if len(cards) != 1:
+        raise TokenjouleError(f"cells come from {len(cards)} GPUs ({', '.join(sorted(cards)) or 'none named'}); "
+                              "one table per card")
+    card = cards.pop()
+    gpu = find_gpu(card)
+    return {"format_version": 1, "name": name, "title": title, "card": card, "gpu": gpu.name if gpu else None,
+            "date": max(dates)[:10], "model": model, "coverage": coverage,
+            "source": _relative(db), "built_by": command,
+            "commands": sorted(commands) or ["python benchmarks/paper_bins.py (see docs/RESULTS.md)"],
+            "versions": versions, "cells": cells}

@@ -1,0 +1,116 @@
+"""`tokenjoule validate`: check the binned estimate against a direct replay of a trace sample.
+
+Draws a seeded sample of a trace, runs it for real (hf: by bin at the table's batch sizes,
+padded as static batching pads; vllm: one offline generate of all requests at their exact
+lengths), and prints the measured total next to the binned estimate of the same sample under
+each rounding mode, with the differences (target: within 10%). See tokenjoule.runs.replay.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _j(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x:,.4g} J"
+
+
+def _pct(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}%"
+
+
+def validate_cmd(
+    trace: str = typer.Option(..., "--trace", help="Trace name, path, task:NAME or paper:NAME."),
+    model: str = typer.Option(..., "--model", help="Model preset or id (the bin table's cells and the replay)."),
+    engine: str = typer.Option("hf:eager", "--engine", help="engine:mode, e.g. hf:eager or vllm:graphs."),
+    n: int = typer.Option(1000, "--n", min=1, help="Requests in the seeded sample."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample and of the prompts."),
+    db: Path = typer.Option(Path("tokenjoule.db"), "--db", help="Results database holding the bin table; "
+                                                                 "the replay is stored there (kind replay)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto | bfloat16 | float16 | float32."),
+    meter: str = typer.Option("auto", "--meter", help="Energy meter: auto | nvml | estimate | simulated."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Unmeasured warm-up batches before the replay."),
+    input_bins: Optional[str] = typer.Option(None, "--input-bins", help="Input bin edges, comma-separated."),
+    output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges, comma-separated."),
+    overflow: str = typer.Option("drop", "--overflow", help="Requests beyond the largest bin: drop or clip."),
+    gpu_name: Optional[str] = typer.Option(None, "--gpu-name", help="Use only table cells measured on this GPU."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Replay a seeded trace sample for real and compare it with its binned estimate."""
+    from tokenjoule.analysis.savings import parse_setup
+    from tokenjoule.energy import METER_KINDS
+    from tokenjoule.errors import TokenjouleError, UnknownNameError
+    from tokenjoule.runs.replay import ReplayConfig, run_replay
+    from tokenjoule.store.db import ResultStore
+    from tokenjoule.workloads.binning import Bins
+
+    if meter not in METER_KINDS:
+        raise UnknownNameError("meter", meter, METER_KINDS)
+    setup = parse_setup(engine if ":" in engine else f"{engine}:eager")
+    if setup.decoding != "greedy":
+        raise TokenjouleError(f"validate replays greedy decoding only, got {setup.decoding}; valid: greedy")
+    if not db.is_file():
+        raise TokenjouleError(f"no results database at {db}; measure the bin table first or pass --db PATH")
+    config = ReplayConfig(trace=trace, model=model, engine=setup.engine, mode=setup.mode, n=n, seed=seed,
+                          device=device, dtype=dtype, bins=Bins.parse(input_bins, output_bins), overflow=overflow,
+                          warmup=warmup, gpu_name=gpu_name)
+    from tokenjoule.cli.measure import RichProgress
+
+    with ResultStore(db) as store, RichProgress(Console(stderr=True)) as progress:
+        result = run_replay(config, store, meter_kind=meter, on_progress=progress)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    print_result(Console(), result)
+
+
+def print_result(console: Console, result) -> None:
+    cfg = result.config
+    table = Table(title=f"replay of {result.n_kept:,} requests of {cfg.trace} (sample {cfg.n:,}, seed {cfg.seed}): "
+                        f"{cfg.model} {cfg.engine}/{cfg.mode}")
+    for col in ("", "energy", "vs replay", "within 10%"):
+        table.add_column(col, justify="left" if not col else "right")
+    table.add_row("replay (measured)", _j(result.measured_energy_j), "", "")
+    for mode, value in result.estimates_j.items():
+        ok = result.within_target[mode]
+        table.add_row(f"binned estimate, rounding {mode}", _j(value), _pct(result.differences[mode]),
+                      "n/a" if ok is None else ("yes" if ok else "no"))
+    table.add_row("diagnostic: bins rescaled by the fit to the batches run", _j(result.fit_corrected_j),
+                  _pct(result.fit_corrected_difference), "")
+    console.print(table)
+    console.print(f"fit: {result.fit_note}")
+    if result.per_bin:
+        bins = Table(title="per bin: replay vs estimate")
+        modes = list(result.estimates_j)
+        for col in ("input ≤", "output ≤", "requests", "batch", "batches", "replay", *modes):
+            bins.add_column(col, justify="right")
+        for r in result.per_bin:
+            bins.add_row(str(r["bin"][0]), str(r["bin"][1]), f"{r['requests']:,}", str(r["batch_size"]),
+                         str(r["batches"]), _j(r["measured_energy_j"]), *(_j(r.get(f"estimate_{m}_j")) for m in modes))
+        console.print(bins)
+    t = result.tokens
+    console.print(f"tokens: input {t['useful_input_tokens']:,} useful / {t['computed_input_tokens']:,} computed; "
+                  f"output {t['useful_output_tokens']:,} useful / {t['computed_output_tokens']:,} computed "
+                  f"(padding as static batching pads)" if cfg.engine == "hf" else
+                  f"tokens: input {t['useful_input_tokens']:,}, output {t['useful_output_tokens']:,} (exact lengths)")
+    if cfg.engine == "hf":
+        console.print(f"batches: {len(result.batches)}, {result.partial_batches} of them partial (fewer requests "
+                      "than the table's batch size)")
+    console.print(f"dropped {result.n_dropped:,} of {result.n_sampled:,} sampled requests beyond the largest bins; "
+                  f"replay time {result.measured_duration_s:,.1f} s; method {result.method}; "
+                  f"one meter window per batch")
+    for note in result.notes:
+        console.print(f"note: {note}")
+    if result.record_id is not None:
+        console.print(f"stored as record {result.record_id} (kind replay)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate_cmd)

@@ -1,0 +1,79 @@
+"""Shipped reference tables: generated from committed evidence, loaded, labelled, estimated from."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tokenjoule.analysis.estimate import binned_estimate
+from tokenjoule.cli.main import app
+from tokenjoule.errors import TokenjouleError
+from tokenjoule.reference import list_references, load_reference, reference_store
+from tokenjoule.reference.tables import parse_reference
+from tokenjoule.store.db import ResultStore
+from tokenjoule.workloads.traces import load_trace
+
+ROOT = Path(__file__).resolve().parents[2]
+EVIDENCE = ROOT / "benchmarks/results/h100_evidence.db"
+NAME = "h100-llama-3.1-8b"
+
+
+def test_h100_table_is_listed_and_labelled_with_card_and_date():
+    assert NAME in list_references()
+    t = load_reference(NAME)
+    assert t.card == "NVIDIA H100 80GB HBM3" and t.date == "2026-11-26" and t.gpu == "H100 SXM"
+    assert "measured elsewhere on NVIDIA H100 80GB HBM3, 2026-11-26" in t.label and "partial" in t.label
+    assert t.versions["torch_version"] and t.built_by.startswith("python benchmarks/build_reference.py")
+    assert {"hf:eager:greedy", "vllm:graphs:greedy"} == set(t.setups())
+
+
+def test_table_is_generated_from_the_evidence_database():
+    """Rebuilding with the committed script gives exactly the shipped cells (nothing typed)."""
+    spec = importlib.util.spec_from_file_location("build_reference", ROOT / "benchmarks/build_reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rebuilt = mod.build(EVIDENCE, NAME, "llama-3.1-8b", ["hf:eager", "vllm:graphs"], mod.DEFAULT_COVERAGE, "t")
+    assert rebuilt["cells"] == list(load_reference(NAME).cells)
+
+
+@pytest.mark.parametrize("trace", ["azure-conv-2023", "azure-code-2023"])
+def test_estimate_from_reference_equals_estimate_from_the_source_db(trace):
+    wl = load_trace(trace)
+    from_ref = binned_estimate(wl, reference_store(load_reference(NAME)), model="llama-3.1-8b", engine="hf",
+                               mode="eager")
+    with ResultStore(EVIDENCE) as db:
+        from_db = binned_estimate(wl, db, model="llama-3.1-8b", engine="hf", mode="eager")
+    assert from_ref.partial_energy_j == pytest.approx(from_db.partial_energy_j)
+    assert [(r.input_tokens, r.output_tokens, r.batch_size) for r in from_ref.rows] == \
+        [(r.input_tokens, r.output_tokens, r.batch_size) for r in from_db.rows]
+    assert from_ref.gpu_names == ["NVIDIA H100 80GB HBM3"]
+
+
+def test_bad_tables_are_refused_with_what_is_missing():
+    with pytest.raises(TokenjouleError, match="card"):
+        parse_reference({"name": "x", "date": "d", "model": "m", "cells": [], "coverage": "c", "built_by": "b",
+                         "versions": {}})
+    good = json.loads(json.dumps({"name": "x", "card": "c", "date": "d", "model": "m", "coverage": "c",
+                                  "built_by": "b", "versions": {}, "cells": [{"engine": "hf"}]}))
+    with pytest.raises(TokenjouleError, match="cell 0 lacks mode"):
+        parse_reference(good)
+
+
+def test_cli_reference_list_and_estimate_labelled(capsys):
+    runner = CliRunner()
+    out = runner.invoke(app, ["estimate", "--reference", "list", "--json"])
+    assert out.exit_code == 0 and NAME in [t["name"] for t in json.loads(out.stdout)]
+    out = runner.invoke(app, ["estimate", "--reference", NAME, "--trace", "azure-conv-2023", "--json",
+                              "--predict-missing"])
+    doc = json.loads(out.stdout)
+    assert doc["reference"]["card"] == "NVIDIA H100 80GB HBM3" and "measured elsewhere" in doc["reference"]["label"]
+    assert doc["estimates"][0]["model"] == "llama-3.1-8b"  # the table's model by default
+    from tokenjoule.cli.main import main
+
+    assert main(["estimate", "--reference", "h200-nothing", "--trace", "azure-conv-2023"]) == 2
+    err = capsys.readouterr().err
+    assert "valid: h100-llama-3.1-8b" in err and "Traceback" not in err

@@ -1,0 +1,200 @@
+"""Direct replay (`tokenjoule validate`): planning arithmetic with a scripted engine and meter,
+and the real path with transformers on the tiny preset on the CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from tokenjoule.energy import SimulatedMeter
+from tokenjoule.engines.base import GenerationResult
+from tokenjoule.errors import TokenjouleError
+from tokenjoule.runs.replay import ReplayConfig, draw_sample, expected_batches, plan_batches, prepare, run_replay
+from tokenjoule.store.db import CellRecord
+from tokenjoule.workloads import Bins, Request, Workload, bin_workload
+
+from fakes.clock_meter import FakeClock
+
+BINS = Bins((16, 32), (4, 8))
+POWER_W = 300.0
+
+
+def fake_duration_s(lengths) -> float:
+    """Static batching cost: every row pays the longest input and the longest output."""
+    rows, longest_in, longest_out = len(lengths), max(a for a, _ in lengths), max(b for _, b in lengths)
+    return 1e-3 * rows * longest_in + 0.05 * longest_out
+
+
+class ScriptedEngine:
+    name = "hf"
+    capabilities = frozenset({"generate_requests"})
+
+    def __init__(self, clock: FakeClock):
+        self.clock, self.calls = clock, []
+
+    def load(self, spec) -> None:
+        self.spec = spec
+
+    def generate_requests(self, lengths, seed: int = 0) -> GenerationResult:
+        self.calls.append(tuple(lengths))
+        self.clock.advance(fake_duration_s(lengths))
+        rows = len(lengths)
+        return GenerationResult([a for a, _ in lengths], [b for _, b in lengths], fake_duration_s(lengths),
+                                extra={"computed_input_tokens": rows * max(a for a, _ in lengths),
+                                       "computed_output_tokens": rows * max(b for _, b in lengths)})
+
+    def synchronize(self) -> None: ...
+
+    def device_indices(self) -> list[int]:
+        return [0]
+
+    def provenance(self) -> dict:
+        return {"engine": "scripted"}
+
+    def close(self) -> None: ...
+
+
+def plant_table(store, batch_sizes: dict[tuple[int, int], int], model: str = "m") -> None:
+    """Cells whose E_batch is exactly what the scripted engine + meter give for a full batch at the edges."""
+    for (i, o), b in batch_sizes.items():
+        spec = {"model": model, "engine": "hf", "mode": "eager", "decoding": {"strategy": "greedy"},
+                "batch_size": b, "input_tokens": i, "output_tokens": o, "dtype": "auto"}
+        energy = POWER_W * fake_duration_s([(i, o)] * b)
+        store.add(CellRecord(spec=spec, spec_hash=f"{i}-{o}-{b}", kind="offline", metrics={"energy_j": energy},
+                             provenance={"gpu_names": ["Simulated GPU"]}))
+
+
+def write_trace(tmp_path, pairs) -> str:
+    path = tmp_path / "trace.csv"
+    path.write_text("input_tokens,output_tokens\n" + "".join(f"{a},{b}\n" for a, b in pairs))
+    return str(path)
+
+
+SIZES = {(16, 4): 4, (16, 8): 2, (32, 4): 3, (32, 8): 2}
+
+
+def run(store, trace, n, engine_name="hf"):
+    clock = FakeClock()
+    meter = SimulatedMeter(power_w=POWER_W, idle_power_w=None, clock=clock)
+    engine = ScriptedEngine(clock)
+    cfg = ReplayConfig(trace=trace, model="m", engine=engine_name, mode="eager" if engine_name == "hf" else "graphs",
+                       n=n, bins=BINS, warmup=1)
+    return run_replay(cfg, store, meter=meter, engine=engine), engine
+
+
+def test_full_batches_at_bin_edges_match_the_estimate_exactly(store, tmp_path):
+    pairs = [(16, 4)] * 8 + [(16, 8)] * 4 + [(32, 4)] * 6 + [(32, 8)] * 2
+    plant_table(store, SIZES)
+    result, engine = run(store, write_trace(tmp_path, pairs), n=len(pairs))
+    assert result.measured_energy_j == pytest.approx(result.estimates_j["paper"])
+    assert result.estimates_j["paper"] == pytest.approx(result.estimates_j["ceil"])
+    assert all(abs(d) < 1e-9 for d in result.differences.values())
+    assert len(engine.calls) == 1 + expected_batches(bin_workload(draw_sample(
+        Workload("t", [Request(a, b) for a, b in pairs]), len(pairs)), BINS), SIZES)  # + 1 warm-up
+    stored = store.get(result.record_id)
+    assert stored.kind == "replay" and stored.metrics["energy_j"] == pytest.approx(result.measured_energy_j)
+    assert store.find(kind="offline", model="m") and len(store.find(kind="offline", model="m")) == len(SIZES)
+
+
+def test_partial_batches_and_padding_are_counted(store, tmp_path):
+    # 5 requests in (16, 4) at batch 4: one full batch and one partial; lengths below the edges.
+    pairs = [(10, 3), (16, 4), (12, 2), (9, 4), (16, 1)]
+    plant_table(store, SIZES)
+    result, engine = run(store, write_trace(tmp_path, pairs), n=5)
+    measured = [c for c in engine.calls[1:]]
+    assert [len(c) for c in measured] == [4, 1]
+    assert result.tokens["useful_input_tokens"] == sum(a for a, _ in pairs)
+    assert result.tokens["computed_input_tokens"] == 4 * 16 + 1 * 16
+    assert result.tokens["computed_output_tokens"] == 4 * 4 + 1 * 1
+    assert result.measured_energy_j == pytest.approx(sum(b["energy_j"] for b in result.batches))
+    e_batch = POWER_W * fake_duration_s([(16, 4)] * 4)
+    assert result.estimates_j["ceil"] == pytest.approx(2 * e_batch)
+    assert result.estimates_j["paper"] == pytest.approx(5 / 4 * e_batch)
+    # Real lengths below the edges and a partial batch: the replay costs less than 2 full batches.
+    assert result.measured_energy_j < result.estimates_j["ceil"]
+    assert result.per_bin[0]["batches"] == 2
+    assert result.partial_batches == 1 and result.to_dict()["partial_batches"] == 1
+
+
+def test_vllm_replay_is_one_call_with_exact_lengths(store, tmp_path):
+    pairs = [(10, 3), (30, 8), (16, 4)]
+    for (i, o), b in SIZES.items():
+        spec = {"model": "m", "engine": "vllm", "mode": "graphs", "decoding": {"strategy": "greedy"},
+                "batch_size": b, "input_tokens": i, "output_tokens": o}
+        store.add(CellRecord(spec=spec, spec_hash=f"v{i}{o}", kind="offline", metrics={"energy_j": 10.0}))
+    result, engine = run(store, write_trace(tmp_path, pairs), n=3, engine_name="vllm")
+    assert len(engine.calls) == 2 and sorted(engine.calls[1]) == sorted(pairs)
+    assert result.per_bin == []
+    assert result.to_dict()["config"]["engine"] == "vllm"
+
+
+def test_incomplete_table_is_refused_with_the_missing_bins(store, tmp_path):
+    plant_table(store, {(16, 4): 4})
+    cfg = ReplayConfig(trace=write_trace(tmp_path, [(16, 4), (30, 8)]), model="m", n=2, bins=BINS)
+    with pytest.raises(TokenjouleError, match="in32/out8"):
+        prepare(cfg, store)
+
+
+def test_sample_is_seeded_and_without_replacement():
+    wl = Workload("w", [Request(i + 1, 1) for i in range(100)])
+    a, b = draw_sample(wl, 30, seed=5), draw_sample(wl, 30, seed=5)
+    assert a.requests == b.requests and len({r.input_tokens for r in a.requests}) == 30
+    assert draw_sample(wl, 30, seed=6).requests != a.requests
+    with pytest.raises(TokenjouleError, match="100 requests"):
+        draw_sample(wl, 101)
+    plan = plan_batches(bin_workload(a, Bins((100,), (1,))), {(100, 1): 8}, "hf")
+    assert [len(p.lengths) for p in plan] == [8, 8, 8, 6] and math.ceil(30 / 8) == len(plan)
+
+
+def test_validate_cli_real_tiny_model_on_cpu(tmp_path):
+    """Real transformers generation of the replay (the table's cells are planted: measuring them
+    is the offline runner's job, tested elsewhere), through the CLI."""
+    from tokenjoule.cli.main import app
+    from tokenjoule.store.db import ResultStore
+
+    db = tmp_path / "t.db"
+    with ResultStore(db) as store:
+        for i in (16, 32):
+            spec = {"model": "tiny", "engine": "hf", "mode": "eager", "decoding": {"strategy": "greedy"},
+                    "batch_size": 4, "input_tokens": i, "output_tokens": 4, "dtype": "float32"}
+            store.add(CellRecord(spec=spec, spec_hash=f"tiny{i}", kind="offline", metrics={"energy_j": 1.0}))
+    trace = write_trace(tmp_path, [(12, 4), (16, 3), (20, 4), (31, 2), (8, 4), (40, 4)])
+    out = CliRunner().invoke(app, ["validate", "--trace", trace, "--model", "tiny", "--n", "6", "--db", str(db),
+                                   "--device", "cpu", "--dtype", "float32", "--meter", "estimate",
+                                   "--input-bins", "16,32", "--output-bins", "4", "--warmup", "0", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["n_kept"] == 5 and data["n_dropped"] == 1  # 40 > 32: dropped, as the estimate drops it
+    assert data["measured_energy_j"] > 0 and set(data["estimates_j"]) == {"paper", "ceil", "measured"}
+    assert data["tokens"]["useful_input_tokens"] == 12 + 16 + 20 + 31 + 8
+    assert data["tokens"]["computed_input_tokens"] >= data["tokens"]["useful_input_tokens"]
+    assert sum(b["requests"] for b in data["batches"]) == 5
+    # bin 16: (12,4), (16,3), (8,4) in one batch; bin 32: (20,4), (31,2): padded to the longest
+    by_bin = {tuple(b["bin"]): b for b in data["batches"]}
+    assert by_bin[(16, 4)]["computed_input_tokens"] == 3 * 16 and by_bin[(32, 4)]["computed_input_tokens"] == 2 * 31
+    assert by_bin[(32, 4)]["computed_output_tokens"] == 2 * 4 and by_bin[(32, 4)]["useful_output_tokens"] == 6
+    assert "estimate" in data["flags"]
+    with ResultStore(db) as store:
+        assert store.get(data["record_id"]).kind == "replay"
+
+
+def test_fit_correction_explains_padding_and_partial_batches(store, tmp_path):
+    """The scripted cost (0.3 B I + 15 O joules) is inside the fit's model family, so once the
+    fit has enough cells, rescaling each bin to the batches actually run reproduces the replay
+    exactly, while the plain rounding modes do not: the gap is lengths and partial batches."""
+    plant_table(store, SIZES)
+    plant_table(store, {(16, 4): 1, (32, 8): 1, (16, 8): 1})  # smaller batches: more distinct cells
+    pairs = [(10, 3), (16, 4), (12, 2), (9, 4), (16, 1), (20, 8), (31, 5), (17, 7)]
+    result, _ = run(store, write_trace(tmp_path, pairs), n=len(pairs))
+    assert abs(result.differences["ceil"]) > 0.05
+    assert result.fit_corrected_difference == pytest.approx(0.0, abs=1e-6)
+    assert "LOO" in result.fit_note
+
+
+def test_fit_correction_refused_with_too_few_cells(store, tmp_path):
+    plant_table(store, SIZES)
+    result, _ = run(store, write_trace(tmp_path, [(16, 4)] * 4), n=4)
+    assert result.fit_corrected_j is None and "at least" in result.fit_note
