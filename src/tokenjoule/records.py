@@ -73,8 +73,10 @@ def _cpu_name() -> str:
 
 
 def base_provenance() -> dict[str, Any]:
-    return {"tokenjoule_version": __version__, "hostname": socket.gethostname(), "cpu_name": _cpu_name(),
-            "python_version": platform.python_version(), "time_utc": utc_now()}
+    from tokenjoule.codeversion import code_version
+
+    return {"tokenjoule_version": __version__, **code_version(), "hostname": socket.gethostname(),
+            "cpu_name": _cpu_name(), "python_version": platform.python_version(), "time_utc": utc_now()}
 
 
 def safe_provenance(fn: Callable[[], Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ LAYERS = {
     "report": 1, "analysis": 1, "serving": 1, "runs": 1,
     "engines": 2, "energy": 2, "workloads": 2, "models": 2, "reference": 2,
     "records": 3, "spec": 3, "store": 3,
-    "errors": 4, "limits": 4, "paths": 4, "safe_yaml": 4,
+    "errors": 4, "limits": 4, "paths": 4, "safe_yaml": 4, "codeversion": 4,
     "": 4,  # "" is the tokenjoule package itself (__version__)
 }
 

@@ -195,3 +195,25 @@ def test_windows_cannot_nest(tmp_path):
         with pytest.raises(TokenjouleError, match="cannot nest"):
             with meter.window():
                 pass
+
+
+def test_timeline_flag_only_on_windows_long_enough_to_judge(tmp_path):
+    from tokenjoule.energy.counters import TIMELINE_JUDGE_MIN_WINDOW_S, assemble_gpu_energy
+
+    short = assemble_gpu_energy([0], [0.0], [100.0], TIMELINE_JUDGE_MIN_WINDOW_S / 2, [130.0])
+    assert short.timeline_disagreement == pytest.approx(0.3)  # recorded ...
+    assert FLAG_TIMELINE_DISAGREES not in short.flags and short.notes["timeline_judged"] is False  # ... not flagged
+    long = assemble_gpu_energy([0], [0.0], [100.0], TIMELINE_JUDGE_MIN_WINDOW_S, [130.0])
+    assert FLAG_TIMELINE_DISAGREES in long.flags and long.notes["timeline_judged"] is True
+    agree = assemble_gpu_energy([0], [0.0], [100.0], 10.0, [104.0])
+    assert FLAG_TIMELINE_DISAGREES not in agree.flags
+
+
+def test_window_records_gpu_state_and_sampler(tmp_path):
+    clock = FakeClock()
+    meter = _meter(FakeGpuBackend(clock=clock, power_w=200.0), clock, tmp_path)
+    with meter.window() as w:
+        clock.advance(2.0)
+    assert w.result.notes["sampler"] == "thread"  # a fake backend never gets the NVML process
+    assert w.result.notes["gpu_state_start"] == {"0": {"temperature_c": 50.0, "sm_clock_mhz": 1980.0,
+                                                       "mem_clock_mhz": 3201.0}}

@@ -28,6 +28,7 @@ class FakeGpuBackend:
         pids: dict[int, list[int] | None] | None = None,
         name: str = "Fake H100",
         power_limit_w: float = 700.0,
+        sm_clock_mhz: float | Callable[[float], float] = 1980.0,
     ):
         import time
 
@@ -43,6 +44,7 @@ class FakeGpuBackend:
         self.pids = pids or {}
         self._name = name
         self._limit = power_limit_w
+        self._sm_clock = sm_clock_mhz if callable(sm_clock_mhz) else (lambda t, c=sm_clock_mhz: float(c))
         self.offsets_j = [0.0] * devices
         self.power_reads = 0
         self.closed = False
@@ -104,6 +106,15 @@ class FakeGpuBackend:
 
     def compute_pids(self, index: int) -> list[int] | None:
         return self.pids.get(index, [])
+
+    def temperature_c(self, index: int) -> float | None:
+        return 30.0 + self.power_fns[index](self.clock() - self.t_origin) / 10.0
+
+    def sm_clock_mhz(self, index: int) -> float | None:
+        return self._sm_clock(self.clock() - self.t_origin)
+
+    def mem_clock_mhz(self, index: int) -> float | None:
+        return 3201.0
 
     def close(self) -> None:
         self.closed = True

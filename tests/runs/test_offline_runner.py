@@ -263,3 +263,31 @@ def test_mean_std_cv_and_downsample():
     kept = downsample(samples, 2000)
     assert len(kept) <= 2000 and kept[0] is samples[0] and kept[-1] is samples[-1]
     assert downsample(samples[:10], 2000) == samples[:10]
+
+
+def test_flags_are_told_apart_by_window_kind():
+    from tokenjoule.energy.measurement import FLAG_COUNTER_BACKWARDS, FLAG_TIMELINE_DISAGREES, Measurement
+    from tokenjoule.engines.base import GenerationResult
+    from tokenjoule.runs.metrics import PhaseResult, build_metrics, measurement_dict
+
+    spec = RunSpec(model="tiny", batch_size=2, input_tokens=4, output_tokens=8)
+
+    def phase(name, out, flags):
+        p = PhaseResult(name=name, output_tokens=out, iterations_per_window=1)
+        for _ in range(3):
+            p.windows.append(Measurement(method="nvml-counter", duration_s=2.5, gpu_energy_j=100.0, flags=flags,
+                                         timeline_disagreement=0.2 if flags else 0.01))
+            p.results.append(GenerationResult(input_tokens=[4, 4], output_tokens=[out, out], duration_s=2.5))
+        return p
+
+    full = phase("full", 8, ())
+    metrics = build_metrics(spec, full, phase("prefill", 1, (FLAG_TIMELINE_DISAGREES,)))
+    # a prefill-only cross-check flag stays with the prefill windows
+    assert FLAG_TIMELINE_DISAGREES not in metrics["flags"]
+    assert metrics["prefill_flags"] == [FLAG_TIMELINE_DISAGREES]
+    assert metrics["timeline_disagreement"] == pytest.approx(0.01)
+    # a prefill counter fault changes decode = full - prefill, so the cell carries it
+    metrics = build_metrics(spec, full, phase("prefill", 1, (FLAG_COUNTER_BACKWARDS,)))
+    assert FLAG_COUNTER_BACKWARDS in metrics["flags"]
+    windows = measurement_dict(full, phase("prefill", 1, ()))["windows"]
+    assert [w["kind"] for w in windows] == ["full"] * 3 + ["prefill"] * 3

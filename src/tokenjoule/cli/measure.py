@@ -51,14 +51,19 @@ METRIC_ROWS: list[tuple[str, str, str]] = [
 
 
 class RichProgress:
-    """Shows the runner's phases as a rich progress bar on stderr (stdout stays for --json)."""
+    """Shows the runner's phases as a rich progress bar on stderr (stdout stays for --json).
 
-    def __init__(self, console: Console | None = None, prefix: str = ""):
+    Redrawn only when the runner reports a batch (auto_refresh off): rich's auto-refresh is a
+    thread that re-renders the bar 10 times a second inside the measured process, taking the
+    interpreter lock from CPU-bound eager decode (docs/METHOD.md, "Meter overhead")."""
+
+    def __init__(self, console: Console | None = None, prefix: str = "", auto_refresh: bool = False):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.prefix = prefix
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console or Console(stderr=True), transient=True)
+                                 TimeElapsedColumn(), console=console or Console(stderr=True), transient=True,
+                                 auto_refresh=auto_refresh)
         self._tasks: dict[str, Any] = {}
 
     def __enter__(self) -> "RichProgress":
@@ -72,7 +77,7 @@ class RichProgress:
         key = self.prefix + phase
         if key not in self._tasks or self.progress.tasks[self._tasks[key]].total != total:
             self._tasks[key] = self.progress.add_task(f"{self.prefix}{PHASE_LABELS.get(phase, phase)}", total=total)
-        self.progress.update(self._tasks[key], completed=done)
+        self.progress.update(self._tasks[key], completed=done, refresh=True)
 
 
 def format_value(value: Any, fmt: str = "{:.4g}", missing: str = "n/a") -> str:

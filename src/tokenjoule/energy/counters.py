@@ -27,6 +27,12 @@ COUNTER_UPDATE_PERIOD_S = 0.1
 # real anomaly (a sensor fault, a stuck field, foreign load) or a window that is too short.
 TIMELINE_DISAGREEMENT_THRESHOLD = 0.05
 
+# The cross-check is judged only on windows at least this long: the same probe saw +-17% on
+# sub-second windows from timing alone (the counter's 100 ms steps, the sampler's 50 ms
+# spacing), so a shorter window cannot tell a sensor fault from quantisation. The
+# disagreement of a shorter window is still recorded; it just raises no flag.
+TIMELINE_JUDGE_MIN_WINDOW_S = 2.0
+
 
 @dataclass
 class GpuEnergy:
@@ -46,6 +52,7 @@ def assemble_gpu_energy(
     duration_s: float,
     timeline_j: Sequence[float | None],
     disagreement_threshold: float = TIMELINE_DISAGREEMENT_THRESHOLD,
+    judge_min_window_s: float = TIMELINE_JUDGE_MIN_WINDOW_S,
 ) -> GpuEnergy:
     flags: list[str] = []
     reasons: list[str] = []
@@ -82,12 +89,14 @@ def assemble_gpu_energy(
     timeline_total = None if any(t is None for t in timeline_j) or not timeline_j else float(sum(t for t in timeline_j if t is not None))
     disagreement = None
     counter_only = all(s == "counter" for s in source.values())
+    judged = duration_s >= judge_min_window_s
     if counter_only and total and timeline_total is not None:
         disagreement = (timeline_total - total) / total
-        if abs(disagreement) > disagreement_threshold:
+        if judged and abs(disagreement) > disagreement_threshold:
             flags.append(FLAG_TIMELINE_DISAGREES)
     notes: dict[str, Any] = {
         "gpu_energy_source": source,
+        "timeline_judged": judged,  # long enough for timeline-disagrees to be raised
         # worst-case counter quantisation relative to the window: each edge reads a value up
         # to one update period old; the two lags partly cancel, leaving at most one period.
         "counter_step_fraction": (COUNTER_UPDATE_PERIOD_S / duration_s) if duration_s > 0 else None,

@@ -54,6 +54,15 @@ class GpuBackend(Protocol):
     def compute_pids(self, index: int) -> list[int] | None:
         """PIDs with a compute context on the device; None when NVML cannot say."""
 
+    def temperature_c(self, index: int) -> float | None:
+        """GPU core temperature (C); None when unreadable."""
+
+    def sm_clock_mhz(self, index: int) -> float | None:
+        """Current SM clock (MHz); None when unreadable."""
+
+    def mem_clock_mhz(self, index: int) -> float | None:
+        """Current memory clock (MHz); None when unreadable."""
+
     def close(self) -> None: ...
 
 
@@ -95,6 +104,24 @@ class _NvmlExtras:
         except self._nvml.NVMLError:
             return None
         return f"{v // 1000}.{(v % 1000) // 10}"
+
+    def temperature_c(self, index: int) -> float | None:
+        try:
+            return float(self._nvml.nvmlDeviceGetTemperature(self._handles[index], self._nvml.NVML_TEMPERATURE_GPU))
+        except self._nvml.NVMLError:
+            return None
+
+    def _clock(self, kind: int, index: int) -> float | None:
+        try:
+            return float(self._nvml.nvmlDeviceGetClockInfo(self._handles[index], kind))
+        except self._nvml.NVMLError:
+            return None
+
+    def sm_clock_mhz(self, index: int) -> float | None:
+        return self._clock(self._nvml.NVML_CLOCK_SM, index)
+
+    def mem_clock_mhz(self, index: int) -> float | None:
+        return self._clock(self._nvml.NVML_CLOCK_MEM, index)
 
     def compute_pids(self, index: int) -> list[int] | None:
         try:

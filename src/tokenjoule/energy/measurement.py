@@ -15,6 +15,7 @@ FLAG_COUNTER_BACKWARDS = "counter-went-backwards"  # reset or wrap during the wi
 FLAG_FOREIGN_PROCESS = "foreign-process-on-gpu"  # another process was using a measured GPU
 FLAG_TIMELINE_DISAGREES = "timeline-disagrees"  # |timeline - counter| / counter over threshold
 FLAG_ZERO_DELTA = "counter-did-not-move"  # counter returned the same value at both edges
+FLAG_IDLE_NOT_SETTLED = "idle-not-settled"  # the idle baseline in use was read before power settled
 # The estimate flag and the is_estimate rule belong to the stored records (one rule for every reader).
 from tokenjoule.records import FLAG_ESTIMATE, is_estimate  # noqa: E402,F401
 

@@ -23,7 +23,12 @@ PowerReader = Callable[[], tuple]  # () -> per-device power in W (None where unr
 
 
 class PowerSampler:
-    """Samples `read_power` in a daemon thread from `start()` until `stop()`."""
+    """Samples `read_power` in a daemon thread from `start()` until `stop()`.
+
+    For fake clocks and tests; on a real GPU the meter samples from another process
+    (energy/sampler_proc.py), since this thread takes the interpreter lock at every sample."""
+
+    kind = "thread"
 
     def __init__(
         self,
@@ -43,6 +48,13 @@ class PowerSampler:
         self._t0 = 0.0
         self.samples: list[PowerSample] = []
         self.read_errors = 0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def close(self) -> None:
+        self.stop(final_sample=False)
 
     def sample_now(self) -> PowerSample:
         """Read power once (timestamp relative to the window start) and record it."""

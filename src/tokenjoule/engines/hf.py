@@ -368,6 +368,13 @@ class HFEngine(EngineBase):
                 "device": str(lm.device),
                 "attn_implementation": lm.attn_implementation,
                 "mode": self._mode,
+                "engine_options_as_run": {
+                    "attn_implementation": lm.attn_implementation,
+                    "kv_cache": "static (kept per shape)" if self._mode in STATIC_CACHE_MODES else "dynamic",
+                    "compile_mode": STATIC_CACHE_MODES.get(self._mode or "", None),
+                    "generate_kwargs": "input_ids, attention_mask, max_new_tokens = min_new_tokens, pad_token_id, "
+                                       "use_cache=True" + (", disable_compile=True" if self._mode == "eager" else ""),
+                },
             }
         if self._draft is not None:
             out |= {"draft_model": self._draft_name, "draft_model_params": count_params(self._draft.model)}

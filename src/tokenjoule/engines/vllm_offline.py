@@ -282,6 +282,40 @@ class VLLMEngine(EngineBase):
             return None
         return int(blocks) * int(size) if blocks and size else None
 
+    def options_as_run(self) -> dict[str, Any]:
+        """What the running engine's config says (not what was asked): prefix caching, max
+        sequences, CUDA graphs, attention backend. A value vLLM's config does not hold is None
+        with the reason in `not_recorded`."""
+        cfg = getattr(getattr(self.llm, "llm_engine", None), "vllm_config", None)
+        facts: dict[str, Any] = {}
+        missing: list[str] = []
+        paths = {
+            "enable_prefix_caching": ("cache_config", "enable_prefix_caching"),
+            "block_size": ("cache_config", "block_size"),
+            "gpu_memory_utilization": ("cache_config", "gpu_memory_utilization"),
+            "kv_cache_dtype": ("cache_config", "cache_dtype"),
+            "max_num_seqs": ("scheduler_config", "max_num_seqs"),
+            "max_num_batched_tokens": ("scheduler_config", "max_num_batched_tokens"),
+            "enable_chunked_prefill": ("scheduler_config", "enable_chunked_prefill"),
+            "max_model_len": ("model_config", "max_model_len"),
+            "enforce_eager": ("model_config", "enforce_eager"),
+            "dtype": ("model_config", "dtype"),
+            "cudagraph_mode": ("compilation_config", "cudagraph_mode"),
+            "compilation_level": ("compilation_config", "level"),
+            "attention_backend": ("attention_config", "backend"),
+        }
+        for key, (section, attr) in paths.items():
+            value = getattr(getattr(cfg, section, None), attr, None)
+            if value is None:
+                missing.append(key)
+            facts[key] = value if isinstance(value, (bool, int, float, str)) or value is None else str(value)
+        if facts.get("attention_backend") is None and os.environ.get("VLLM_ATTENTION_BACKEND"):
+            facts["attention_backend"] = os.environ["VLLM_ATTENTION_BACKEND"]
+            missing.remove("attention_backend")
+        if missing:
+            facts["not_recorded"] = f"not in vLLM's config here: {', '.join(missing)}"
+        return facts
+
     def max_num_seqs(self) -> int | None:
         """Sequences the scheduler runs at once: with the KV-cache capacity, what bounds the
         largest batch one generate call runs concurrently (runs.max_batch)."""
@@ -313,6 +347,8 @@ class VLLMEngine(EngineBase):
             out.update(torch_version=torch.__version__, transformers_version=transformers.__version__)
         except ImportError:
             pass
+        if self.llm is not None:
+            out["engine_options_as_run"] = self.options_as_run()
         if self._spec is not None:
             out.update(model=self._spec.model, mode=self._spec.mode,
                        weights="random (vLLM dummy load)" if self._config else "pretrained",

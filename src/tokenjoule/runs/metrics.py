@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from tokenjoule.energy.measurement import Measurement, PowerSample
+from tokenjoule.energy.measurement import FLAG_TIMELINE_DISAGREES, Measurement, PowerSample
 from tokenjoule.engines.base import GenerationResult
 from tokenjoule.records import MAX_STORED_SAMPLES, downsample  # noqa: F401  (moved; re-exported)
 from tokenjoule.spec import RunSpec
@@ -24,6 +24,13 @@ FLAG_DECODE_NEGATIVE = "prefill-exceeds-full"  # 1-token run used more energy th
 FLAG_TOKEN_MISMATCH = "token-count-mismatch"  # the engine generated other counts than asked
 FLAG_ITERATIONS_CAPPED = "iterations-capped"  # a batch so short the window could not reach min_window_s
 FLAG_WINDOW_BELOW_MIN = "window-below-min"  # a window ended shorter than min_window_s
+
+# Flags of prefill windows that say nothing about the cell's stored energies: the timeline is
+# a cross-check of the counter, and a prefill window is a train of bursts of a few tens of ms
+# that a 20 Hz timeline cannot follow. Such flags stay in `prefill_flags` only; every other
+# prefill flag (a counter fault, a foreign process) also reaches the cell's `flags`, since
+# decode = full - prefill depends on it.
+PREFILL_ONLY_FLAGS = frozenset({FLAG_TIMELINE_DISAGREES})
 
 
 @dataclass
@@ -174,9 +181,10 @@ def _split_metrics(
                     "prefill_iterations_per_window": full.iterations_per_window}
         return {"prefill_energy_j": None, "prefill_duration_s": None, "ttft_s": None,
                 "decode_energy_j": None, "decode_duration_s": None, "prefill_iterations_per_window": None}
+    prefill_flags = set(prefill.flags)
     for m in prefill.windows:
-        flags.update(m.flags)
-    flags.update(prefill.flags)
+        prefill_flags.update(m.flags)
+    flags.update(prefill_flags - PREFILL_ONLY_FLAGS)
     p_energy = _mean_or_none(prefill.energies_j)
     p_duration = _mean_or_none(prefill.durations_s)
     decode_energy = None if energy_j is None or p_energy is None else energy_j - p_energy
@@ -190,7 +198,27 @@ def _split_metrics(
         "decode_energy_j": decode_energy,
         "decode_duration_s": decode_duration,
         "prefill_iterations_per_window": prefill.iterations_per_window,
+        "prefill_flags": sorted(prefill_flags),
+        "prefill_timeline_disagreement": _mean_or_none([m.timeline_disagreement for m in prefill.windows]),
     }
+
+
+def window_summaries(phase: PhaseResult) -> list[dict[str, Any]]:
+    """One entry per measured window of a phase, told apart by kind (full or prefill)."""
+    out = []
+    for m in phase.windows:
+        out.append({
+            "kind": phase.name,
+            "iterations": phase.iterations_per_window,
+            "duration_s": m.duration_s,
+            "energy_j": m.energy_j,
+            "timeline_disagreement": m.timeline_disagreement,
+            "timeline_judged": m.notes.get("timeline_judged"),
+            "flags": list(m.flags),
+            "sampler": m.notes.get("sampler"),
+            "gpu_state_start": m.notes.get("gpu_state_start"),
+        })
+    return out
 
 
 def measurement_dict(full: PhaseResult, prefill: PhaseResult | None) -> dict[str, Any]:
@@ -204,4 +232,5 @@ def measurement_dict(full: PhaseResult, prefill: PhaseResult | None) -> dict[str
         data["protocol"] = {"stop": full.stop, "warmup": full.warmup}
     if prefill is not None:
         data["prefill_per_repeat"] = {"energy_j": prefill.energies_j, "duration_s": prefill.durations_s}
+    data["windows"] = window_summaries(full) + (window_summaries(prefill) if prefill is not None else [])
     return data

@@ -32,6 +32,16 @@ MeasureFn = Callable[[RunSpec, Engine, Meter], CellRecord]
 PLANNED = "planned"  # status of the records a dry context returns instead of measuring
 
 
+def idle_facts(meter: Meter) -> dict[str, Any]:
+    """The settle wait and GPU state of the idle baseline, where the meter recorded them
+    (the NVML meter's `idle_details`; other meters record none)."""
+    details = getattr(meter, "idle_details", None) or {}
+    keys = ("idle_settle", "idle_gpu_state_before_settle", "idle_gpu_state_start", "idle_power_counter_w",
+            "idle_power_timeline_w", "idle_power_source", "idle_power_measured_w", "idle_settled",
+            "idle_resting_sm_clock_mhz")
+    return {k.removeprefix("idle_"): details[k] for k in keys if k in details}
+
+
 class Store(Protocol):
     """What the runner and the plans need from a results store (store.db.ResultStore)."""
 
@@ -145,6 +155,7 @@ class Session:
         idle_s = self.context.idle_s
         if idle_s > 0:
             self.idle = {"duration_s": idle_s, "power_w": self.meter.measure_idle(idle_s)}
+            self.idle.update(safe_provenance(lambda: idle_facts(self.meter)))
         self.provenance = {**base_provenance(), **safe_provenance(self.meter.provenance)}
 
     def load(self, spec: RunSpec) -> BaseException | None:

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Generate the evidence-backed sections of docs/RESULTS.md from committed evidence files.
+
+    python benchmarks/make_results.py            # rewrite the generated sections in place
+    python benchmarks/make_results.py --check    # exit 1 when docs/RESULTS.md is out of date
+
+Each generated section sits between `<!-- generated:NAME begin -->` and `<!-- generated:NAME
+end -->` markers; the text outside them is left alone. Every number in a generated section,
+in its tables and in its prose, goes through `Quotes.q` (which formats a value read from an
+evidence file and remembers it); `verify` then fails the generation when the section holds
+a number that did not come from evidence (a number typed into a template drifts from its data).
+Sections: `h200-reference` (benchmarks/results/reference_*_h200.json, overhead_*_h200.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "RESULTS.md"
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?")
+# Constants of the method, not measurements: the confidence level and the issue's targets.
+METHOD_CONSTANTS = {"95": "confidence level of every interval", "1": "meter-overhead target (%)",
+                    "2": "agreement target (%)"}
+
+
+class UnbackedNumberError(ValueError):
+    """A generated section quotes a number that no evidence file produced."""
+
+
+class Quotes:
+    """Formats evidence values and remembers every string it produced."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def q(self, value, fmt: str = "{}") -> str:
+        text = fmt.format(value)
+        self.seen.update(NUMBER.findall(text))
+        return text
+
+    def pct(self, ratio: float, digits: int = 1) -> str:
+        return self.q((ratio - 1) * 100, "{:+." + str(digits) + "f}") + "%"
+
+
+def verify(section: str, quotes: Quotes) -> None:
+    # markers, file names and the section's own heading numbers are not quotes
+    body = re.sub(r"<!--.*?-->|`[^`]*`", "", section)
+    body = "\n".join(line for line in body.splitlines() if not line.startswith("#"))
+    stray = sorted({n for n in NUMBER.findall(body) if n not in quotes.seen and n not in METHOD_CONSTANTS})
+    if stray:
+        raise UnbackedNumberError(f"numbers without evidence in the generated text: {', '.join(stray)}")
+
+
+def _ci(q: Quotes, s: dict) -> str:
+    if s.get("mean") is None:
+        return "-"
+    if s.get("ci_low") is None:
+        return q.pct(s["mean"])
+    return f"{q.pct(s['mean'])} [{q.pct(s['ci_low'])}, {q.pct(s['ci_high'])}]"
+
+
+def _cv(q: Quotes, values: list[float]) -> str:
+    return q.q(100 * statistics.stdev(values) / statistics.fmean(values), "{:.1f}") + "%"
+
+
+def section_h200_reference(results: Path = RESULTS, template: str | None = None) -> str:
+    q = Quotes()
+    ref = {name: json.loads((results / f"reference_{name}_h200.json").read_text())
+           for name in ("hf_eager", "vllm_graphs")}
+    ovh = {name: json.loads((results / f"overhead_{name}_h200.json").read_text())
+           for name in ("hf_eager_b8", "hf_eager_b1", "launchloop")}
+    meta = ref["vllm_graphs"]["meta"]
+    lines = [
+        "| engine | batch | pairs | tj energy vs bare [95% CI] | tj time vs bare [95% CI] | old path energy | old path time | bare batch-time CV |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in (("hf_eager", "hf eager"), ("vllm_graphs", "vllm graphs")):
+        for b, entry in ref[name]["reference"].items():
+            s = entry["summary"]
+            old = s.get("tj-old")
+            bare_t = [w["duration_s"] for p in entry["pairs"] for w in p["bare"]["windows"]]
+            lines.append(
+                f"| {label} | {q.q(int(b))} | {q.q(s['tj']['energy']['n'])} | {_ci(q, s['tj']['energy'])} | "
+                f"{_ci(q, s['tj']['time'])} | {_ci(q, old['energy']) if old else '-'} | "
+                f"{_ci(q, old['time']) if old else '-'} | {_cv(q, bare_t)} |")
+    table = "\n".join(lines)
+    olines = ["| workload | windows of | triples | process sampler: energy, time vs bare | thread sampler: energy, time vs bare | bare window-time CV |",
+              "|---|---|---|---|---|---|"]
+    for name, label in (("launchloop", "kernel-launch loop"), ("hf_eager_b1", "hf eager batch 1"),
+                        ("hf_eager_b8", "hf eager batch 8")):
+        o = ovh[name]["overhead"]
+        s = o["summary"]
+        bare_t = [p["bare"]["duration_s"] for p in o["pairs"]]
+        olines.append(f"| {label} | {q.q(o['iterations'])} batches | {q.q(len(o['pairs']))} | "
+                      f"{_ci(q, s['tj']['energy'])}, {_ci(q, s['tj']['time'])} | "
+                      f"{_ci(q, s['tj-old']['energy'])}, {_ci(q, s['tj-old']['time'])} | {_cv(q, bare_t)} |")
+    otable = "\n".join(olines)
+    hf_idle = ref["hf_eager"]
+    before, after = hf_idle["idle_before_load"], hf_idle["idle_after_runs"]
+    launch_bare = [p["bare"]["duration_s"] for p in ovh["launchloop"]["overhead"]["pairs"]]
+    args = meta["args"]
+    vs = ref["vllm_graphs"]["reference"]
+    worst_vllm = max(max(abs(e["summary"]["tj"][k]["ci_low"] - 1), abs(e["summary"]["tj"][k]["ci_high"] - 1))
+                     for e in vs.values() for k in ("energy", "time"))
+    worst_mean = max(abs(e["summary"]["tj"][k]["mean"] - 1) for e in vs.values() for k in ("energy", "time"))
+    values = {
+        "vllm_worst_mean": q.q(100 * worst_mean, "{:.1f}") + "%",
+        "date": q.q(meta["started_utc"][:10]),
+        "commit": meta.get("code_version", "?")[:12],
+        "input": q.q(args["input"]), "output": q.q(args["output"]),
+        "table": table, "otable": otable,
+        "vllm_worst": q.q(100 * worst_vllm, "{:.1f}") + "%",
+        "launch_cv": _cv(q, launch_bare),
+        "idle_cold_w": q.q(before["idle_power_counter_w"], "{:.1f}"),
+        "idle_cold_clock": q.q(before["idle_gpu_state_start"]["0"]["sm_clock_mhz"], "{:.0f}"),
+        "idle_hot_w": q.q(after["idle_power_counter_w"], "{:.1f}"),
+        "idle_hot_first_w": q.q(after["idle_settle"]["first_power_w"], "{:.0f}"),
+        "idle_hot_wait_s": q.q(after["idle_settle"]["waited_s"], "{:.1f}"),
+        "idle_hot_clock": q.q(after["idle_gpu_state_start"]["0"]["sm_clock_mhz"], "{:.0f}"),
+        "idle_hot_temp": q.q(after["idle_gpu_state_start"]["0"]["temperature_c"], "{:.0f}"),
+        "prefix": str(ref["vllm_graphs"]["meta"]["engine_provenance"]["engine_options_as_run"]["enable_prefix_caching"]).lower(),
+        "max_num_seqs": q.q(ref["vllm_graphs"]["meta"]["engine_provenance"]["engine_options_as_run"]["max_num_seqs"]),
+        "cudagraph_mode": ref["vllm_graphs"]["meta"]["engine_provenance"]["engine_options_as_run"]["cudagraph_mode"],
+    }
+    text = (template or TEMPLATE).format(**values)
+    verify(text, q)
+    return text
+
+
+TEMPLATE = """## 7. Agreement with a bare reference, and the meter's overhead (H200, {date})
+
+Generated by `benchmarks/make_results.py` from `benchmarks/results/reference_*_h200.json` and
+`overhead_*_h200.json` (code `{commit}`); commands: `python benchmarks/reference_check.py
+--engine hf --mode eager --batches 8,1,64 --pairs 4 --old-arm-batches 8 --idle`, `... --engine vllm
+--mode graphs --batches 1,8,64 --pairs 4 --old-arm-batches 1`, `... --overhead --batches 8 --pairs 30
+--idle`, `... --overhead --batches 1 --pairs 18`, `... --overhead --launch-loop 60000 --pairs 30`
+(the overhead runs ended at their time limit; the tables count the pairs that finished).
+`Llama-3.1-8B` preset, random weights, {input} in / {output} out, greedy. `tj` is the real measure
+path (`runs.offline.measure_cell`, the production meter with its out-of-process sampler, the
+CLI's progress display); `bare` is the energy counter read around the same `engine.generate`
+calls; the old path is an in-process sampling thread and an auto-refreshing progress bar. Values
+are the relative difference tj / bare, mean of alternating pairs with 95% t intervals.
+
+{table}
+
+vLLM with CUDA graphs agrees with the bare reference: every mean lies within {vllm_worst_mean} of
+zero and every interval within {vllm_worst} (so with four pairs the 2% target holds for the means;
+not every interval is inside it yet). For transformers eager the means are near zero but the intervals are wide: on this host
+the bare reference itself varies between consecutive windows by the CV in the last column.
+The same holds without any model: a loop of tiny kernel launches, timed bare, varied by
+{launch_cv} between windows (table below). The host's CPU speed, not the meter, sets the noise of
+CPU-bound decode here, so the differences the issue reports for hf eager (measured in separate
+runs, not alternating) are within what this host does from one window to the next; for hf eager the 2% target is neither
+shown nor refuted at these pair counts.
+
+Meter overhead, windows of the same batches alternating bare / process sampler / thread sampler:
+
+{otable}
+
+Overhead below 1% is not shown on this host: no interval lies within 1% of zero, for the same reason.
+
+Idle baseline: before the model was loaded, {idle_cold_w} W at SM clock {idle_cold_clock} MHz.
+Right after the hf runs (model loaded), power fell from {idle_hot_first_w} W and then sat flat,
+so the power-only settle rule of that run accepted it after {idle_hot_wait_s} s: {idle_hot_w} W with the
+SM clock still at {idle_hot_clock} MHz ({idle_hot_temp} C). The rule now also waits for the SM clock to
+come back near the resting clock, and an unsettled reading never replaces a settled baseline
+(docs/METHOD.md, "Idle baseline").
+
+vLLM engine options as run (read from its config): prefix caching {prefix}, max_num_seqs
+{max_num_seqs}, CUDA graph mode {cudagraph_mode}; the attention backend is in the committed engine
+log `reference_vllm_graphs_h200.log` (`Using FLASH_ATTN attention backend`, `Using FlashAttention
+version 3`), not in its config.
+"""
+
+
+def render(doc: str, name: str, section: str) -> str:
+    begin, end = f"<!-- generated:{name} begin -->", f"<!-- generated:{name} end -->"
+    block = f"{begin}\n{section.rstrip()}\n{end}"
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
+    return doc.rstrip() + "\n\n" + block + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="fail when docs/RESULTS.md differs from the evidence")
+    args = p.parse_args(argv)
+    doc = DOC.read_text()
+    new = render(doc, "h200-reference", section_h200_reference())
+    if args.check:
+        if new != doc:
+            print("docs/RESULTS.md is out of date: run python benchmarks/make_results.py", file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(new)
+    print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
