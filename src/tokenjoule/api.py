@@ -147,7 +147,7 @@ def read_results(path: str | Path, status: Optional[str] = None):
         conn.close()
     except sqlite3.DatabaseError as exc:
         raise TokenjouleError(f"{path} is not a results store ({exc})") from None
-    with ResultStore(p, create=False) as store:
+    with ResultStore(p, create=False, read_only=True) as store:
         return store.to_dataframe(status=status)
 
 
@@ -208,6 +208,6 @@ def estimate(trace: Any, db: str | Path, *, model: str, engine: str = "hf", mode
     p = Path(db).expanduser()
     if not p.is_file():
         raise TokenjouleError(f"no results store at {db}; give the path of an existing store")
-    with ResultStore(p, create=False) as store:
+    with ResultStore(p, create=False, read_only=True) as store:
         return binned_estimate(workload, store, model=model, engine=engine, mode=mode, decoding=decoding,
                                bins=bins, overflow=overflow, gpu_name=gpu_name, rounding=rounding)

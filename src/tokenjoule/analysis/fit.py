@@ -103,7 +103,7 @@ class EnergyFit:
     rank: int
     gpu_name: str | None = None
 
-    def predict_energy_j(self, input_tokens: int, output_tokens: int, batch_size: int) -> float:
+    def predict_energy_j(self, input_tokens: float, output_tokens: float, batch_size: float) -> float:
         return float(sum(k * x for k, x in zip(self.coefficients, features(input_tokens, output_tokens, batch_size))))
 
     @property

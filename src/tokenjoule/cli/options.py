@@ -80,7 +80,7 @@ def open_existing_store(choice: DbChoice, what: str = "results database"):
     path = Path(choice.path).expanduser()
     if not path.is_file():
         raise TokenjouleError(choice.missing_message(what))
-    return ResultStore(path, create=False)
+    return ResultStore(path, create=False, read_only=True)
 
 
 # -- traces ----------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
             # Never create a database for a dry run: read one only if it is already there.
             from tokenjoule.runs.plan_summary import SUMMARY_ABOVE_CELLS, summarize_plan
 
-            store = ResultStore(db, create=False) if Path(db).is_file() else None
+            store = ResultStore(db, create=False, read_only=True) if Path(db).is_file() else None
             try:
                 if cfg.grid_size() > SUMMARY_ABOVE_CELLS:  # a summary, not a million rows
                     _print_plan_summary(console, summarize_plan(cfg, store))

@@ -247,7 +247,7 @@ def _bin_batch_sizes(binned, batch_value, db: Optional[Path], model: str, engine
 
     if not db.is_file():
         raise TokenjouleError(f"no results database at {db}; measure the bins first or pass an integer --batch")
-    with ResultStore(db, create=False) as store:  # never creates a store
+    with ResultStore(db, create=False, read_only=True) as store:  # never creates or changes a store
         chosen, _ = select_cells(store, model=model, engine=engine, mode=mode, decoding=decoding)
     out = {}
     for key, n in binned.counts.items():

@@ -189,7 +189,8 @@ def _child(argv: Sequence[str]) -> int:
     out.write("ready\n")
     out.flush()
     buffer = b""
-    sampling, samples, errors, t0, k = False, [], 0, 0.0, 0
+    samples: list = []
+    sampling, errors, t0, k = False, 0, 0.0, 0
     while True:
         if sampling:
             due = t0 + k * period_s

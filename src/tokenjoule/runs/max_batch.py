@@ -144,11 +144,12 @@ def calibrate_engine(engine: Any, spec: RunSpec, rows: tuple[int, ...] = PROFILE
             profiles.append(MemoryProfile(trial.batch_size, tokens_per_row, torch.cuda.max_memory_allocated(dev)))
         return calibrate(profiles, capacity_bytes=capacity, weights_bytes=weights, kv_bytes_per_token=kv,
                          method="cuda-max-allocated")
-    base = None
+    base: int | None = None
     for trial in trials:
-        before, peak = sampled_peak_rss(lambda t=trial: probe(t))
+        before, peak = sampled_peak_rss(lambda t=trial: probe(t))  # type: ignore[misc]
         base = before if base is None else min(base, before)
         profiles.append(MemoryProfile(trial.batch_size, tokens_per_row, peak))
+    assert base is not None  # PROFILE_ROWS is never empty
     return calibrate(profiles, capacity_bytes=_mem_available_bytes() + base, weights_bytes=base,
                      kv_bytes_per_token=kv, method="rss-sampled")
 

@@ -99,7 +99,8 @@ class _Template:
         for engine in engines:
             for mode in modes:
                 self.plans({**base, **({"engine": engine} if engine else {}), **({"mode": mode} if mode else {})})
-        longest = {k: max(self.lists[self.axes.index(k)]) for k in ("input_tokens", "output_tokens") if k in self.axes}
+        longest: dict[str, Any] = {k: max(self.lists[self.axes.index(k)]) for k in ("input_tokens", "output_tokens")
+                                   if k in self.axes}
         for model in self.lists[self.axes.index("model")] if "model" in self.axes else [base.get("model")]:
             self.plans({**base, "model": model, **longest})
 
@@ -125,7 +126,8 @@ def summarize_plan(config: SweepConfig, store: Any | None = None) -> PlanSummary
 
     config.check_grid_size()
     defaults = config.set_fields()
-    own_list = [(("cells", i), c.set_fields()) for i, c in enumerate(config.cells)] if config.cells else [((), {})]
+    own_list: list[tuple[tuple[Any, ...], dict[str, Any]]] = (
+        [(("cells", i), c.set_fields()) for i, c in enumerate(config.cells)] if config.cells else [((), {})])
     templates = [_Template(config, path, own, defaults) for path, own in own_list]
     for t in templates:
         t.validate()

@@ -102,7 +102,7 @@ def plan_batches(binned: BinnedWorkload, batch_sizes: dict[tuple[int, int], int]
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for pair, i, o in zip(pairs, binned.binned_input_tokens, binned.binned_output_tokens):
         groups.setdefault((int(i), int(o)), []).append(pair)
-    plan = []
+    plan: list[PlannedBatch] = []
     for key in sorted(groups):
         b = batch_sizes[key]
         reqs = groups[key]
@@ -150,6 +150,7 @@ def fit_corrected_j(estimate, plan: list[PlannedBatch], store, config: ReplayCon
     total = 0.0
     if config.engine == "hf":
         for batch in plan:
+            assert batch.bin is not None  # hf batches are planned per bin
             value = scaled(rows[batch.bin], max(a for a, _ in batch.lengths), max(b for _, b in batch.lengths),
                            len(batch.lengths))
             if value is None:

@@ -155,7 +155,8 @@ class Session:
         idle_s = self.context.idle_s
         if idle_s > 0:
             self.idle = {"duration_s": idle_s, "power_w": self.meter.measure_idle(idle_s)}
-            self.idle.update(safe_provenance(lambda: idle_facts(self.meter)))
+            meter = self.meter
+            self.idle.update(safe_provenance(lambda: idle_facts(meter)))
         self.provenance = {**base_provenance(), **safe_provenance(self.meter.provenance)}
 
     def load(self, spec: RunSpec) -> BaseException | None:

@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 from tokenjoule.energy.meter import Meter
 from tokenjoule.engines.base import Engine, get_engine
 from tokenjoule.records import CellRecord
-from tokenjoule.runs.batch_search import lower_max_batch, max_batch_key
-from tokenjoule.runs.max_batch import MaxBatchResolver
+from tokenjoule.runs.batch_search import BatchSearch, lower_max_batch, max_batch_key
+from tokenjoule.runs.max_batch import MaxBatchResolver, MaxBatchResult
 from tokenjoule.runs.plans import LOAD_FAILED
 from tokenjoule.runs.runner import (  # noqa: F401  (gpu_name_of re-exported)
     PLANNED,
@@ -340,6 +340,7 @@ class SweepPlan:
         item.gpu_name = session.gpu_name
         if plan.batch != "fixed":
             resolved = plan.batch == "upto-max"
+            search: MaxBatchResult | BatchSearch | None  # both carry .max_batch and .probes
             try:
                 if self.config.max_batch_method == "predict" and session.measures:
                     assert session.engine is not None

@@ -89,7 +89,7 @@ def stop_rule(energies_j: Sequence[float | None], *, agree_rel: float = DEFAULT_
         return STOP_NO_ENERGY if len(energies_j) >= min_windows else None
     n = len(energies_j)
     if n >= min_windows:
-        spread = relative_spread(list(energies_j[-2:]))
+        spread = relative_spread([float(e) for e in energies_j[-2:] if e is not None])
         if spread is not None and spread <= agree_rel:
             return STOP_AGREE
     if n >= max_windows:

@@ -75,18 +75,21 @@ _SPEC_COLUMNS = ("model", "engine", "mode", "batch_size", "input_tokens", "outpu
 class ResultStore:
     """Open (creating or migrating) a results database.
 
-    `create=False` opens an existing store only (reading never creates one). A file that is
-    not a tokenjoule store is refused before anything in it changes. A read-only file opens
-    for reading; writes to it (like any failed write) keep the record in a side file.
+    `create=False` opens an existing store only (reading never creates one). `read_only=True`
+    also leaves it exactly as it is: no switch to WAL and no schema upgrade (an older store is
+    read as it is; tables it lacks read as empty), so reading a committed evidence file never
+    rewrites it. A file that is not a tokenjoule store is refused before anything in it
+    changes. A read-only file opens for reading; writes to it (like any failed write) keep the
+    record in a side file.
     """
 
-    def __init__(self, path: str | Path = DEFAULT_DB, *, create: bool = True):
+    def __init__(self, path: str | Path = DEFAULT_DB, *, create: bool = True, read_only: bool = False):
         self.path = Path(path)
         self.corrupt_ids: list[int] = []  # rows skipped by the last read (damaged JSON/text)
-        self._conn = connect(self.path, create=create)
+        self._conn = connect(self.path, create=create and not read_only)
         try:
             check_tokenjoule_file(self._conn, self.path, SCHEMA_VERSION)
-            self.writable = self._writable()
+            self.writable = not read_only and self._writable()
             if self.writable:
                 try:
                     self._set_wal()
