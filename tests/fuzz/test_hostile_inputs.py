@@ -1,4 +1,4 @@
-"""The hostile inputs of issue 15, one by one: each answers with one line (exit 2) quickly."""
+"""Hostile inputs, one by one: each answers with one line (exit 2) quickly."""
 
 from __future__ import annotations
 

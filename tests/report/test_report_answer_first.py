@@ -83,7 +83,8 @@ def test_csvs_are_numeric(four_cell_report):
 
             with open(sec.csv_path, newline="") as fh:
                 fields = [f for row in csv.reader(fh) for f in row]
-            bad = [f for f in fields if f == "—" or re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", f)]
+            bad = [f for f in fields if f == "—" or re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", f)
+                   or re.fullmatch(r"-?[\d.,]+\s*[%×]", f)]  # "73.0%", "2.04×" are the page's, not the CSV's
             assert not bad, (sec.name, bad[:5])
     frame = pd.read_csv(result.out_dir / "table_provenance.csv")
     assert len(frame) >= 1
@@ -103,3 +104,12 @@ def test_evidence_report_leads_with_the_answer(tmp_path):
     assert body.index("tokenjoule measure --model") > body.index('id="to-measure"') if "tokenjoule measure" in body \
         else True
     assert any(s.drawn and s.png_path for s in result.sections)
+
+
+def test_formatted_ratios_and_percentages_reach_the_csv_as_numbers():
+    from tokenjoule.report.tables import V, Table
+
+    table = Table(["savings", "binned / theory"], rows=[[V("73.0%", (1,), number=73.0), V("2.04×", (2,), number=2.04)]])
+    frame = table.to_frame()
+    assert frame.loc[0, "savings"] == 73.0 and frame.loc[0, "binned / theory"] == 2.04
+    assert frame.loc[0, "cell_ids"] == "1 2"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tokenjoule.errors import TokenjouleError
+from tokenjoule.errors import TokenjouleError, UnknownNameError
 
 ROUNDINGS = ("paper", "ceil", "measured")
 DEFAULT_ROUNDING = "paper"
@@ -37,7 +37,7 @@ FORMULAS = {
 
 def check_rounding(rounding: str) -> str:
     if rounding not in ROUNDINGS:
-        raise TokenjouleError(f"unknown rounding {rounding!r}; valid: {', '.join(ROUNDINGS)}")
+        raise UnknownNameError("rounding", rounding, ROUNDINGS)
     return rounding
 
 

@@ -48,10 +48,11 @@ class Table:
         return pd.DataFrame(records, columns=[*self.columns, "cell_ids"])
 
 
-def V(value: Any, ids: Any = (), digits: int = 3, **kw: Any) -> Value:
+def V(value: Any, ids: Any = (), digits: int = 3, number: float | None = None, **kw: Any) -> Value:
+    """A table cell; `number` is what the CSV holds when the page shows formatted text
+    ("2.04×", "73.0%"): the CSV keeps numbers, never their formatted strings."""
     text = value if isinstance(value, str) else fmt_number(value, digits)
-    number = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+    if number is None and isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
         number = value
     return Value(text, tuple(sorted({int(i) for i in ids})), number=number, **kw)
 
@@ -142,10 +143,11 @@ def estimate_vs_theory_table(traces: list[str], store, df, model: str, out_dir: 
             ratio = measured / theory_j if measured and theory_j else None
             paper_ratio = measured / paper_j if measured and paper_j else None
             table.rows.append([V(trace), V(f"{engine}/{mode}"), V(measured, ids_, estimate=est),
-                               V(theory_j, predicted=True), V(None if ratio is None else f"{ratio:.2f}×", ids_),
-                               V(None if ratio is None else f"{100 / ratio:.1f}%", ids_),
+                               V(theory_j, predicted=True), V(None if ratio is None else f"{ratio:.2f}×", ids_, number=ratio),
+                               V(None if ratio is None else f"{100 / ratio:.1f}%", ids_,
+                                 number=None if ratio is None else 100 / ratio),
                                V(paper_j, predicted=True),
-                               V(None if paper_ratio is None else f"{paper_ratio:.2f}×", ids_),
+                               V(None if paper_ratio is None else f"{paper_ratio:.2f}×", ids_, number=paper_ratio),
                                V(", ".join(missing[:6]) + (f" (+{len(missing) - 6})" if len(missing) > 6 else ""))])
     return _finish(sec, table, out_dir)
 
@@ -206,7 +208,8 @@ def savings_table(traces: list[str], store, model: str, out_dir: Path, footprint
             *(V(v, b.cell_ids, estimate=b.estimate) for v in fp_values),
             V(base.total_energy_j if base else rec.baseline_note, base.cell_ids if base else ()),
             V(None if rec.savings_fraction is None else f"{100 * rec.savings_fraction:.1f}%",
-              (*b.cell_ids, *(base.cell_ids if base else ()))),
+              (*b.cell_ids, *(base.cell_ids if base else ())),
+              number=None if rec.savings_fraction is None else 100 * rec.savings_fraction),
             V(ru.config.label if ru else None, ru.cell_ids if ru else ()),
             V(ru.total_energy_j if ru else None, ru.cell_ids if ru else ()),
         ])

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from tokenjoule.errors import TokenjouleError
+from tokenjoule.errors import TokenjouleError, UnknownNameError
 from tokenjoule.spec import PROTOCOLS
 DEFAULT_AGREE_REL = 0.01
 DEFAULT_MAX_WINDOWS = 3
@@ -42,7 +42,7 @@ STOP_NO_ENERGY = "no-energy"
 
 def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
-        raise TokenjouleError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        raise UnknownNameError("protocol", protocol, PROTOCOLS)
     return protocol
 
 
