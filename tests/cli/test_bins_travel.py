@@ -69,6 +69,26 @@ def test_recommend_uses_the_stored_bins(capsys, tmp_path):
     assert "stored with the sweep x.yaml" in json.loads(out)["binning"]["source"]
 
 
+def test_report_uses_the_stored_bins_and_says_so(tmp_path):
+    from fakes.planted_store import PLANTED_BINS, plant_store, write_planted_trace
+    from tokenjoule.report.build import build_report
+    from tokenjoule.workloads.binning import Bins
+
+    plant_store(tmp_path / "p.db")
+    inputs, outputs = sorted({i for i, _ in PLANTED_BINS}), sorted({o for _, o in PLANTED_BINS})
+    with ResultStore(tmp_path / "p.db") as store:
+        store.add_bins(inputs, outputs, source="x.yaml")
+        trace = str(write_planted_trace(tmp_path / "t.csv"))
+        result = build_report(store, tmp_path / "out", traces=[trace])
+        notes = {s.name: " ".join(s.notes) for s in result.sections}
+        assert "stored with the sweep x.yaml" in notes["table_savings"]
+        assert "stored with the sweep x.yaml" in notes["table_estimate_vs_theory"]
+        # Bins given by the caller win and are named as such.
+        given = Bins(tuple(inputs), tuple(outputs))
+        result = build_report(store, tmp_path / "out2", traces=[trace], bins=given)
+        assert "given by the caller" in " ".join(next(s for s in result.sections if s.name == "table_savings").notes)
+
+
 def test_old_store_is_migrated_to_hold_bins(tmp_path):
     import sqlite3
 

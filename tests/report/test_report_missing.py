@@ -51,7 +51,7 @@ def test_moe_parallel_engine_and_online_boxes(one_cell_report):
 def test_missing_cells_and_unavailable_sections_appear_in_page(one_cell_report):
     cid, secs, result = one_cell_report
     page = result.index_html.read_text()
-    assert "tokenjoule measure --model olmoe-1b-7b --engine hf --mode eager --decoding greedy --batch 8" in page
+    assert "tokenjoule measure --model olmoe-1b-7b --engine hf --mode eager --decoding greedy --batch-size 8" in page
     assert "--tensor-parallel 4" in page
     for name in ("fig7_cdfs", "table_workloads", "table_savings", "table_estimate_vs_theory"):
         sec = secs[name]

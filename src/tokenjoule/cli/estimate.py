@@ -198,21 +198,17 @@ def _binning(input_bins, output_bins):
 def bins_for(store, model: Optional[str], input_bins: Optional[str], output_bins: Optional[str]):
     """(Bins, where they came from): the flags when given; else the bins the store's latest sweep
     for this model was planned for; else the default power-of-two ladder."""
-    from tokenjoule.workloads.binning import Bins
+    from tokenjoule.workloads.binning import Bins, bins_from_store
 
     if input_bins is not None or output_bins is not None:
         return Bins.parse(input_bins, output_bins), "from --input-bins/--output-bins"
-    stored = store.latest_bins(model) if hasattr(store, "latest_bins") else None
-    if stored:
-        bins = Bins(tuple(stored["input_edges"]), tuple(stored["output_edges"]))
-        return bins, (f"stored with the sweep {stored['source'] or ''} of {str(stored['created_at'])[:19]} "
-                      "(override with --input-bins/--output-bins)").replace("sweep  of", "sweep of")
-    return Bins(), "the default power-of-two bins (no bins stored with a sweep)"
+    return bins_from_store(store, model)
 
 
 def bins_line(bins, source: str) -> str:
-    return (f"bins: input {','.join(map(str, bins.input_edges))}; output {','.join(map(str, bins.output_edges))}"
-            f" ({source})")
+    from tokenjoule.workloads.binning import describe_bins
+
+    return describe_bins(bins, source)
 
 
 def estimate_cmd(

@@ -37,25 +37,29 @@ def report(
     trace_format: Optional[str] = trace_format_option(),
     columns: Optional[str] = columns_option(),
     time_unit: Optional[str] = time_unit_option(),
+    input_bins: Optional[str] = typer.Option(None, "--input-bins", help="Input bin edges of the workload sections "
+                                             "(default: the bins stored with the latest sweep, else powers of two)."),
+    output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges."),
 ) -> None:
     """Write the paper's figures and tables for this store as PNG + CSV and one HTML page."""
     from rich.console import Console
 
-    from tokenjoule.report.build import build_report
-
     from tokenjoule.paths import ensure_output_dir
+    from tokenjoule.report.build import build_report
 
     console = Console(stderr=True)
     footprint = footprint_from_cli(carbon_intensity, region, price, pue)
-    from tokenjoule.paths import ensure_output_dir
 
     ensure_output_dir(out, "report folder")  # before any work: a bad -o is one line
+    from tokenjoule.cli.estimate import _binning
+
+    bins = _binning(input_bins, output_bins) if input_bins is not None or output_bins is not None else None
     traces = _mapped_traces(parse_traces(trace), TraceReading.from_cli(trace_format, columns, time_unit), out)
     store = _open_store(ctx, db)
     try:
         with report_progress(console) as on_progress:
             result = build_report(store, out, traces=traces, model=model, on_progress=on_progress,
-                                  footprint=footprint)
+                                  footprint=footprint, bins=bins)
     except OSError as exc:  # e.g. the device filled up while writing figures
         raise TokenjouleError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     finally:

@@ -33,11 +33,13 @@ def _safe(name: str, title: str, fn: Callable[[], Section]) -> Section:
 
 def build_report(store, out_dir: str | Path, traces: list[str] | None = None, model: str | None = None,
                  console: Any = None, on_progress: Callable[[str, int, int], None] | None = None,
-                 footprint: Any = None) -> ReportResult:
+                 footprint: Any = None, bins: Any = None) -> ReportResult:
     """Write DIR/index.html plus DIR/NAME.png and DIR/NAME.csv for every drawn section.
     `on_progress(section, done, total)` is called before each section (cli draws it; `console`
     is accepted for compatibility and unused). `footprint` (analysis.carbon.Footprint) puts
-    kWh, grams CO2e and cost beside the savings."""
+    kWh, grams CO2e and cost beside the savings. `bins` (workloads.binning.Bins) for the
+    workload sections; by default the bins stored with the store's latest sweep, else the
+    default ladder (each section says which)."""
     from tokenjoule.report import figures as F
     from tokenjoule.report import figures_runs as R
     from tokenjoule.report import tables as T
@@ -49,10 +51,16 @@ def build_report(store, out_dir: str | Path, traces: list[str] | None = None, mo
     traces = list(traces or [])
     df = cells_frame(store)
     ref = reference_model(df, model) or (model or "llama-3.1-8b")
+    from tokenjoule.workloads.binning import bins_from_store
+
+    bins_source = "given by the caller (--input-bins/--output-bins)"
+    if bins is None:
+        bins, bins_source = bins_from_store(store, ref)
     # The answer first: savings of the best setup and the workload estimate, then the figures.
     jobs: list[tuple[str, str, Callable[[], Section]]] = [
-        ("table_savings", "Savings", lambda: T.savings_table(traces, store, ref, out, footprint)),
-        ("table_estimate_vs_theory", "Table 4", lambda: T.estimate_vs_theory_table(traces, store, df, ref, out)),
+        ("table_savings", "Savings", lambda: T.savings_table(traces, store, ref, out, footprint, bins, bins_source)),
+        ("table_estimate_vs_theory", "Table 4", lambda: T.estimate_vs_theory_table(traces, store, df, ref, out, bins,
+                                                                                  bins_source)),
         ("fig2_lengths", "Figure 2", lambda: F.fig2_lengths(df, out, ref)),
         ("fig3_decoding", "Figure 3", lambda: F.fig3_decoding(df, out, ref)),
         ("fig4_moe", "Figure 4", lambda: F.fig4_moe(df, out, ref, store)),

@@ -42,8 +42,8 @@ class MissingCell:
     def command(self) -> str:
         tp = f" --tensor-parallel {self.tensor_parallel}" if self.tensor_parallel > 1 else ""
         return (f"tokenjoule measure --model {self.model} --engine {self.engine} --mode {self.mode} "
-                f"--decoding {self.decoding} --batch {self.batch_size} --input {self.input_tokens} "
-                f"--output {self.output_tokens}{tp}")
+                f"--decoding {self.decoding} --batch-size {self.batch_size} --input-tokens {self.input_tokens} "
+                f"--output-tokens {self.output_tokens}{tp}")
 
     def label(self) -> str:
         tp = f" tp{self.tensor_parallel}" if self.tensor_parallel > 1 else ""

@@ -66,6 +66,12 @@ def _finish(sec: Section, table: Table, out_dir: Path) -> Section:
     return sec
 
 
+def _bins_note(bins: Any, source: str) -> str:
+    from tokenjoule.workloads.binning import Bins, describe_bins
+
+    return describe_bins(bins or Bins(), source)
+
+
 def _mean_std(s) -> str:
     return f"{s.mean:.1f} ± {s.std:.1f}"
 
@@ -93,7 +99,8 @@ def workload_table(traces: list[str], out_dir: Path) -> Section:
     return _finish(sec, table, out_dir)
 
 
-def estimate_vs_theory_table(traces: list[str], store, df, model: str, out_dir: Path) -> Section:
+def estimate_vs_theory_table(traces: list[str], store, df, model: str, out_dir: Path, bins: Any = None,
+                             bins_source: str | None = None) -> Section:
     """Measured binned estimate vs the paper's FLOPs x TDP estimate, per trace and engine/mode."""
     sec = Section("table_estimate_vs_theory", "Binned estimate vs theoretical energy (Table 4)",
                   f"{model}, greedy. Binned = sum over bins of N/B x measured batch energy (the paper's rounding, "
@@ -118,11 +125,13 @@ def estimate_vs_theory_table(traces: list[str], store, df, model: str, out_dir: 
     gpu = find_gpu(max(set(gpu_names), key=gpu_names.count)) if gpu_names else None
     table = Table(["trace", "engine/mode", "binned estimate (J)", "theoretical (J)", "binned / theory",
                    "theory as % of binned", "theory, paper constants (J)", "binned / paper theory", "missing cells"])
+    if bins_source:
+        sec.notes.append(_bins_note(bins, bins_source))
     sec.notes.append("theoretical: dense peak FLOP/s, FLOPs at real lengths (tokenjoule's convention); paper "
                      "constants: sparsity-enabled peak FLOP/s and FLOPs at the bin edges (the paper's Table 4)")
     for trace in traces:
         workload = resolve_workload(trace)
-        binned = bin_workload(workload)
+        binned = bin_workload(workload, bins)
         theory_j = paper_j = None
         try:
             arch = architecture_for(model)
@@ -138,7 +147,8 @@ def estimate_vs_theory_table(traces: list[str], store, df, model: str, out_dir: 
         if gpu is None:
             sec.notes.append("theory needs a GPU in the datasheet table; the cells' GPU is not in it")
         for engine, mode in pairs:
-            res = binned_estimate(workload, store, model=model, engine=engine, mode=mode, decoding="greedy")
+            res = binned_estimate(workload, store, model=model, engine=engine, mode=mode, decoding="greedy",
+                                  bins=bins)
             measured, ids_, missing, est = _estimate_fields(res)
             ratio = measured / theory_j if measured and theory_j else None
             paper_ratio = measured / paper_j if measured and paper_j else None
@@ -175,7 +185,8 @@ def _estimate_fields(res) -> tuple[float | None, list[int], list[str], bool]:
     return total, ids_, missing, est
 
 
-def savings_table(traces: list[str], store, model: str, out_dir: Path, footprint: Any = None) -> Section:
+def savings_table(traces: list[str], store, model: str, out_dir: Path, footprint: Any = None, bins: Any = None,
+                  bins_source: str | None = None) -> Section:
     """Best measured configuration vs the baseline (hf/eager greedy, 1 GPU) per trace, no SLOs."""
     sec = Section("table_savings", "Savings of the best configuration over the baseline",
                   "Per trace, without latency targets (use `tokenjoule recommend` for SLOs). Baseline: "
@@ -193,9 +204,11 @@ def savings_table(traces: list[str], store, model: str, out_dir: Path, footprint
                    "runner-up (J)"])
     if footprint.note():
         sec.notes.append(footprint.note())
+    if bins_source:
+        sec.notes.append(_bins_note(bins, bins_source))
     for trace in traces:
         try:
-            rec, _ = recommend_trace(trace, store, model=model)
+            rec, _ = recommend_trace(trace, store, model=model, bins=bins)
         except RecommendationError as exc:
             table.rows.append([V(trace), V(f"cannot answer: {exc}"), *(V(None) for _ in range(5 + len(extra)))])
             continue

@@ -204,3 +204,20 @@ def bin_workload(workload: Workload, bins: Bins | None = None, overflow: str = "
         binned_input_tokens=in_edges[ki], binned_output_tokens=out_edges[ko], provenance=provenance,
         max_input_tokens=int(ins.max()) if n else 0, max_output_tokens=int(outs.max()) if n else 0,
     )
+
+
+def bins_from_store(store: Any, model: str | None) -> tuple[Bins, str]:
+    """(Bins, where they came from): the bins the store's latest sweep for `model` was planned
+    for (bins travel with the cells); else the default power-of-two ladder."""
+    stored = store.latest_bins(model) if store is not None and hasattr(store, "latest_bins") else None
+    if stored:
+        bins = Bins(tuple(stored["input_edges"]), tuple(stored["output_edges"]))
+        sweep = f"the sweep {stored['source']}" if stored.get("source") else "a sweep"
+        return bins, f"stored with {sweep} of {str(stored['created_at'])[:19]} (override with --input-bins/--output-bins)"
+    return Bins(), "the default power-of-two bins (no bins stored with a sweep)"
+
+
+def describe_bins(bins: Bins, source: str) -> str:
+    """One line naming the bins an answer used and where they came from."""
+    return (f"bins: input {','.join(map(str, bins.input_edges))}; output {','.join(map(str, bins.output_edges))}"
+            f" ({source})")
