@@ -114,3 +114,19 @@ def test_report_reads_a_mapped_trace(capsys, tmp_path, user_trace):
     savings = pd.read_csv(tmp_path / "rep" / "table_savings.csv")
     assert savings["best (J)"].notna().all()  # the mapped trace was binned and answered
     assert (tmp_path / "rep" / "traces" / "mine.csv").read_text().startswith("input_tokens,output_tokens,arrival_s")
+
+
+def test_sweep_preset_reads_a_trace_through_its_column_mapping(capsys, tmp_path, user_trace):
+    db = tmp_path / "r.db"
+    rc, out, err = run_cli(capsys, "sweep", "--preset", "paper-bins", "--model", "tiny", "--trace", str(user_trace),
+                           "--columns", MAPPING, "--time-unit", "iso", "--db", str(db), "--dry-run")
+    assert rc == 0, err
+    # the three occupied bins of the user's trace (default power-of-two edges), one cell each
+    assert "in128 out64" in out and "in512 out64" in out and "in1024 out256" in out
+    mapped = tmp_path / "r.db.traces" / "mine.csv"
+    assert mapped.read_text().splitlines()[0] == "input_tokens,output_tokens,arrival_s"
+    assert not db.exists()  # a dry run never creates the store
+    # without the mapping the same file is refused in one line
+    rc, _, err = run_cli(capsys, "sweep", "--preset", "paper-bins", "--model", "tiny", "--trace", str(user_trace),
+                         "--db", str(db), "--dry-run")
+    assert rc == 2 and "prompt_tokens" in err.strip().splitlines()[-1]

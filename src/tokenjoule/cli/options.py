@@ -203,6 +203,32 @@ def load_workload(trace: str, reading: Optional[TraceReading] = None):
     return resolve_workload(trace, **reading.kwargs())
 
 
+def map_trace_files(traces: list[str], reading: TraceReading, folder: Path) -> list[str]:
+    """Trace files read with --columns/--time-unit/--trace-format, rewritten once in the canonical
+    columns under `folder`: every later reader (each report section, a sweep preset and its resume
+    command) then reads the same requests without the mapping flags. Built-in traces pass as they are."""
+    if not reading.any_file_option:
+        return traces
+    from tokenjoule.workloads.traces import BUILTIN_TRACES
+
+    mapped = []
+    for name in traces:
+        if name.startswith(("task:", "paper:")) or name in BUILTIN_TRACES:
+            mapped.append(name)
+            continue
+        workload = load_workload(name, reading)
+        path = folder / f"{Path(name).stem}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            timed = all(r.arrival_s is not None for r in workload.requests)
+            writer.writerow(["input_tokens", "output_tokens", *(["arrival_s"] if timed else [])])
+            for r in workload.requests:
+                writer.writerow([r.input_tokens, r.output_tokens, *([f"{r.arrival_s:.6f}"] if timed else [])])
+        mapped.append(str(path))
+    return mapped
+
+
 def drop_warning(binned) -> Optional[str]:
     """A loud line when binning drops more than DROP_WARN_SHARE of the requests (share, count,
     and the bin edges that would keep them); None otherwise."""

@@ -12,7 +12,8 @@ from typing import Any, Optional
 import typer
 
 from tokenjoule.cli.options import (TraceReading, carbon_intensity_option, columns_option, db_option,
-                                    footprint_from_cli, load_workload, one_trace, open_existing_store, parse_traces,
+                                    footprint_from_cli, load_workload, map_trace_files, one_trace, open_existing_store,
+                                    parse_traces,
                                     price_option, pue_option, region_option, resolve_db, time_unit_option,
                                     trace_format_option)
 
@@ -54,7 +55,8 @@ def report(
     from tokenjoule.cli.estimate import _binning
 
     bins = _binning(input_bins, output_bins) if input_bins is not None or output_bins is not None else None
-    traces = _mapped_traces(parse_traces(trace), TraceReading.from_cli(trace_format, columns, time_unit), out)
+    traces = map_trace_files(parse_traces(trace), TraceReading.from_cli(trace_format, columns, time_unit),
+                             out / "traces")
     store = _open_store(ctx, db)
     try:
         with report_progress(console) as on_progress:
@@ -71,33 +73,6 @@ def report(
         if not s.drawn:
             why = s.unavailable or f"missing {len(s.missing)} cell(s)"
             console.print(f"  [yellow]{s.name}[/yellow]: {why}")
-
-
-def _mapped_traces(traces: list[str], reading: TraceReading, out: Path) -> list[str]:
-    """Trace files read with --columns/--time-unit/--trace-format are rewritten once in the
-    canonical columns under OUT/traces/, so every section of the report reads the same requests."""
-    if not reading.any_file_option:
-        return traces
-    import csv
-
-    from tokenjoule.workloads.traces import BUILTIN_TRACES
-
-    mapped = []
-    for name in traces:
-        if name.startswith("task:") or name in BUILTIN_TRACES:
-            mapped.append(name)
-            continue
-        workload = load_workload(name, reading)
-        path = out / "traces" / f"{Path(name).stem}.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            timed = all(r.arrival_s is not None for r in workload.requests)
-            writer.writerow(["input_tokens", "output_tokens", *(["arrival_s"] if timed else [])])
-            for r in workload.requests:
-                writer.writerow([r.input_tokens, r.output_tokens, *([f"{r.arrival_s:.6f}"] if timed else [])])
-        mapped.append(str(path))
-    return mapped
 
 
 class report_progress:

@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tokenjoule.cli.options import db_option, parse_traces, resolve_db
+from tokenjoule.cli.options import (TraceReading, columns_option, db_option, map_trace_files, parse_traces,
+                                    resolve_db, time_unit_option, trace_format_option)
 from tokenjoule.errors import TokenjouleError
 
 PRESET_NAMES = ("paper-lengths", "paper-decoding", "paper-moe", "paper-frameworks", "paper-bins", "paper-bins-fast")
@@ -112,6 +113,9 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="Scaled-down preset for a short GPU session."),
         trace: Optional[list[str]] = typer.Option(None, "--trace", help="paper-bins: trace name(s), repeatable "
                                                   "or comma-separated."),
+        trace_format: Optional[str] = trace_format_option(),
+        columns: Optional[str] = columns_option(),
+        time_unit: Optional[str] = time_unit_option(),
         with_vllm: Optional[bool] = typer.Option(
             None, "--with-vllm/--without-vllm",
             help="paper-frameworks: include vLLM cells (default: when vllm is importable)."),
@@ -135,7 +139,12 @@ def register(app: typer.Typer) -> None:
         from tokenjoule.runs.sweep_presets import build_preset
 
         db = resolve_db(ctx, db).path
-        trace = ",".join(parse_traces(trace)) or None
+        reading = TraceReading.from_cli(trace_format, columns, time_unit)
+        if reading.any_file_option and not trace:
+            raise TokenjouleError("--columns, --time-unit and --trace-format apply to --trace files")
+        # A mapped trace is rewritten once in canonical columns beside the store, so the preset
+        # and its printed resume command read it without the mapping flags.
+        trace = ",".join(map_trace_files(parse_traces(trace), reading, Path(f"{db}.traces"))) or None
         if (config is None) == (preset is None):
             raise TokenjouleError("give a sweep config file or --preset NAME (one of them); presets: "
                                   + ", ".join(PRESET_NAMES))
