@@ -6,6 +6,7 @@
     tokenjoule results export -o FILE [--format csv|parquet|sqlite]
     tokenjoule results backup FILE      (a consistent single-file copy of a live store)
     tokenjoule results import FILE      (records kept in a side file when a write failed)
+    tokenjoule results merge A.db B.db ... -o OUT.db   (e.g. the stores of `sweep --shard i/N` jobs)
 
 `--db` may stand anywhere: `tokenjoule --db X results export ...`, `tokenjoule results --db X
 export ...` and `tokenjoule results export --db X ...` read the same store (cli/options.py).
@@ -244,6 +245,23 @@ def import_unsaved(
         added, damaged = store.import_unsaved(source)
     note = f"; {len(damaged)} damaged line(s) skipped: {damaged[:10]}" if damaged else ""
     Console(stderr=True).print(f"added {added} cells from {source} to {db}{note}")
+
+
+@results_app.command("merge")
+def merge(
+    sources: list[str] = typer.Argument(..., metavar="STORE...", help="Stores to merge (read only)."),
+    output: str = typer.Option(..., "--output", "-o", help="Store to merge into (created when missing)."),
+) -> None:
+    """Merge stores into one: every cell once (merging twice adds nothing), the largest-batch
+    cache and the sweeps' bins. Use it after a job array of `sweep --shard i/N` tasks."""
+    from tokenjoule.store.merge import merge_stores
+
+    result = merge_stores(sources, output)
+    console = Console(stderr=True)
+    for path, added in result.inputs:
+        console.print(f"{path}: {added} cells added", soft_wrap=True)
+    console.print(f"{output}: {result.cells_added} cells added, {result.cells_present} already there; "
+                  f"{result.max_batch} largest-batch entries and {result.bins} bin sets added", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,8 +22,10 @@ PRESET_NAMES = ("paper-lengths", "paper-decoding", "paper-moe", "paper-framework
 
 
 def _resume_command(config_arg: str, db: str, budget: float | None, retry: bool, meter: str,
-                    device: str | None, overrides: dict[str, Any] | None = None) -> str:
+                    device: str | None, overrides: dict[str, Any] | None = None, shard: Any = None) -> str:
     parts = ["tokenjoule", "sweep", *shlex.split(config_arg), "--db", db]
+    if shard is not None:
+        parts += ["--shard", str(shard)]
     for key, value in (overrides or {}).items():
         parts += [f"--{key}", str(value)]
     if budget is not None:
@@ -130,6 +132,17 @@ def register(app: typer.Typer) -> None:
         meter: str = typer.Option("auto", "--meter", help="Energy meter: auto, nvml, estimate, simulated."),
         device: Optional[str] = typer.Option(None, "--device", help="Override every cell's device (cpu, cuda:N)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        shard: Optional[str] = typer.Option(
+            None, "--shard", help="Run only shard i of N (i/N, i in 1..N or 0..N-1) of the grid, chosen by spec "
+            "hash: N jobs with --shard 1/N ... N/N cover the grid once (merge with `tokenjoule results merge`)."),
+        gpus: Optional[str] = typer.Option(
+            None, "--gpus", help="Run one worker process per GPU (comma-separated indices, e.g. 0,1,2,3) on "
+            "the same store; each sees only its GPU (CUDA_VISIBLE_DEVICES) and the claims split the cells."),
+        workers: Optional[int] = typer.Option(
+            None, "--workers", min=1, help="Run N worker processes on the same store (CPU or simulated "
+            "meter; use --gpus for GPUs)."),
+        summary_json: Optional[Path] = typer.Option(None, "--summary-json", hidden=True,
+                                                    help="Also write the summary's counts here (for --gpus)."),
     ) -> None:
         """Run a grid of cells: one model load per group, resumable, failures recorded.
 
@@ -138,7 +151,12 @@ def register(app: typer.Typer) -> None:
         from tokenjoule.runs.sweep_config import load_config
         from tokenjoule.runs.sweep_presets import build_preset
 
+        from tokenjoule.runs.shard import parse_shard
+
         db = resolve_db(ctx, db).path
+        shard_part = parse_shard(shard) if shard is not None else None
+        if gpus is not None and workers is not None:
+            raise TokenjouleError("give --gpus (one worker per GPU) or --workers N, not both")
         reading = TraceReading.from_cli(trace_format, columns, time_unit)
         if reading.any_file_option and not trace:
             raise TokenjouleError("--columns, --time-unit and --trace-format apply to --trace files")
@@ -172,14 +190,24 @@ def register(app: typer.Typer) -> None:
             try:
                 if cfg.grid_size() > SUMMARY_ABOVE_CELLS:  # a summary, not a million rows
                     _print_plan_summary(console, summarize_plan(cfg, store))
+                    if shard_part is not None:
+                        console.print(f"(the whole grid; shard {shard_part} holds about 1/{shard_part.count} of it)")
                     return
-                summary = run_sweep(cfg, store, dry_run=True, retry_failed=retry_failed)
+                summary = run_sweep(cfg, store, dry_run=True, retry_failed=retry_failed, shard=shard_part)
             finally:
                 if store is not None:
                     store.close()
             _print_plan(console, summary)
             return
         _preflight(cfg)
+        if gpus is not None or workers is not None:
+            from tokenjoule.cli.sweep_workers import run_workers
+
+            # Each worker gets the single-process command; a GPU worker's device is set per worker.
+            raise typer.Exit(run_workers(
+                console, cfg=cfg, db=db, gpus=gpus, workers=workers, device=device,
+                command=_resume_command(config_arg, db, budget_minutes, retry_failed, meter,
+                                        None if gpus is not None else device, overrides, shard_part)))
         from tokenjoule.cli.sweep_progress import SweepBar
         from tokenjoule.store.db import ResultStore
 
@@ -190,10 +218,16 @@ def register(app: typer.Typer) -> None:
                 cfg, store, meter_kind=meter, retry_failed=retry_failed, budget_minutes=budget_minutes,
                 progress=progress, observer=SweepBar(Console(stderr=True)) if progress else None,
                 resume_command=_resume_command(config_arg, db, budget_minutes, retry_failed, meter, device,
-                                               overrides))
+                                               overrides, shard_part), shard=shard_part)
         finally:
             store.close()
         _print_summary(console, summary)
+        if summary_json is not None:
+            import json
+
+            from tokenjoule.runs.workers import summary_counts
+
+            summary_json.write_text(json.dumps(summary_counts(summary)))
         if summary.interrupted:
             raise typer.Exit(130)
         if summary.failed:

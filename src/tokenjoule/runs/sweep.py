@@ -31,6 +31,7 @@ from tokenjoule.records import CellRecord
 from tokenjoule.runs.batch_search import BatchSearch, lower_max_batch, max_batch_key
 from tokenjoule.runs.max_batch import MaxBatchResolver, MaxBatchResult
 from tokenjoule.runs.plans import LOAD_FAILED
+from tokenjoule.runs.shard import Shard
 from tokenjoule.runs.runner import (  # noqa: F401  (gpu_name_of re-exported)
     PLANNED,
     DryContext,
@@ -192,12 +193,12 @@ class SweepPlan:
     def __init__(self, config: SweepConfig, store: Any, *, retry_failed: bool = False,
                  budget_minutes: float | None = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, progress: SweepProgress | None = None,
-                 dry_run: bool = False, resume_command: str | None = None):
+                 dry_run: bool = False, resume_command: str | None = None, shard: Shard | None = None):
         self.config, self.store, self.retry_failed = config, store, retry_failed
         self.budget_s = None if budget_minutes is None else budget_minutes * 60.0
         self.clock, self.sleep, self.dry_run = clock, sleep, dry_run
         self.progress: SweepProgress = progress or _NoProgress()
-        self.items = config.expand()
+        self.items = config.expand() if shard is None else shard.select(config.expand())
         self._groups = plan_groups(self.items, config.order)
         self.summary = SweepSummary(total=len(self.items), dry_run=dry_run, resume_command=resume_command)
         self.estimator = CellTimeEstimator(store, max_batch_method=config.max_batch_method,
@@ -444,13 +445,15 @@ def run_sweep(config: SweepConfig, store: Store | None, *, meter: Meter | None =
               engine_factory: Callable[[str], Engine] = get_engine, progress: bool = True,
               measure: MeasureFn | None = None, clock: Callable[[], float] = time.monotonic,
               sleep: Callable[[float], None] = time.sleep, resume_command: str | None = None,
-              console: Any = None, observer: SweepProgress | None = None) -> SweepSummary:
+              console: Any = None, observer: SweepProgress | None = None,
+              shard: Shard | None = None) -> SweepSummary:
     """Run (or with dry_run only plan) every cell of `config`, storing each cell as it ends.
 
     `store` may be None for a dry run of a database that does not exist yet. `measure`
     defaults to runs.offline.measure_cell; `clock`/`sleep` are injectable for tests.
     Progress goes to `observer` when `progress` is on (the CLI passes its progress bar;
-    `console` is accepted for compatibility and unused: drawing lives in cli/)."""
+    `console` is accepted for compatibility and unused: drawing lives in cli/). With `shard`,
+    only that shard's cells are planned (runs.shard)."""
     if resume_command is None:
         db = getattr(store, "path", "tokenjoule.db")
         resume_command = f"tokenjoule sweep {config.source} --db {db}"
@@ -459,12 +462,12 @@ def run_sweep(config: SweepConfig, store: Store | None, *, meter: Meter | None =
         if retry_failed:
             resume_command += " --retry-failed"
     if dry_run:
-        plan = SweepPlan(config, store, retry_failed=retry_failed, dry_run=True)
+        plan = SweepPlan(config, store, retry_failed=retry_failed, dry_run=True, shard=shard)
         Runner(DryContext(store, meter=meter)).run(plan)
         return plan.close()
     bar: SweepProgress = observer if (progress and observer is not None) else _NoProgress()
     plan = SweepPlan(config, store, retry_failed=retry_failed, budget_minutes=budget_minutes, clock=clock,
-                     sleep=sleep, progress=bar, resume_command=resume_command)
+                     sleep=sleep, progress=bar, resume_command=resume_command, shard=shard)
     context = RunContext(store, meter=meter, meter_kind=meter_kind, idle_s=config.idle_s,
                          engine_factory=engine_factory, measure=measure,
                          on_stage=lambda text: bar.update(cell=text))
