@@ -149,3 +149,34 @@ def test_gpu_workers_refuse_multi_gpu_cells_and_cpu_workers_refuse_gpu_cells(tmp
         run_workers(Console(), cfg=parse_config(CONFIG.replace("device: cpu", "device: cuda:0")), db=db,
                     command="tokenjoule sweep g.yaml", gpus=None, workers=2, device=None)
     assert not (tmp_path / "r.db.workers").exists()  # refused before any worker was planned
+
+
+def test_ctrl_c_reaches_every_worker_and_the_exit_is_130(tmp_path, monkeypatch):
+    signals = []
+
+    class Proc:
+        def __init__(self, argv, stdout, stderr, env):
+            self.pid, self.returncode = 2000 + len(signals), None
+
+        def poll(self):
+            return self.returncode
+
+        def send_signal(self, sig):
+            signals.append(sig)
+
+        def wait(self):
+            self.returncode = 130  # the worker stores nothing of its cell in flight and exits 130
+            return 130
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(w.subprocess, "Popen", Proc)
+    monkeypatch.setattr(w.time, "sleep", interrupted)
+    monkeypatch.setattr(w, "INTERRUPT_GRACE_S", 0.0)
+    plan = w.plan_workers(["sweep", "g.yaml"], str(tmp_path / "r.db"), workers=2)
+    ended = []
+    with pytest.raises(KeyboardInterrupt):
+        w.run_all(plan, on_exit=ended.append)
+    assert signals == [signal.SIGINT, signal.SIGINT] and ended == plan
+    assert [wk.exit_text for wk in plan] == ["exit 130 (interrupted)"] * 2 and w.exit_code(plan) == 130

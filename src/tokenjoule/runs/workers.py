@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 from tokenjoule.errors import TokenjouleError
 
+INTERRUPT_GRACE_S = 5.0
 _MAIN = "import sys; from tokenjoule.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -113,6 +114,12 @@ def run_all(workers: list[Worker], on_exit: Callable[[Worker], None] = lambda w:
             if running:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
+        # Ctrl-C in a terminal reaches the workers too (one process group): give them a moment
+        # to stop on their own, so a second SIGINT does not cut their clean-up short; a SIGINT
+        # sent to this process alone is passed on after that.
+        deadline = time.monotonic() + INTERRUPT_GRACE_S
+        while any(w.proc is not None and w.proc.poll() is None for w in running) and time.monotonic() < deadline:
+            time.sleep(poll_s)
         for w in running:
             if w.proc is not None and w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGINT)
