@@ -90,3 +90,19 @@ def planted_calibration(engine: MemoryEngine, spec: RunSpec, rows=(1, 4), tokens
         profiles.append(MemoryProfile(r, tokens_per_row, engine.peak_bytes(trial)))
     return calibrate(profiles, capacity_bytes=engine.capacity_bytes, weights_bytes=engine.weights_bytes,
                      kv_bytes_per_token=131_072, method="planted")
+
+
+# A 6-cell grid of the tiny preset on the CPU that real `tokenjoule sweep` processes measure in
+# seconds (the kill, concurrent-sweep and worker tests share it).
+TINY_GRID_YAML = """\
+model: tiny
+device: cpu
+warmup: 1
+repeats: 1
+min_window_s: 0
+split_prefill: false
+idle_s: 0
+input_tokens: [8, 16, 32]
+output_tokens: 4
+batch: [1, 2]
+"""

@@ -12,20 +12,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from fakes.sweep_fakes import TINY_GRID_YAML
 from tokenjoule.runs.sweep_config import load_config
 
-CONFIG = """\
-model: tiny
-device: cpu
-warmup: 1
-repeats: 1
-min_window_s: 0
-split_prefill: false
-idle_s: 0
-input_tokens: [8, 16, 32]
-output_tokens: 4
-batch: [1, 2]
-"""
+CONFIG = TINY_GRID_YAML
 
 
 def _cli(*args: str) -> list[str]:

@@ -16,20 +16,10 @@ import pytest
 
 from tokenjoule.errors import TokenjouleError
 from tokenjoule.runs import workers as w
+from fakes.sweep_fakes import TINY_GRID_YAML
 from tokenjoule.runs.sweep_config import load_config
 
-CONFIG = """\
-model: tiny
-device: cpu
-warmup: 1
-repeats: 1
-min_window_s: 0
-split_prefill: false
-idle_s: 0
-input_tokens: [8, 16, 32]
-output_tokens: 16
-batch: [1, 2]
-"""
+CONFIG = TINY_GRID_YAML.replace("output_tokens: 4", "output_tokens: 16")
 MAIN = "import sys; from tokenjoule.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
