@@ -30,6 +30,7 @@ import time
 from typing import Callable, Sequence
 
 from tokenjoule.energy.measurement import PowerSample
+from tokenjoule.energy.timeline import EdgeSampling
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -39,7 +40,7 @@ class SamplerProcessError(RuntimeError):
     """The sampler process did not start or stopped answering."""
 
 
-class ProcessPowerSampler:
+class ProcessPowerSampler(EdgeSampling):
     """Power samples taken by a child process between `start()` and `stop()`."""
 
     kind = "process"
@@ -96,17 +97,6 @@ class ProcessPowerSampler:
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise SamplerProcessError(f"sampler process is gone ({exc})") from exc
-
-    def sample_now(self) -> PowerSample:
-        t = self.clock()
-        try:
-            power = tuple(self.read_power())
-        except Exception:  # a failed read is a gap in the timeline, not a crash
-            self.read_errors += 1
-            power = ()
-        sample = PowerSample(t_s=t - self._t0, power_w=power)
-        self.samples.append(sample)
-        return sample
 
     def start(self, t0: float | None = None) -> None:
         self._t0 = self.clock() if t0 is None else t0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from tokenjoule.energy.measurement import PowerSample
 
@@ -22,7 +22,30 @@ MIN_SAMPLE_HZ = 10.0  # below this, a 100 ms power step can fall between two sam
 PowerReader = Callable[[], tuple]  # () -> per-device power in W (None where unreadable)
 
 
-class PowerSampler:
+class EdgeSampling:
+    """`sample_now` for samplers that keep `read_power`, `clock`, `_t0`, `samples` and
+    `read_errors`: the window-edge samples both samplers take in the measured process."""
+
+    read_power: Callable[[], Any]
+    clock: Callable[[], float]
+    samples: list[PowerSample]
+    read_errors: int
+    _t0: float
+
+    def sample_now(self) -> PowerSample:
+        """Read power once (timestamp relative to the window start) and record it."""
+        t = self.clock()
+        try:
+            power = tuple(self.read_power())
+        except Exception:  # a failed read is a gap in the timeline, not a crash
+            self.read_errors += 1
+            power = ()
+        sample = PowerSample(t_s=t - self._t0, power_w=power)
+        self.samples.append(sample)
+        return sample
+
+
+class PowerSampler(EdgeSampling):
     """Samples `read_power` in a daemon thread from `start()` until `stop()`.
 
     For fake clocks and tests; on a real GPU the meter samples from another process
@@ -55,18 +78,6 @@ class PowerSampler:
 
     def close(self) -> None:
         self.stop(final_sample=False)
-
-    def sample_now(self) -> PowerSample:
-        """Read power once (timestamp relative to the window start) and record it."""
-        t = self.clock()
-        try:
-            power = tuple(self.read_power())
-        except Exception:  # a failed read is a gap in the timeline, not a crash
-            self.read_errors += 1
-            power = ()
-        sample = PowerSample(t_s=t - self._t0, power_w=power)
-        self.samples.append(sample)
-        return sample
 
     def _wait(self, seconds: float) -> None:
         if self._sleep is None:
