@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from tokenjoule.engines.base import CAP_GENERATE_REQUESTS, CAP_PROBE_MEMORY, EngineBase, GenerationResult
+from tokenjoule.engines.base import ENGINE_CAPABILITIES, EngineBase, GenerationResult, check_parallel
 from tokenjoule.engines.hf_decoding import (
     STATIC_CACHE_MODES,
     AcceptanceCounter,
@@ -49,7 +49,7 @@ class HFEngine(EngineBase):
     """Engine protocol implementation on transformers (see engines/base.py)."""
 
     name = "hf"
-    capabilities = frozenset({CAP_PROBE_MEMORY, CAP_GENERATE_REQUESTS})
+    capabilities = ENGINE_CAPABILITIES["hf"]
 
     def __init__(self) -> None:
         self._loaded: LoadedModel | None = None
