@@ -136,3 +136,12 @@ def test_two_cpu_ranks_measure_tiny_with_tensor_parallel_weights(tmp_path, monke
     assert record.status == "ok" and record.metrics["output_tokens_total"] == 2 * 4
     assert record.provenance["tensor_parallel_ranks"] == 2 and record.provenance["rank_device"] == "cpu"
     assert (tmp_path / "weights").is_dir()  # the seeded random weights every rank read its shard of
+
+
+def test_the_meter_covers_the_gpus_the_engine_uses():
+    from tokenjoule.runs.offline import meter_devices
+
+    assert meter_devices(RunSpec(model="tiny", engine="vllm", device="cuda:0", tensor_parallel=2,
+                                 pipeline_parallel=2)) == [0, 1, 2, 3]
+    assert meter_devices(RunSpec(model="tiny", device="cuda:0", tensor_parallel=2)) == [0, 1]
+    assert meter_devices(RunSpec(model="tiny", device="cpu", tensor_parallel=2)) == []  # CPU ranks: no GPU
