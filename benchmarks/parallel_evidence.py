@@ -52,11 +52,14 @@ def tokenjoule(*args: str) -> list[str]:
             *args]
 
 
-def steps(out: Path, quick: bool) -> list[tuple[str, list[str], Path | None]]:
-    """(name, command, store) of every step, in order."""
+def steps(out: Path, quick: bool, budget_minutes: float | None = None) -> list[tuple[str, list[str], Path | None]]:
+    """(name, command, store) of every step, in order. The sweeps resume from their stores when
+    run again; `budget_minutes` bounds the paper-parallel sweep."""
     db = out / "parallel_evidence.db"
     grid = out / "workers_grid.yaml"
     preset = ["sweep", "--preset", "paper-parallel", "--db", str(db), "--no-progress"] + (["--quick"] if quick else [])
+    if budget_minutes is not None:
+        preset += ["--budget-minutes", f"{budget_minutes:g}"]
     return [
         ("paper-parallel", tokenjoule(*preset), db),
         ("vllm-pp2", tokenjoule("measure", *PP_CELL, "--db", str(db), "--json"), db),
@@ -100,9 +103,10 @@ def main() -> int:
     ap.add_argument("--out", default=os.environ.get("OUT", "parallel_evidence"))
     ap.add_argument("--quick", action="store_true", help="paper-parallel --quick (batch 1 only)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
+    ap.add_argument("--budget-minutes", type=float, help="stop the paper-parallel sweep inside this budget")
     args = ap.parse_args()
     out = Path(args.out)
-    plan = steps(out, args.quick)
+    plan = steps(out, args.quick, args.budget_minutes)
     if args.dry_run:
         print(f"# would write to {out}; the 4-cell grid of steps sweep-1gpu/sweep-2gpu:")
         print("\n".join(f"#   {line}" for line in WORKER_GRID_YAML.splitlines()))
