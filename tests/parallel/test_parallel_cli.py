@@ -129,3 +129,10 @@ def test_serve_bench_bad_parallel_values_are_one_line(tmp_path, capsys, args, wo
     assert main(["serve-bench", "--model", "tiny", *args, "--input-tokens", "4", "--output-tokens", "4", "--rate", "1",
                  "--db", str(tmp_path / "r.db")]) == 2
     assert words in _err_line(capsys)
+
+
+def test_labels_name_the_parallelism_of_multi_gpu_cells_only():
+    from tokenjoule.spec import RunSpec
+
+    assert RunSpec(model="tiny").label.endswith("out64")
+    assert RunSpec(model="tiny", engine="vllm", tensor_parallel=2, pipeline_parallel=2).label.endswith("out64 tp2 pp2")
