@@ -51,3 +51,71 @@ def test_evidence_changes_change_the_text(tmp_path):
     data["idle_before_load"]["idle_power_counter_w"] = 71.04
     path.write_text(json.dumps(data))
     assert "71.0 W" in gen.section_h200_reference(results=tmp_path)
+
+
+def _bin_tables():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import results_bin_tables
+
+    return results_bin_tables
+
+
+def _plant_call(folder, table, n, rows, gpu_minutes):
+    import csv
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = table.replace("-", "_")
+    cols = ["table", "protocol", "input_tokens", "output_tokens", "n_requests", "batch_size", "max_batch_probes",
+            "windows", "energy_cv", "energy_per_request_j", "wall_s", "status"]
+    with (folder / f"{stem}_{n}_rows.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({"table": table, "protocol": "adaptive", "status": "ok", "max_batch_probes": 1, **r})
+    (folder / f"{stem}_{n}_summary.json").write_text(json.dumps(
+        {"date_utc": "2026-12-02T10:00:00+00:00", "tables": {table: {"gpu_minutes": gpu_minutes}}}))
+
+
+def test_bin_table_section_counts_each_bin_once_and_adds_the_calls_minutes(tmp_path):
+    from types import SimpleNamespace as B
+
+    bt, gen = _bin_tables(), _gen()
+    bins = [B(input_tokens=512, output_tokens=128, n_requests=300), B(input_tokens=256, output_tokens=64, n_requests=100)]
+    row = {"input_tokens": 512, "output_tokens": 128, "n_requests": 300, "batch_size": 10, "windows": 2,
+           "energy_cv": 0.004, "energy_per_request_j": 12.5, "wall_s": 60}
+    _plant_call(tmp_path, "vllm-graphs", 1, [row], 3.0)
+    _plant_call(tmp_path, "vllm-graphs", 2, [row, {**row, "input_tokens": 256, "output_tokens": 64, "n_requests": 100,
+                                                   "energy_per_request_j": 3.25, "wall_s": 30}], 1.5)
+    _plant_call(tmp_path, "hf-eager", 1, [{**row, "energy_per_request_j": 50.0}], 2.0)
+    q = gen.Quotes()
+    text = bt.section(q, tmp_path, bins, {})
+    gen.verify(text, q)
+    vllm_line = next(line for line in text.splitlines() if line.startswith("| vllm graphs |"))
+    assert "| 2 | 4.5 | 2 of 2 | 100.0% |" in vllm_line  # two calls, 3.0 + 1.5 min, the repeated bin once
+    assert "512/128: 75%" in text  # 1 - 12.5 / 50: savings where both engines measured the bin
+    hf_line = next(line for line in text.splitlines() if line.startswith("| hf eager |"))
+    assert "75.0%" in hf_line  # 300 of 400 requests covered
+
+
+def test_bin_table_projection_scales_seconds_per_token_and_labels_itself():
+    from types import SimpleNamespace as B
+
+    bt = _bin_tables()
+    bins = [B(input_tokens=100, output_tokens=0, n_requests=5), B(input_tokens=50, output_tokens=0, n_requests=5)]
+    measured = {(100, 0): {"batch_size": "10", "wall_s": "20", "windows": "2"}}  # 1000 tokens in 20 s
+    total = bt.projection_minutes(measured, bins, {(50, 0): 4}, load_minutes=1.0)
+    assert total == (20 + 0.02 * 4 * 50) / 60 + 1.0
+    floor = bt.projection_minutes(measured, bins, {(50, 0): 4}, load_minutes=0.0, one_window=True)
+    assert floor == (10 + 0.01 * 4 * 50) / 60
+    assert bt.projection_minutes({}, bins, {}, 0.0) is None
+
+
+def test_bin_table_section_without_evidence_quotes_nothing(tmp_path):
+    bt, gen = _bin_tables(), _gen()
+    q = gen.Quotes()
+    text = bt.section(q, tmp_path / "missing", [], {})
+    gen.verify(text, q)
+    assert "No bin table" in text
