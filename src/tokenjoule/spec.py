@@ -133,9 +133,11 @@ class RunSpec(BaseModel):
 
     @property
     def label(self) -> str:
+        parallel = (f" tp{self.tensor_parallel}" if self.tensor_parallel > 1 else "") + (
+            f" pp{self.pipeline_parallel}" if self.pipeline_parallel > 1 else "")  # one-GPU labels as before
         return (
             f"{self.model} {self.engine}/{self.mode} {self.decoding.strategy} "
-            f"b{self.batch_size} in{self.input_tokens} out{self.output_tokens}"
+            f"b{self.batch_size} in{self.input_tokens} out{self.output_tokens}{parallel}"
         )
 
 

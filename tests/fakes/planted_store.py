@@ -174,6 +174,9 @@ def offline_record(model: str, engine: str, mode: str, decoding: str, b: int, i:
         "repeats": 3, "acceptance_rate": 0.7 if decoding == "speculative" else None,
         "method": method, "flags": list(flags), "input_tokens_total": b * i, "output_tokens_total": b * o,
     }
+    if not method.startswith("estimate"):  # the per-GPU split the runner stores (runs.metrics.per_gpu_metrics)
+        metrics["gpu_energy_by_device_j"] = {str(d): e / tp for d in range(tp)}
+        metrics["gpus_measured"] = tp
     spec = _spec(model, engine, mode, decoding, b, i, o, tp)
     return CellRecord(spec=spec, spec_hash=_hash(spec), kind="offline", metrics=metrics,
                       measurement=meas, provenance=_provenance(model, tp, method.startswith("estimate")))

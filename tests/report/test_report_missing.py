@@ -38,7 +38,9 @@ def test_moe_parallel_engine_and_online_boxes(one_cell_report):
     assert _labels(secs["fig4_moe"]) == {f"{m} hf/eager greedy b{b} in512 out64"
                                         for m in ("olmo-1b", "olmo-7b", "olmoe-1b-7b") for b in (1, 8)}
     tp = _labels(secs["fig6_parallel"])
-    assert f"{MODEL} vllm/graphs greedy b8 in512 out64 tp2" in tp and len(tp) == 6
+    # the paper's grid: tp 1, 2, 4 x batch 1, 64 x hf/eager, vllm/graphs, less the measured hf/eager b1 tp 1
+    assert f"{MODEL} vllm/graphs greedy b64 in512 out64 tp2" in tp and len(tp) == 11
+    assert f"{MODEL} hf/eager greedy b1 in512 out64" not in tp
     engines = _labels(secs["fig5_engines"])
     assert f"{MODEL} vllm/graphs greedy b1 in512 out64" in engines
     assert f"{MODEL} hf/eager greedy b1 in512 out64" not in engines

@@ -124,7 +124,7 @@ def test_workers_refuse_gpu_cells_and_gpus_with_workers(tmp_path, capsys):
     assert "--device" in capsys.readouterr().err
 
 
-def test_gpu_workers_refuse_multi_gpu_cells_and_cpu_workers_refuse_gpu_cells(tmp_path):
+def test_gpu_workers_refuse_gpus_that_do_not_split_into_groups_and_cpu_workers_refuse_gpu_cells(tmp_path):
     from rich.console import Console
 
     from tokenjoule.cli.sweep_workers import run_workers
@@ -132,8 +132,8 @@ def test_gpu_workers_refuse_multi_gpu_cells_and_cpu_workers_refuse_gpu_cells(tmp
 
     db = str(tmp_path / "r.db")
     tp2 = parse_config(CONFIG.replace("device: cpu", "device: cuda") + "tensor_parallel: 2\n")
-    with pytest.raises(TokenjouleError, match="tensor_parallel"):
-        run_workers(Console(), cfg=tp2, db=db, command="tokenjoule sweep g.yaml", gpus="0,1", workers=None,
+    with pytest.raises(TokenjouleError, match="groups of 2"):  # tp 2 cells: 3 GPUs make no pairs
+        run_workers(Console(), cfg=tp2, db=db, command="tokenjoule sweep g.yaml", gpus="0,1,2", workers=None,
                     device=None)
     with pytest.raises(TokenjouleError, match="--gpus"):
         run_workers(Console(), cfg=parse_config(CONFIG.replace("device: cpu", "device: cuda:0")), db=db,

@@ -16,6 +16,9 @@ from rich.table import Table
 from tokenjoule.cli.options import db_option, resolve_db
 
 DEFAULT_OUTPUT_TOKENS = 64
+TP_HELP = ("Tensor-parallel GPUs: vllm starts its own workers; hf runs one torch.distributed rank per GPU "
+           "(started by tokenjoule). The meter reads every GPU of the set.")
+PP_HELP = "Pipeline-parallel stages (vllm only); the cell uses tp x pp GPUs."
 
 PHASE_LABELS = {
     "warmup": "warming up", "calibrate": "timing one batch", "measure": "measuring",
@@ -179,7 +182,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
         dtype: str = typer.Option("auto", help="auto | bfloat16 | float16 | float32."),
         seed: int = typer.Option(0, help="Seed of the synthetic prompts and sampling."),
-        tensor_parallel: int = typer.Option(1, "--tensor-parallel", "--tp", help="Tensor-parallel GPUs (vllm)."),
+        tensor_parallel: int = typer.Option(1, "--tensor-parallel", "--tp", help=TP_HELP),
+        pipeline_parallel: int = typer.Option(1, "--pipeline-parallel", "--pp", help=PP_HELP),
         meter: str = typer.Option("auto", help="Energy meter: auto | nvml | estimate | simulated."),
         db: Optional[str] = db_option(),
         as_json: bool = typer.Option(False, "--json", help="Print the stored record as JSON."),
@@ -195,7 +199,8 @@ def register(app: typer.Typer) -> None:
                           output_tokens=output_tokens, decoding=decoding, temperature=temperature, top_p=top_p,
                           num_beams=num_beams, draft_model=draft_model, lookahead=lookahead, repeats=repeats,
                           warmup=warmup, min_window_s=min_window_s, split_prefill=split_prefill, device=device,
-                          dtype=dtype, seed=seed, tensor_parallel=tensor_parallel)
+                          dtype=dtype, seed=seed, tensor_parallel=tensor_parallel,
+                          pipeline_parallel=pipeline_parallel)
         check_model_name(spec.model)
         if spec.decoding.draft_model and spec.decoding.draft_model != "self":  # "self": the target drafts
             check_model_name(spec.decoding.draft_model)
@@ -208,8 +213,10 @@ def register(app: typer.Typer) -> None:
         if meter not in METER_KINDS:  # checked before the store file is created
             raise UnknownNameError("meter", meter, METER_KINDS)
 
+        from tokenjoule.engines.base import check_parallel
         from tokenjoule.models.preflight import preflight
 
+        check_parallel(spec)  # hf has no pipeline parallelism: one line before anything loads
         preflight(spec)  # device, memory, context: one line and exit 2 before anything loads or is stored
         if output_old is not None:  # after every check, so an error stays one line
             Console(stderr=True).print("[dim]note: measure -o/--output N is the old spelling of --output-tokens N "

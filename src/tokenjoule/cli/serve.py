@@ -113,6 +113,11 @@ def register(app: typer.Typer) -> None:
         vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="--url with an HF id: its vocabulary."),
         device: str = typer.Option("auto", "--device", help="transformers serve: auto | cpu | cuda."),
         server_arg: list[str] = typer.Option([], "--server-arg", help="Extra argument for the server (repeat)."),
+        tensor_parallel: int = typer.Option(1, "--tensor-parallel", "--tp",
+                                            help="vLLM tensor-parallel GPUs (--url: what the server uses); "
+                                                 "the meter reads the first tp x pp GPUs."),
+        pipeline_parallel: int = typer.Option(1, "--pipeline-parallel", "--pp",
+                                              help="vLLM pipeline-parallel stages."),
         timeout_s: float = typer.Option(600.0, "--timeout-s", help="Per-request deadline, send to end of stream (s)."),
         api_key: Optional[str] = typer.Option(None, "--api-key", show_default=False,
                                               help="Bearer token for the server (default: $OPENAI_API_KEY); "
@@ -136,7 +141,8 @@ def register(app: typer.Typer) -> None:
             max_output_tokens=max_output_tokens, max_model_len=max_model_len, slo_ttft_ms=slo_ttft_ms,
             slo_tpot_ms=slo_tpot_ms, meter=meter, idle_s=idle_s, warmup_requests=warmup_requests, seed=seed,
             dialect=dialect, served_model=served_model, vocab_size=vocab_size, device=device,
-            server_args=list(server_arg), timeout_s=timeout_s, log_dir=log_dir, trace_options=trace_options)
+            server_args=list(server_arg), timeout_s=timeout_s, log_dir=log_dir, trace_options=trace_options,
+            tensor_parallel=tensor_parallel, pipeline_parallel=pipeline_parallel)
         from tokenjoule.serving.secrets import api_key_from
 
         cfg.api_key = api_key_from(api_key) if url else api_key
@@ -216,6 +222,12 @@ def register(app: typer.Typer) -> None:
 def _preflight(cfg) -> None:
     """`--launch transformers` loads the model in this tool's reach: check device, context and
     memory (batch 1: the server batches what fits) before idle power is measured or a server starts."""
+    if cfg.launch == "vllm" and cfg.gpus > 1:
+        from tokenjoule.models.preflight import check_gpu_count
+        from tokenjoule.spec import RunSpec
+
+        check_gpu_count(RunSpec(model=cfg.model, engine="vllm", tensor_parallel=cfg.tensor_parallel,
+                                pipeline_parallel=cfg.pipeline_parallel, device="cuda"))
     if cfg.launch != "transformers":
         return
     from tokenjoule.models.preflight import preflight
@@ -239,6 +251,8 @@ def _validate(cfg) -> None:
         raise UnknownNameError("launcher", cfg.launch, LAUNCHERS)
     if cfg.dialect is not None and cfg.dialect not in DIALECTS:
         raise UnknownNameError("dialect", cfg.dialect, DIALECTS)
+    if cfg.launch == "transformers" and cfg.gpus > 1:
+        raise TokenjouleError("--launch transformers serves on one device; use --launch vllm for --tp/--pp above 1")
     if cfg.launch == "vllm" and cfg.mode not in ("graphs", "eager"):
         raise UnknownNameError("mode for vllm", cfg.mode, ("graphs", "eager"))
     if cfg.launch == "vllm":

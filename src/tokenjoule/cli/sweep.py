@@ -18,7 +18,10 @@ from tokenjoule.cli.options import (TraceReading, columns_option, db_option, map
                                     resolve_db, time_unit_option, trace_format_option)
 from tokenjoule.errors import TokenjouleError
 
-PRESET_NAMES = ("paper-lengths", "paper-decoding", "paper-moe", "paper-frameworks", "paper-bins", "paper-bins-fast")
+PRESET_NAMES = ("paper-lengths", "paper-decoding", "paper-moe", "paper-frameworks", "paper-parallel", "paper-bins",
+                "paper-bins-fast")
+# Override options whose flag is not the config key (the resume command spells the flag).
+OVERRIDE_FLAGS = {"tensor_parallel": "tp", "pipeline_parallel": "pp"}
 
 
 def _resume_command(config_arg: str, db: str, budget: float | None, retry: bool, meter: str,
@@ -27,7 +30,7 @@ def _resume_command(config_arg: str, db: str, budget: float | None, retry: bool,
     if shard is not None:
         parts += ["--shard", str(shard)]
     for key, value in (overrides or {}).items():
-        parts += [f"--{key}", str(value)]
+        parts += [f"--{OVERRIDE_FLAGS.get(key, key)}", str(value)]
     if budget is not None:
         parts += ["--budget-minutes", f"{budget:g}"]
     if retry:
@@ -125,6 +128,10 @@ def register(app: typer.Typer) -> None:
         repeats: Optional[int] = typer.Option(None, "--repeats", min=1,
                                               help="Override every cell's measurement windows."),
         warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Override every cell's warm-up batches."),
+        tensor_parallel: Optional[int] = typer.Option(None, "--tensor-parallel", "--tp",
+                                                      help="Override every cell's tensor-parallel GPUs."),
+        pipeline_parallel: Optional[int] = typer.Option(None, "--pipeline-parallel", "--pp",
+                                                        help="Override every cell's pipeline-parallel stages (vllm)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the cells and an estimated duration only."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Run cells that failed before again."),
         budget_minutes: Optional[float] = typer.Option(
@@ -138,6 +145,9 @@ def register(app: typer.Typer) -> None:
         gpus: Optional[str] = typer.Option(
             None, "--gpus", help="Run one worker process per GPU (comma-separated indices, e.g. 0,1,2,3) on "
             "the same store; each sees only its GPU (CUDA_VISIBLE_DEVICES) and the claims split the cells."),
+        gpus_per_worker: Optional[int] = typer.Option(
+            None, "--gpus-per-worker", help="With --gpus: GPUs per worker (needed when the grid's cells need "
+            "different GPU counts, tensor_parallel x pipeline_parallel; default: the one count of the grid)."),
         workers: Optional[int] = typer.Option(
             None, "--workers", min=1, help="Run N worker processes on the same store (CPU or simulated "
             "meter; use --gpus for GPUs)."),
@@ -176,7 +186,8 @@ def register(app: typer.Typer) -> None:
             config_arg = cfg.source
         if device:
             cfg = cfg.override(device=device)
-        overrides = {k: v for k, v in (("repeats", repeats), ("warmup", warmup)) if v is not None}
+        overrides = {k: v for k, v in (("repeats", repeats), ("warmup", warmup), ("tensor_parallel", tensor_parallel),
+                                       ("pipeline_parallel", pipeline_parallel)) if v is not None}
         if overrides:
             cfg = cfg.override(**overrides)
         console = Console()
@@ -199,13 +210,15 @@ def register(app: typer.Typer) -> None:
                     store.close()
             _print_plan(console, summary)
             return
+        if gpus_per_worker is not None and gpus is None:
+            raise TokenjouleError("--gpus-per-worker applies to --gpus (groups of GPUs)")
         _preflight(cfg)
         if gpus is not None or workers is not None:
             from tokenjoule.cli.sweep_workers import run_workers
 
             # Each worker gets the single-process command; a GPU worker's device is set per worker.
             raise typer.Exit(run_workers(
-                console, cfg=cfg, db=db, gpus=gpus, workers=workers, device=device,
+                console, cfg=cfg, db=db, gpus=gpus, workers=workers, device=device, per_worker=gpus_per_worker,
                 command=_resume_command(config_arg, db, budget_minutes, retry_failed, meter,
                                         None if gpus is not None else device, overrides, shard_part)))
         from tokenjoule.cli.sweep_progress import SweepBar
@@ -235,10 +248,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _preflight(cfg: Any) -> None:
-    """Every cell's device, context and memory (at its batch, or 1 for a b=max cell: the batch
-    search finds the largest that fits), checked before the store opens or a model loads."""
+    """Every cell's engine parallelism, GPU count, device, context and memory (at its batch, or
+    1 for a b=max cell: the batch search finds the largest that fits), checked before the store
+    opens or a model loads. (With --gpus, the worker groups are checked against the cells' GPU
+    counts in cli.sweep_workers; this process sees every GPU of the groups.)"""
+    from tokenjoule.engines.base import check_parallel
     from tokenjoule.models.preflight import preflight
 
+    for plan in cfg.expand():
+        check_parallel(plan.spec)
     seen: set = set()
     for plan in cfg.expand():
         batch = 1 if plan.batch != "fixed" else None

@@ -1,5 +1,6 @@
-"""`tokenjoule sweep --gpus 0,1 | --workers N`: start the workers (runs.workers), report each
-worker's exit as it ends, then print one summary."""
+"""`tokenjoule sweep --gpus 0,1 [--gpus-per-worker K] | --workers N`: start the workers
+(runs.workers; one per GPU, or per group of GPUs for tensor/pipeline-parallel cells), report
+each worker's exit as it ends, then print one summary."""
 
 from __future__ import annotations
 
@@ -13,22 +14,23 @@ from tokenjoule.errors import TokenjouleError
 
 
 def run_workers(console: Console, *, cfg: Any, db: str, command: str, gpus: str | None, workers: int | None,
-                device: str | None) -> int:
+                device: str | None, per_worker: int | None = None) -> int:
     """Run the sweep `command` (a `tokenjoule sweep ...` line) in several processes; the exit code."""
     from tokenjoule.runs import workers as w
 
     gpu_list = w.parse_gpus(gpus) if gpus is not None else None
     devices = {str(p.spec.device) for p in cfg.expand()}
     if gpu_list is not None and device and device != "cuda:0":
-        raise TokenjouleError(f"--gpus gives each worker one GPU as cuda:0; leave out --device {device}")
-    if gpu_list is not None and any(p.spec.tensor_parallel * p.spec.pipeline_parallel > 1 for p in cfg.expand()):
-        raise TokenjouleError("--gpus gives each worker one GPU; cells with tensor_parallel or pipeline_parallel "
-                              "above 1 need a group of GPUs each (not supported by --gpus yet)")
+        raise TokenjouleError(f"--gpus gives each worker its GPUs from cuda:0 on; leave out --device {device}")
+    if per_worker is not None and gpu_list is None:
+        raise TokenjouleError("--gpus-per-worker applies to --gpus (groups of GPUs); --workers runs on the CPU")
+    needs = {p.spec.tensor_parallel * p.spec.pipeline_parallel for p in cfg.expand()}
+    group = w.gpus_per_worker(needs, per_worker) if gpu_list is not None else 1
     if gpu_list is None and any(d.startswith("cuda") for d in devices):
         raise TokenjouleError("--workers runs on the CPU; for GPU cells use --gpus 0,1,... (one worker per GPU: "
                               "two workers on one GPU would share its energy counter)")
     argv = shlex.split(command)[1:]  # drop "tokenjoule"
-    plan = w.plan_workers(argv, db, gpus=gpu_list, workers=workers)
+    plan = w.plan_workers(argv, db, gpus=gpu_list, workers=workers, per_worker=group)
     console.print(f"starting {len(plan)} workers on {db} (logs in {db}.workers/)")
 
     def ended(worker: Any) -> None:

@@ -270,10 +270,13 @@ class NvmlMeter:
         if self.idle_power_w is not None and self._idle_settled is False:
             flags.append(FLAG_IDLE_NOT_SETTLED)
         if self.check_processes:
-            foreign, unattributed, unknown = self._attribute(pids_start, pids_end)
+            foreign, unattributed, unknown, by_device = self._attribute(pids_start, pids_end)
             if foreign:
                 flags.append(FLAG_FOREIGN_PROCESS)
                 notes["foreign_pids"] = foreign
+                # which GPU(s) of the measured set another process was using: their energy
+                # includes its work; the other GPUs' readings are clean
+                notes["foreign_processes_by_device"] = by_device
             if unattributed:
                 notes["unattributed_gpu_pids"] = unattributed  # e.g. host PIDs seen from a container
             if unknown:
@@ -313,9 +316,12 @@ class NvmlMeter:
             notes=notes,
         )
 
-    def _attribute(self, pids_start, pids_end) -> tuple[list[int], list[int], list[int]]:
+    def _attribute(self, pids_start, pids_end) -> tuple[list[int], list[int], list[int], dict[str, list[int]]]:
+        """(foreign PIDs, unattributed PIDs, devices without a process list, foreign PIDs by
+        device index as a string key, only devices that had one)."""
         ours = own_pids()
         foreign: set[int] = set()
+        by_device: dict[str, list[int]] = {}
         unattributed: set[int] = set()
         unknown: list[int] = []
         for d in self.devices:
@@ -329,7 +335,9 @@ class NvmlMeter:
             f, u = classify_gpu_pids(sorted(reported), ours)
             foreign.update(f)
             unattributed.update(u)
-        return sorted(foreign), sorted(unattributed), sorted(set(unknown))
+            if f:
+                by_device[str(d)] = sorted(f)
+        return sorted(foreign), sorted(unattributed), sorted(set(unknown)), by_device
 
     def provenance(self) -> dict:
         from tokenjoule.energy.provenance import collect_provenance

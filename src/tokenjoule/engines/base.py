@@ -15,6 +15,10 @@ or None for `kv_cache_tokens`) so a caller asks `supports(engine, CAP_...)` firs
 - CAP_GENERATE_REQUESTS: `generate_requests(lengths, seed)` runs requests of their own
   (input, output) lengths in one call (compare-serving's offline side; the replay of `validate`).
 - CAP_KV_CACHE_TOKENS: `kv_cache_tokens()` is the preallocated KV cache size in tokens.
+- CAP_TENSOR_PARALLEL / CAP_PIPELINE_PARALLEL: the engine runs a cell with `tensor_parallel` /
+  `pipeline_parallel` above 1 on that many GPUs. `ENGINE_CAPABILITIES` holds what each
+  registered engine declares, so `check_parallel(spec)` can refuse a cell before anything (torch
+  included) is imported.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
-from tokenjoule.errors import UnknownNameError
+from tokenjoule.errors import TokenjouleError, UnknownNameError
 from tokenjoule.spec import ENGINE_MODES, RunSpec
 
 ENGINE_CLASSES: dict[str, str] = {
@@ -54,7 +58,18 @@ class GenerationResult:
 CAP_PROBE_MEMORY = "probe_memory"
 CAP_GENERATE_REQUESTS = "generate_requests"
 CAP_KV_CACHE_TOKENS = "kv_cache_tokens"
-CAPABILITIES = (CAP_PROBE_MEMORY, CAP_GENERATE_REQUESTS, CAP_KV_CACHE_TOKENS)
+CAP_TENSOR_PARALLEL = "tensor_parallel"
+CAP_PIPELINE_PARALLEL = "pipeline_parallel"
+CAPABILITIES = (CAP_PROBE_MEMORY, CAP_GENERATE_REQUESTS, CAP_KV_CACHE_TOKENS, CAP_TENSOR_PARALLEL,
+                CAP_PIPELINE_PARALLEL)
+# What each registered engine declares (its class sets `capabilities` from here: one owner).
+# transformers has tensor parallelism (tp_plan, under torch.distributed) but no pipeline
+# parallelism for generation; vLLM has both.
+ENGINE_CAPABILITIES: dict[str, frozenset[str]] = {
+    "hf": frozenset({CAP_PROBE_MEMORY, CAP_GENERATE_REQUESTS, CAP_TENSOR_PARALLEL}),
+    "vllm": frozenset({CAP_PROBE_MEMORY, CAP_GENERATE_REQUESTS, CAP_KV_CACHE_TOKENS, CAP_TENSOR_PARALLEL,
+                       CAP_PIPELINE_PARALLEL}),
+}
 
 
 class CapabilityMissing(NotImplementedError):
@@ -125,6 +140,18 @@ def supports(engine: Engine, capability: str) -> bool:
     if capability not in CAPABILITIES:
         raise ValueError(f"unknown engine capability {capability!r}; valid: {', '.join(CAPABILITIES)}")
     return capability in engine.capabilities
+
+
+def check_parallel(spec: RunSpec) -> None:
+    """Raise TokenjouleError (one line) when the spec's engine cannot run its parallelism."""
+    caps = ENGINE_CAPABILITIES.get(spec.engine, frozenset())
+    others = [e for e, c in ENGINE_CAPABILITIES.items() if CAP_PIPELINE_PARALLEL in c]
+    if spec.pipeline_parallel > 1 and CAP_PIPELINE_PARALLEL not in caps:
+        raise TokenjouleError(f"engine {spec.engine} has no pipeline parallelism (pipeline_parallel "
+                              f"{spec.pipeline_parallel}); use --engine {' or '.join(others)} for --pp above 1, "
+                              "or --pp 1")
+    if spec.tensor_parallel > 1 and CAP_TENSOR_PARALLEL not in caps:
+        raise TokenjouleError(f"engine {spec.engine} has no tensor parallelism; use --tp 1")
 
 
 def get_engine(name: str) -> Engine:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from tokenjoule.engines.base import CAP_GENERATE_REQUESTS, CAP_PROBE_MEMORY, EngineBase, GenerationResult
+from tokenjoule.engines.base import ENGINE_CAPABILITIES, EngineBase, GenerationResult, check_parallel
 from tokenjoule.engines.hf_decoding import (
     STATIC_CACHE_MODES,
     AcceptanceCounter,
@@ -49,9 +49,14 @@ class HFEngine(EngineBase):
     """Engine protocol implementation on transformers (see engines/base.py)."""
 
     name = "hf"
-    capabilities = frozenset({CAP_PROBE_MEMORY, CAP_GENERATE_REQUESTS})
+    capabilities = ENGINE_CAPABILITIES["hf"]
 
-    def __init__(self) -> None:
+    def __init__(self, rank_device: str | None = None) -> None:
+        # rank_device: this engine is one rank of a tensor-parallel group (engines.tp_rank) on
+        # that device. Without it, a cell with tensor_parallel > 1 runs on a group of ranks
+        # that this engine starts and drives (engines.tp_group.TensorParallelHF).
+        self._rank_device = rank_device
+        self._group: Any = None
         self._loaded: LoadedModel | None = None
         self._draft: LoadedModel | None = None
         self._key: str | None = None
@@ -67,7 +72,14 @@ class HFEngine(EngineBase):
             raise TokenjouleError(f"mode {spec.mode} needs a CUDA GPU; valid on CPU: eager")
 
     def load(self, spec: RunSpec) -> None:
-        device = resolve_device(spec.device)
+        check_parallel(spec)  # no pipeline parallelism in transformers: one line naming vllm
+        if spec.tensor_parallel > 1 and self._rank_device is None:
+            self._load_group(spec)
+            return
+        if self._group is not None:  # back to one device: the ranks stop
+            self._group.close()
+            self._group = None
+        device = torch.device(self._rank_device) if self._rank_device else resolve_device(spec.device)
         self._check_mode(spec, device)
         check_supported(spec)
         if spec.decoding.strategy == "speculative":
@@ -78,6 +90,7 @@ class HFEngine(EngineBase):
             self._loaded = load_model(
                 spec.model, device, spec.dtype, seed=spec.seed,
                 attn_implementation=spec.engine_options.get("attn_implementation"),
+                tensor_parallel=spec.tensor_parallel > 1,
             )
             self._key = key
         self._mode = spec.mode
@@ -85,6 +98,18 @@ class HFEngine(EngineBase):
             _raise_dynamo_limits()
         if spec.decoding.strategy == "speculative":
             self._load_draft(spec)
+
+    def _load_group(self, spec: RunSpec) -> None:
+        if spec.mode != "eager" or spec.decoding.strategy == "speculative":
+            raise TokenjouleError(f"hf tensor parallelism runs mode eager without speculative decoding (got "
+                                  f"{spec.mode}, {spec.decoding.strategy}); use --tp 1 or --engine vllm")
+        from tokenjoule.engines.tp_group import TensorParallelHF
+
+        if self._loaded is not None:
+            self.close()
+        if self._group is None:
+            self._group = TensorParallelHF()
+        self._group.load(spec)
 
     @staticmethod
     def _draft_name_for(spec: RunSpec) -> str:
@@ -174,6 +199,8 @@ class HFEngine(EngineBase):
         return "reused" if reused else "new"
 
     def generate(self, spec: RunSpec, output_tokens: int | None = None) -> GenerationResult:
+        if self._group is not None:
+            return self._group.generate(spec, output_tokens)
         check_supported(spec)
         lm = self._ensure_loaded(spec)
         new_tokens = int(output_tokens if output_tokens is not None else spec.output_tokens)
@@ -261,6 +288,8 @@ class HFEngine(EngineBase):
         """
         from tokenjoule.engines.tokens import synthetic_prompt
 
+        if self._group is not None:
+            return self._group.generate_requests(lengths, seed)
         if self._loaded is None:
             raise TokenjouleError("hf engine: load(spec) must be called before generate_requests")
         if self._mode in STATIC_CACHE_MODES:
@@ -319,6 +348,8 @@ class HFEngine(EngineBase):
         position's logits are kept, as `generate` does during prefill. Kept static caches are
         dropped first, so the probe sees the memory a fresh run of this cell would see.
         """
+        if self._group is not None:
+            return self._group.probe_memory(spec)
         lm = self._ensure_loaded(spec)
         self._static_caches.clear()
         rows = spec.batch_size * (spec.decoding.num_beams if spec.decoding.strategy == "beam" else 1)
@@ -340,15 +371,22 @@ class HFEngine(EngineBase):
 
     # ----- protocol housekeeping ----------------------------------------------------------------
     def synchronize(self) -> None:
+        if self._group is not None:
+            self._group.synchronize()  # every rank's device, and every rank at the edge
+            return
         if self._loaded is not None and self._loaded.device.type == "cuda":
             torch.cuda.synchronize(self._loaded.device)
 
     def device_indices(self) -> list[int]:
+        if self._group is not None:
+            return self._group.device_indices()
         if self._loaded is None or self._loaded.device.type != "cuda":
             return []
         return [self._loaded.device.index or 0]
 
     def provenance(self) -> dict[str, Any]:
+        if self._group is not None:
+            return self._group.provenance()
         import transformers
 
         out: dict[str, Any] = {
@@ -393,6 +431,9 @@ class HFEngine(EngineBase):
             torch.cuda.empty_cache()
 
     def close(self) -> None:
+        if self._group is not None:
+            self._group.close()
+            self._group = None
         self._prompt_cache.clear()
         self._static_caches.clear()
         self._loaded = None

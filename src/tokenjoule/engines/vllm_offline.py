@@ -24,13 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from tokenjoule.engines.base import (
-    CAP_GENERATE_REQUESTS,
-    CAP_KV_CACHE_TOKENS,
-    CAP_PROBE_MEMORY,
-    EngineBase,
-    GenerationResult,
-)
+from tokenjoule.engines.base import ENGINE_CAPABILITIES, EngineBase, GenerationResult
 from tokenjoule.errors import MissingDependencyError, TokenjouleError
 from tokenjoule.spec import RunSpec, load_key
 
@@ -65,7 +59,7 @@ def vllm_available() -> bool:
 
 class VLLMEngine(EngineBase):
     name = "vllm"
-    capabilities = frozenset({CAP_PROBE_MEMORY, CAP_GENERATE_REQUESTS, CAP_KV_CACHE_TOKENS})
+    capabilities = ENGINE_CAPABILITIES["vllm"]
 
     def __init__(self) -> None:
         # Fail at construction, before a runner measures idle power or records cells.

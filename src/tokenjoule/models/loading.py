@@ -11,7 +11,9 @@ This module imports torch and transformers; import it only where a model is buil
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -92,16 +94,69 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+RANDOM_WEIGHTS_DIR_ENV = "TOKENJOULE_RANDOM_WEIGHTS_DIR"
+_READY = "tokenjoule-complete"
+
+
+def random_weights_dir(source: ModelSource, dtype: torch.dtype, seed: int) -> Path:
+    """Where a preset's seeded random weights are saved for a tensor-parallel load
+    (`$TOKENJOULE_RANDOM_WEIGHTS_DIR`, default ~/.cache/tokenjoule/random-weights)."""
+    root = Path(os.environ.get(RANDOM_WEIGHTS_DIR_ENV) or Path.home() / ".cache" / "tokenjoule" / "random-weights")
+    return root / f"{source.name}-seed{seed}-{str(dtype).removeprefix('torch.')}"
+
+
+def _save_random_weights(source: ModelSource, dest: Path, dev: torch.device, dtype: torch.dtype, seed: int) -> None:
+    """Rank 0 builds the preset once (seeded, on its device) and saves it; a marker file says
+    the folder is complete, so an interrupted save is redone, never half-read."""
+    if (dest / _READY).exists():
+        return
+    from transformers import AutoModelForCausalLM
+
+    config = config_from_preset(source.config or {})
+    torch.manual_seed(seed)
+    with torch.device(dev):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(dest))
+    del model
+    (dest / _READY).write_text("saved by tokenjoule: seeded random weights of a preset\n")
+
+
+def _load_tensor_parallel(source: ModelSource, dev: torch.device, dtype: torch.dtype, seed: int,
+                          attn_kw: dict[str, Any]) -> Any:
+    """The model sharded over the torch.distributed group this process is a rank of
+    (transformers `tp_plan="auto"`; the group is set up by engines.tp_rank). transformers shards
+    at load time from a checkpoint, so a preset's random weights are saved once first (rank 0;
+    the others wait at a barrier): the same seeded weights every rank then reads its shard of."""
+    import warnings
+
+    import torch.distributed as dist
+    from transformers import AutoModelForCausalLM
+
+    path = source.name
+    if source.is_preset:
+        dest = random_weights_dir(source, dtype, seed)
+        if dist.get_rank() == 0:
+            _save_random_weights(source, dest, dev, dtype, seed)
+        dist.barrier()
+        path = str(dest)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # newer transformers prefer distributed_config=
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, tp_plan="auto", **attn_kw)
+
+
 def load_model(
     name_or_id: str,
     device: str | torch.device = "auto",
     dtype: str = "auto",
     seed: int = 0,
     attn_implementation: str | None = None,
+    tensor_parallel: bool = False,
 ) -> LoadedModel:
     """Build a preset with seeded random weights, or load an HF id with `from_pretrained`.
 
     `attn_implementation` (sdpa, eager, flash_attention_2...) defaults to transformers' choice.
+    `tensor_parallel`: this process is one rank of a torch.distributed group and loads its shard.
     """
     from transformers import AutoModelForCausalLM
 
@@ -110,7 +165,10 @@ def load_model(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     attn_kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    if source.is_preset:
+    if tensor_parallel:
+        model = _load_tensor_parallel(source, dev, torch_dtype, seed, attn_kw)
+        arch = architecture_from_config(source.config or model.config.to_dict())
+    elif source.is_preset:
         config = config_from_preset(source.config or {})
         torch.manual_seed(seed)  # seeded init: the same preset gives the same weights
         with torch.device(dev):

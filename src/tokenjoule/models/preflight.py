@@ -153,10 +153,33 @@ def check_context(spec: Any) -> None:
                              f"{int(limit):,} tokens (max_position_embeddings); shorten --input-tokens/--output-tokens")
 
 
+def check_gpu_count(spec: Any, n_cuda: Optional[int] = None) -> None:
+    """A cell on tensor_parallel x pipeline_parallel GPUs needs that many visible GPUs from its
+    first device on (cuda:N runs on cuda:N..N+k-1). On the CPU (device cpu, or auto without a
+    GPU) the ranks are CPU processes and no GPU is needed."""
+    need = max(1, int(getattr(spec, "tensor_parallel", 1) or 1)) * max(1, int(getattr(spec, "pipeline_parallel", 1) or 1))
+    name = (spec.device or "auto").strip().lower()
+    if need <= 1 or name == "cpu":
+        return
+    n = cuda_devices() if n_cuda is None else n_cuda
+    if name == "auto" and n == 0:
+        return
+    index = name.split(":", 1)[1] if name.startswith("cuda:") else "0"
+    first = int(index) if index.isdigit() else 0
+    if first + need > n:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        seen = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+        raise PreflightError(
+            f"tensor_parallel {spec.tensor_parallel} x pipeline_parallel {spec.pipeline_parallel} needs {need} GPUs "
+            f"(cuda:{first}..cuda:{first + need - 1}) but {n} {'is' if n == 1 else 'are'} visible{seen}; "
+            f"use --tp/--pp whose product is at most {max(n - first, 1)}, or make more GPUs visible")
+
+
 def preflight(spec: Any, batch_size: Optional[int] = None,
               available: Optional[Callable[[str], Optional[int]]] = None) -> Optional[MemoryNeed]:
     """Raise PreflightError (one line) if the cell cannot run on this machine; return the
     memory estimate when there is one. Run it before the store is opened and the model loaded."""
+    check_gpu_count(spec)  # before the device check: "needs 4 GPUs, 2 visible" says more than "no cuda:3"
     device = resolve_device_name(spec.device)
     check_context(spec)
     need = memory_needed(spec, device, batch_size)

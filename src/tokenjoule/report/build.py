@@ -41,6 +41,7 @@ def build_report(store, out_dir: str | Path, traces: list[str] | None = None, mo
     workload sections; by default the bins stored with the store's latest sweep, else the
     default ladder (each section says which)."""
     from tokenjoule.report import figures as F
+    from tokenjoule.report import figures_parallel as P
     from tokenjoule.report import figures_runs as R
     from tokenjoule.report import tables as T
     from tokenjoule.report.figures_trace import fig7_cdfs
@@ -65,7 +66,7 @@ def build_report(store, out_dir: str | Path, traces: list[str] | None = None, mo
         ("fig3_decoding", "Figure 3", lambda: F.fig3_decoding(df, out, ref)),
         ("fig4_moe", "Figure 4", lambda: F.fig4_moe(df, out, ref, store)),
         ("fig5_engines", "Figure 5", lambda: F.fig5_engines(df, out, ref)),
-        ("fig6_parallel", "Figure 6", lambda: F.fig6_parallel(df, out, ref)),
+        ("fig6_parallel", "Figure 6", lambda: P.fig6_parallel(df, out, ref)),
         ("fig7_cdfs", "Figure 7", lambda: fig7_cdfs(traces, out)),
         ("fig9_online", "Figure 9", lambda: R.fig9_online(df, out, ref)),
         ("power_timelines", "Power timelines", lambda: R.timelines(df, out, store)),

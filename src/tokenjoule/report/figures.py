@@ -1,4 +1,4 @@
-"""The paper's offline figures (2-6) drawn from stored cells, each with its data as CSV.
+"""The paper's offline figures (2-5; 6 is in figures_parallel) drawn from stored cells, each with its data as CSV.
 
 Each `figN_*` function takes the report's cell frame and an output folder and returns a
 `Section`: a PNG + CSV (every CSV row carries the `cell_id` it came from) when the store has
@@ -327,36 +327,5 @@ def fig5_engines(df, out_dir: Path, model: str) -> Section:
                                       "energy_per_output_token_j", "throughput_tokens_per_s"]), out_dir)
 
 
-def fig6_parallel(df, out_dir: Path, model: str) -> Section:
-    """Tensor parallelism: latency of one batch vs its energy, per GPU count and batch size."""
-    sec = Section("fig6_parallel", "Tensor parallelism: latency vs energy (Figure 6)",
-                  f"{model}, {REF_INPUT_TOKENS} in / {REF_OUTPUT_TOKENS} out; one line per GPU count, "
-                  "points labelled with the batch size.")
-    sel = _at_reference(df, model, decoding="greedy")
-    multi = sel[sel["tensor_parallel"] > 1]
-    pairs = set(zip(multi["engine"], multi["mode"]))
-    # A boolean Series, not a list: an empty list would select columns and drop them all.
-    sel = sel[sel.apply(lambda r: (r["engine"], r["mode"]) in pairs, axis=1).astype(bool)] if len(sel) else sel
-    if multi.empty or (sel["tensor_parallel"] == 1).sum() == 0:
-        engine, mode = next(iter(pairs)) if pairs else ("vllm", "graphs")
-        present = set(zip(sel["tensor_parallel"], sel["batch_size"]))
-        sec.missing = missing_grid(model, present, ("tensor_parallel", "batch_size"),
-                                   [(t, b) for t in (1, 2, 4) for b in (8, 64)], engine=engine, mode=mode)
-        return sec
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (engine, mode, tp), part in sel.groupby(["engine", "mode", "tensor_parallel"]):
-        part = part.sort_values("batch_size")
-        _plot_series(ax, part, "duration_s", "energy_j", f"{engine}/{mode} {tp} GPU")
-        for _, r in part.iterrows():
-            ax.annotate(f"b{r['batch_size']}", (r["duration_s"], r["energy_j"]), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("latency of one batch (s)")
-    ax.set_ylabel("energy of one batch (J)")
-    ax.legend(fontsize=8)
-    return save(sec, fig, _rows(sel, ["model", "engine", "mode", "tensor_parallel", "batch_size",
-                                      "duration_s", "energy_j", "energy_per_output_token_j"]), out_dir)
-
-
-OFFLINE_FIGURES: tuple[Callable[..., Section], ...] = (fig2_lengths, fig3_decoding, fig5_engines, fig6_parallel)
+# Figure 6 (tensor parallelism) is report.figures_parallel.fig6_parallel.
+OFFLINE_FIGURES: tuple[Callable[..., Section], ...] = (fig2_lengths, fig3_decoding, fig5_engines)

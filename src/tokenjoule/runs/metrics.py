@@ -143,6 +143,7 @@ def build_metrics(spec: RunSpec, full: PhaseResult, prefill: PhaseResult | None)
     if metrics["dram_energy_j"] is None:
         metrics["dram_energy_reason"] = _first_reason(full.windows, "dram_energy_reason") or "not measured"
 
+    metrics.update(per_gpu_metrics(full))
     rates = [r.acceptance_rate for r in full.results if r.acceptance_rate is not None]
     metrics["acceptance_rate"] = statistics.fmean(rates) if rates else None
 
@@ -150,6 +151,30 @@ def build_metrics(spec: RunSpec, full: PhaseResult, prefill: PhaseResult | None)
     metrics.update(protocol_metrics(spec, full, prefill))
     metrics["flags"] = sorted(flags)
     return metrics
+
+
+def per_gpu_metrics(full: PhaseResult) -> dict[str, Any]:
+    """The per-GPU split of one batch's energy (mean over windows, per batch; a device missing
+    from any window is None, never averaged over fewer windows), the number of GPUs measured and,
+    where another process used one of them, which (a flag on the cell says so too)."""
+    devices: list[str] = []
+    for m in full.windows:
+        devices += [d for d in m.gpu_energy_by_device_j if d not in devices]
+    if not devices:
+        return {}
+    n = full.iterations_per_window
+    split: dict[str, float | None] = {}
+    for d in devices:
+        values = [m.gpu_energy_by_device_j.get(d) for m in full.windows]
+        split[d] = _mean_or_none([None if v is None else v / n for v in values])
+    out: dict[str, Any] = {"gpu_energy_by_device_j": split, "gpus_measured": len(devices)}
+    foreign: dict[str, list[int]] = {}
+    for m in full.windows:
+        for d, pids in (m.notes.get("foreign_processes_by_device") or {}).items():
+            foreign[str(d)] = sorted(set(foreign.get(str(d), [])) | set(pids))
+    if foreign:
+        out["foreign_processes_by_device"] = foreign
+    return out
 
 
 def protocol_metrics(spec: RunSpec, full: PhaseResult, prefill: PhaseResult | None) -> dict[str, Any]:

@@ -19,6 +19,11 @@ DEFAULT_BIN_TRACES = ("azure-conv-2023", "azure-code-2023")
 # Draft models for speculative decoding (same tokenizer family, much smaller).
 DRAFT_MODELS = {"llama-3.1-8b": "llama-3.2-1b", "r1-distill-qwen-32b": "r1-distill-qwen-1.5b",
                 "smollm2-360m": "smollm2-135m", "tiny": "tiny"}
+# Figure 6: tensor-parallel sizes per model (a 32B model in bf16 is measured from 2 GPUs on).
+PARALLEL_MODELS = ("llama-3.1-8b", "r1-distill-qwen-32b")
+PARALLEL_TP = {"r1-distill-qwen-32b": [2, 4]}
+DEFAULT_TP = [1, 2, 4]
+PARALLEL_BATCHES = [1, 64]
 QUICK_RUNS = {"warmup": 1, "repeats": 2}
 FULL_RUNS = {"warmup": 2, "repeats": 3}
 QUICK_BIN_SHARE = 0.8  # --quick paper-bins: the most requested bins holding 80% of requests...
@@ -43,6 +48,10 @@ PRESET_HELP = {
                         "vllm is importable) at batch 1, 2, 4, ... up to the largest that fits, plus the "
                         "largest itself, input 512, output 64 (12 cells per engine mode). --quick: batch 1, "
                         "16 and max, warm-up 1, repeats 2 (3 cells per engine mode).",
+    "paper-parallel": "Figure 6: tensor parallelism 1, 2, 4 GPUs for llama-3.1-8b and 2, 4 for r1-distill-qwen-32b "
+                      "at batch 1 and 64, input 512, output 64, on hf eager (+ vllm graphs with --with-vllm, or when "
+                      "vllm is importable) (20 cells with vllm). Cells need different GPU counts: with --gpus give "
+                      "--gpus-per-worker 4. --quick: batch 1 only, warm-up 1, repeats 2.",
     "paper-bins": "Binned estimate table: one cell per occupied (input, output) bin of --trace (comma-"
                   "separated traces give the union; default azure-conv-2023,azure-code-2023) at the "
                   "largest fitting batch, most requested bins first, no prefill split. --quick: the most "
@@ -125,6 +134,17 @@ def paper_frameworks(models: list[str], quick: bool, with_vllm: bool | None = No
             "description": f"vllm cells {'included' if with_vllm else 'left out (vllm not importable)'}"}
 
 
+def paper_parallel(models: list[str], quick: bool, with_vllm: bool | None = None, **_: Any) -> dict[str, Any]:
+    if with_vllm is None:  # decided by whether vllm can be imported here
+        with_vllm = importlib.util.find_spec("vllm") is not None
+    engines = [("hf", "eager")] + ([("vllm", "graphs")] if with_vllm else [])
+    cells = [{"model": m, "engine": e, "mode": mode, "tensor_parallel": PARALLEL_TP.get(m, DEFAULT_TP)}
+             for m in models for e, mode in engines]
+    return {"input_tokens": 512, "output_tokens": 64, "batch_size": [1] if quick else PARALLEL_BATCHES,
+            "cells": cells,
+            "description": f"vllm cells {'included' if with_vllm else 'left out (vllm not importable)'}"}
+
+
 def bin_rows(traces: list[str]) -> list[dict[str, Any]]:
     """Occupied bins of the union of `traces`: input/output edges and request counts, the most
     requested first (ties by lengths)."""
@@ -170,6 +190,7 @@ PRESETS: dict[str, tuple[Callable[..., dict[str, Any]], tuple[str, ...] | str]] 
     "paper-decoding-brackets": (paper_decoding_brackets, DEFAULT_MODEL),
     "paper-moe": (paper_moe, MOE_MODELS),
     "paper-frameworks": (paper_frameworks, DEFAULT_MODEL),
+    "paper-parallel": (paper_parallel, PARALLEL_MODELS),
     "paper-bins": (paper_bins, DEFAULT_MODEL),
     "paper-bins-fast": (paper_bins_fast, DEFAULT_MODEL),
 }

@@ -1,5 +1,6 @@
-"""Several sweep processes side by side on one store: one worker per GPU (`--gpus 0,1,2,3`)
-or N workers on the CPU (`--workers N`).
+"""Several sweep processes side by side on one store: one worker per GPU (`--gpus 0,1,2,3`),
+one per group of GPUs when cells are tensor/pipeline parallel, or N workers on the CPU
+(`--workers N`).
 
 Each worker is the ordinary `tokenjoule sweep` command on the same store, started as a
 child process; the store's claims (store.claims) split the cells, so every cell is measured
@@ -7,6 +8,12 @@ by one worker only, and a rerun of the same command resumes as a single sweep do
 worker sees only its GPU (`CUDA_VISIBLE_DEVICES=<i>`), so its cells run on `cuda:0` and its
 meter reads that one GPU. A worker killed mid-cell (even with SIGKILL) stores nothing for
 that cell; its claim goes stale with the process, so a rerun measures the cell.
+
+Cells with tensor_parallel x pipeline_parallel = k need k GPUs each: the GPU list is cut into
+groups of k in the order given (`--gpus 0,1,2,3` at tp 2: workers on 0,1 and 2,3), and each
+worker sees its group as cuda:0..k-1. A grid whose cells need different counts is refused
+unless `--gpus-per-worker K` says the group size; cells needing fewer than K GPUs then run on
+the first GPUs of their group (the meter reads the GPUs the cell uses, not the idle rest).
 
 Each worker's output goes to `<db>.workers/worker-<k>.log` and its counts to
 `worker-<k>.json` beside it (so the parent can print one summary); nothing here draws.
@@ -33,7 +40,7 @@ _MAIN = "import sys; from tokenjoule.cli.main import main; sys.exit(main(sys.arg
 @dataclass
 class Worker:
     index: int  # 1-based
-    gpu: str | None  # the GPU index it sees as cuda:0, or None on the CPU
+    gpu: str | None  # its GPUs as CUDA_VISIBLE_DEVICES ("2" or "2,3": cuda:0, cuda:1 inside), or None on the CPU
     argv: list[str]  # the sweep arguments (after `tokenjoule`)
     log_path: Path
     summary_path: Path
@@ -42,8 +49,16 @@ class Worker:
     counts: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def gpus(self) -> list[str]:
+        return self.gpu.split(",") if self.gpu else []
+
+    @property
     def device(self) -> str:
-        return f"GPU {self.gpu} (cuda:0 inside)" if self.gpu is not None else "cpu"
+        if self.gpu is None:
+            return "cpu"
+        if len(self.gpus) == 1:
+            return f"GPU {self.gpu} (cuda:0 inside)"
+        return f"GPUs {self.gpu} (cuda:0..{len(self.gpus) - 1} inside)"
 
     @property
     def exit_text(self) -> str:
@@ -68,13 +83,41 @@ def parse_gpus(text: str) -> list[str]:
     return gpus
 
 
+def gpus_per_worker(needs: set[int], given: int | None) -> int:
+    """GPUs per worker for cells needing `needs` GPUs each (tensor_parallel x pipeline_parallel):
+    the one count of the grid, or `given` (--gpus-per-worker), which must hold the largest."""
+    needs = needs or {1}
+    if given is not None:
+        if given < 1:
+            raise TokenjouleError(f"--gpus-per-worker must be at least 1, got {given}")
+        if max(needs) > given:
+            raise TokenjouleError(f"cells need up to {max(needs)} GPUs each (tensor_parallel x pipeline_parallel) but "
+                                  f"--gpus-per-worker is {given}; give --gpus-per-worker {max(needs)} or more")
+        return given
+    if len(needs) > 1:
+        counts = ", ".join(map(str, sorted(needs)))
+        raise TokenjouleError(f"cells need different GPU counts ({counts}: tensor_parallel x pipeline_parallel); "
+                              f"give --gpus-per-worker {max(needs)} (cells needing fewer run on the first GPUs "
+                              "of their group) or sweep each count separately")
+    return next(iter(needs))
+
+
+def group_gpus(gpus: Sequence[str], per_worker: int) -> list[str]:
+    """['0','1','2','3'] in groups of 2 -> ['0,1', '2,3'] (CUDA_VISIBLE_DEVICES of each worker)."""
+    if per_worker < 1 or len(gpus) % per_worker:
+        raise TokenjouleError(f"--gpus names {len(gpus)} GPUs, which do not split into groups of {per_worker} "
+                              f"(GPUs per worker); name a multiple of {per_worker} GPUs")
+    return [",".join(gpus[i:i + per_worker]) for i in range(0, len(gpus), per_worker)]
+
+
 def plan_workers(sweep_argv: Sequence[str], db: str, *, gpus: Sequence[str] | None = None,
-                 workers: int | None = None) -> list[Worker]:
-    """The workers to start: one per GPU of `gpus` (each with `--device cuda:0`), else `workers`
-    CPU workers. `sweep_argv` is the single-process sweep command after `tokenjoule`."""
-    folder = Path(f"{db}.workers")
+                 workers: int | None = None, per_worker: int = 1) -> list[Worker]:
+    """The workers to start: one per group of `per_worker` GPUs of `gpus` (each with `--device
+    cuda:0`), else `workers` CPU workers. `sweep_argv` is the single-process sweep command after
+    `tokenjoule`."""
+    slots: list[str | None] = list(group_gpus(gpus, per_worker)) if gpus else [None] * int(workers or 1)
+    folder = Path(f"{db}.workers")  # made only once the plan stands
     folder.mkdir(parents=True, exist_ok=True)
-    slots: list[str | None] = list(gpus) if gpus else [None] * int(workers or 1)
     out = []
     for k, gpu in enumerate(slots, start=1):
         argv = [*sweep_argv, "--no-progress"]  # several bars on one terminal would garble each other

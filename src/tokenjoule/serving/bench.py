@@ -58,6 +58,13 @@ class ServeBenchConfig:
     engine_name: str | None = None  # --url: the engine behind it, when known (recorded in the spec)
     trace_options: dict[str, Any] = field(default_factory=dict)  # load_trace kwargs: fmt, columns, time_unit
     api_key: str | None = field(default=None, repr=False)  # bearer token; sent, never stored
+    tensor_parallel: int = 1  # vLLM --tensor-parallel-size (launched) / what the server uses (--url)
+    pipeline_parallel: int = 1  # vLLM --pipeline-parallel-size
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the server runs on: the first tp x pp visible ones (vLLM's placement)."""
+        return self.tensor_parallel * self.pipeline_parallel
 
     @property
     def engine(self) -> str:
@@ -85,6 +92,10 @@ def check_bounds(cfg: ServeBenchConfig) -> None:
     check_range("--slo-ttft-ms", cfg.slo_ttft_ms, 0, MAX_SLO_MS)
     check_range("--slo-tpot-ms", cfg.slo_tpot_ms, 0, MAX_SLO_MS)
     check_range("--vocab-size", cfg.vocab_size, 2, 2**31 - 1)
+    from tokenjoule.limits import MAX_PARALLEL
+
+    check_range("--tp", cfg.tensor_parallel, 1, MAX_PARALLEL)
+    check_range("--pp", cfg.pipeline_parallel, 1, MAX_PARALLEL)
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -140,6 +151,9 @@ def online_spec(cfg: ServeBenchConfig, workload: Workload) -> dict[str, Any]:
         "slo_ttft_ms": cfg.slo_ttft_ms, "slo_tpot_ms": cfg.slo_tpot_ms, "seed": cfg.seed,
         "dialect": cfg.resolved_dialect, "warmup_requests": cfg.warmup_requests,
         "server_args": redact_args(list(cfg.server_args)),  # the server gets them; the store never does
+        # Only when above 1, so the resume keys of single-GPU runs stored before stay the same.
+        **({"tensor_parallel": cfg.tensor_parallel} if cfg.tensor_parallel > 1 else {}),
+        **({"pipeline_parallel": cfg.pipeline_parallel} if cfg.pipeline_parallel > 1 else {}),
     }
 
 
@@ -178,7 +192,8 @@ def run_serve_bench(cfg: ServeBenchConfig, store: ResultStore, meter: Any | None
     if meter is None:
         from tokenjoule.energy import make_meter
 
-        meter = make_meter(cfg.meter)
+        # Several GPUs: exactly the server's (the first tp x pp visible); one: every visible GPU, as before.
+        meter = make_meter(cfg.meter, devices=list(range(cfg.gpus)) if cfg.gpus > 1 else None)
     provenance: dict[str, Any] = {**base_provenance()}
     try:
         stage("measuring idle power")
@@ -279,7 +294,8 @@ class _server:
             port = free_port()
             served = info["path"] if cfg.launch == "transformers" else cfg.model
             cmd = server_command(cfg.launch, info["path"], port, served, mode=cfg.mode, device=cfg.device,
-                                 extra_args=cfg.server_args, dummy_weights=info["vocab_size"] is not None)
+                                 extra_args=cfg.server_args, dummy_weights=info["vocab_size"] is not None,
+                                 tensor_parallel=cfg.tensor_parallel, pipeline_parallel=cfg.pipeline_parallel)
             log_dir = cfg.log_dir or self.tmp.name
             self.proc = ServerProcess(cmd, port, startup_timeout_s=cfg.startup_timeout_s,
                                       log_path=f"{log_dir}/{cfg.launch}-server.log", name=f"{cfg.launch} server")

@@ -182,8 +182,9 @@ def write_model_dir(model: str, dest: str | Path, launcher: str, seed: int = 0) 
 
 def server_command(launcher: str, model_dir: str, port: int, served_name: str, mode: str = "graphs",
                    device: str = "auto", extra_args: Sequence[str] = (), host: str = "127.0.0.1",
-                   dummy_weights: bool = True) -> list[str]:
-    """The command line that serves `model_dir` on host:port."""
+                   dummy_weights: bool = True, tensor_parallel: int = 1, pipeline_parallel: int = 1) -> list[str]:
+    """The command line that serves `model_dir` on host:port (vLLM on tensor_parallel x
+    pipeline_parallel GPUs; transformers serve on one device only)."""
     if launcher == "vllm":
         from tokenjoule.engines.vllm_offline import INSTALL, vllm_available
 
@@ -195,8 +196,14 @@ def server_command(launcher: str, model_dir: str, port: int, served_name: str, m
             cmd += ["--load-format", "dummy"]
         if mode == "eager":
             cmd.append("--enforce-eager")
+        if tensor_parallel > 1:
+            cmd += ["--tensor-parallel-size", str(tensor_parallel)]
+        if pipeline_parallel > 1:
+            cmd += ["--pipeline-parallel-size", str(pipeline_parallel)]
         return cmd + list(extra_args)
     if launcher == "transformers":
+        if tensor_parallel * pipeline_parallel > 1:
+            raise TokenjouleError("transformers serve runs on one device; use --launch vllm for --tp/--pp above 1")
         from transformers.utils.import_utils import is_serve_available
 
         if not is_serve_available():

@@ -25,6 +25,9 @@ log = logging.getLogger("tokenjoule.store")
 
 DEFAULT_DB = "tokenjoule.db"
 SCHEMA_VERSION = 3
+# Metrics that are dicts but belong in the flat frame (as JSON text): the per-GPU energy split
+# of a multi-GPU cell, which the report's tensor-parallel figure shows.
+JSON_METRIC_COLUMNS = ("gpu_energy_by_device_j", "foreign_processes_by_device")
 
 # Each entry upgrades the schema from version i to i + 1. Append; never edit a shipped one.
 MIGRATIONS: list[str] = [
@@ -403,6 +406,8 @@ class ResultStore:
             for k, v in rec.metrics.items():
                 if not isinstance(v, (dict, list)):
                     flat[k] = v
+                elif k in JSON_METRIC_COLUMNS:
+                    flat[k] = json.dumps(v, sort_keys=True)
             flat["method"] = rec.method
             flat["flags"] = ",".join(rec.flags)
             flat["gpu_name"] = rec.gpu_name  # None without a GPU (never the CPU's name)
