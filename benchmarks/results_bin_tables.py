@@ -131,14 +131,19 @@ def section(q: Any, folder: Path, all_bins: list[Any], predicted_batch: dict[str
             + (f"{q.q(proj, '{:.0f}')} min (projection) | " if proj is not None else "- | ")
             + (f"{q.q(floor, '{:.0f}')} min (projection) | " if floor is not None else "- | ")
             + f"<= {q.q(TARGET_MINUTES.get(table, 0))} min |")
+    commands = [c["summary"]["command"].replace("/tmp/bt/", "") for cs in calls.values() for c in cs
+                if "summary" in c and c["summary"].get("command")]
+    if commands:
+        lines += ["", "Commands, one per call (on the GPU host; the store of each call seeds the next): "
+                  + "; ".join(f"`{cmd}`" for cmd in commands) + "."]
     lines += ["", "Per bin (fast protocol; energy per request = window energy / batch):", "",
               "| input | output | requests | " + " | ".join(
                   f"{TABLE_LABELS.get(t, t)} batch, windows, J/request, CV" for t in calls) + " |",
               "|---|---|---|" + "---|" * len(calls)]
-    keys = sorted({k for bins in per_table_bins.values() for k in bins},
-                  key=lambda k: next((-b.n_requests for b in all_bins if (b.input_tokens, b.output_tokens) == k), 0))
+    requests_of = {(b.input_tokens, b.output_tokens): b.n_requests for b in all_bins}
+    keys = sorted({k for bins in per_table_bins.values() for k in bins}, key=lambda k: -requests_of.get(k, 0))
     for key in keys:
-        n = next((b.n_requests for b in all_bins if (b.input_tokens, b.output_tokens) == key), None)
+        n = requests_of.get(key)
         cells = []
         for t in calls:
             r = per_table_bins[t].get(key)
