@@ -191,7 +191,8 @@ class BinTablePlan:
     claims = False
 
     def __init__(self, table: str, bins: list[Bin], args: argparse.Namespace, store: Any,
-                 clock: Callable[[], float], deadline_s: float | None):
+                 clock: Callable[[], float], deadline_s: float | None,
+                 on_row: Callable[[], None] | None = None):
         from tokenjoule.runs.max_batch import MaxBatchResolver
 
         self.table, self.bins, self.args, self.store = table, bins, args, store
@@ -202,6 +203,8 @@ class BinTablePlan:
         self.rows: list[Row] = []
         self.gpus = 1
         self.stopped_by_budget = False
+        self.on_row = on_row or (lambda: None)  # called after every new row: outputs survive a kill
+        self.estimator: Any = None  # runs.sweep_estimate.CellTimeEstimator, made at the first bin
 
     def spec(self, b: Bin, protocol: str, batch_size: int = 1):
         from tokenjoule.spec import RunSpec
@@ -225,6 +228,11 @@ class BinTablePlan:
     def next_step(self, item: _BinItem, session):
         if item.steps is None:
             self.gpus = max(1, len(session.engine_devices))
+            if self.estimator is None:
+                from tokenjoule.runs.sweep_estimate import CellTimeEstimator
+
+                self.estimator = CellTimeEstimator(self.store, session.gpu_name, max_batch_method="predict",
+                                                   max_batch_cap=self.args.max_batch_cap)
             item.steps = self._steps(item, session)
         return next(item.steps, None)
 
@@ -232,11 +240,15 @@ class BinTablePlan:
         if record.is_ok:
             record.metrics.update({k: v for k, v in item.pending.get("metrics", {}).items() if v is not None})
             record.metrics["sweep_wall_s"] = self.clock() - item.pending["t0"]
+            if item.pending.get("predicted_s") and self.estimator is not None:
+                # later predictions learn this machine's speed (probes included)
+                self.estimator.observe(item.pending["predicted_s"], record.metrics["sweep_wall_s"])
         return record
 
     def recorded(self, item: _BinItem, record: Any) -> None:
         b = item.bin if item.pending.get("protocol") != "remainder" else item.pending["bin"]
         self.rows.append(self._row(item.pending.get("protocol", "adaptive"), b, record))
+        self.on_row()
 
     def load_failed(self, item: _BinItem, exc: BaseException) -> Any:
         from tokenjoule.records import CellRecord
@@ -247,13 +259,28 @@ class BinTablePlan:
         pass
 
     # -- one bin ----------------------------------------------------------------------------------
-    def over_budget(self, spec) -> bool:
-        """Never start a measurement predicted to end past the budget (a stored cell costs nothing)."""
+    def predicted_s(self, spec, probes: int = 0) -> float:
+        """Wall seconds of measuring `spec` after `probes` full-length probes, scaled by what the
+        bins measured so far took against their predictions."""
+        from tokenjoule.runs.sweep_estimate import guess_batch_s
+
+        est = self.estimator
+        seconds = est.predict(spec).seconds
+        if probes:  # a probe is one forward pass over batch x (input + output) tokens
+            model, length = est.time_model(spec), spec.input_tokens + spec.output_tokens
+            probe_s = (model.batch_s(spec.batch_size, length, 1) if model is not None else
+                       guess_batch_s(spec.model_copy(update={"input_tokens": length, "output_tokens": 1})))
+            seconds += probes * probe_s
+        return est.calibrated(seconds)
+
+    def over_budget(self, spec, probes: int = 0, pending: dict | None = None) -> bool:
+        """Never start a measurement (or its probes) predicted to end past the budget; a stored
+        cell costs nothing."""
         if self.deadline_s is None or self.store.has_success(spec.spec_hash()):
             return False
-        from tokenjoule.runs.sweep_estimate import CellTimeEstimator
-
-        predicted = CellTimeEstimator(self.store, max_batch_method="predict").predict(spec).seconds
+        predicted = self.predicted_s(spec, probes)
+        if pending is not None:
+            pending["predicted_s"] = predicted
         self.stopped_by_budget = self.clock() + predicted > self.deadline_s
         return self.stopped_by_budget
 
@@ -263,6 +290,7 @@ class BinTablePlan:
         done = self.store.latest(spec.spec_hash())
         if done is not None:
             self.rows.append(self._row(protocol, b or item.bin, done))
+            self.on_row()
             return None
         return spec
 
@@ -271,6 +299,13 @@ class BinTablePlan:
         from tokenjoule.runs.batch_search import engine_fits, max_batch_key, search_max_batch
 
         b, t0 = item.bin, self.clock()
+        budget_check: dict = {}
+        if self.deadline_s is not None:  # decide before the probe, which costs a full-length pass
+            predicted, known = self.resolver.predict(session.engine, item.spec, session.gpu_name)
+            if predicted is not None:
+                probes = 0 if known or self.engine_name == "vllm" else 1  # vLLM's probe is arithmetic
+                if self.over_budget(item.spec.model_copy(update={"batch_size": predicted}), probes, budget_check):
+                    return
         res = self.resolver.resolve(session.engine, item.spec, session.gpu_name)
         if res.max_batch is None:
             item.pending = {"protocol": "adaptive", "metrics": {}, "t0": t0}
@@ -278,9 +313,11 @@ class BinTablePlan:
                                     metrics=res.metrics())
             return
         fast = item.spec.model_copy(update={"batch_size": res.max_batch})
-        if self.over_budget(fast):
+        if self.over_budget(fast, pending=None if budget_check else budget_check):
             return
         step = self._measure(item, fast, "adaptive", res.metrics(), t0)
+        if budget_check.get("predicted_s"):
+            item.pending["predicted_s"] = budget_check["predicted_s"]
         if step is not None:
             yield step
         if item.index in self.picks:  # the old protocol, same load, same shape: no re-capture
@@ -343,14 +380,44 @@ def main(argv: list[str] | None = None, *, engine_factory: Callable[[str], Any] 
     start = clock()
     deadline = None if args.budget_minutes is None else start + 60 * args.budget_minutes
     rows, seconds, gpus, stopped = [], {}, {}, False
+    command = " ".join(["python", "benchmarks/bin_table.py", *(argv if argv is not None else sys.argv[1:])])
+
+    def write_outputs(table_rows: list[Row], running: tuple[str, float] | None, store: Any) -> dict:
+        """Rows CSV + summary JSON of everything measured so far. Rewritten after every bin, so a
+        call killed at its time limit leaves them behind (marked `"partial": true`)."""
+        secs = dict(seconds)
+        if running is not None:
+            secs[running[0]] = clock() - running[1]
+        gpu_names = sorted({n for r in store.find(status="ok") for n in (r.provenance.get("gpu_names") or [])})
+        summary = {
+            "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": command, "model": args.model, "traces": list(TRACES), "bins_in_table": len(bins),
+            "gpu_names": gpu_names, "partial": running is not None, "stopped_by_budget": stopped,
+            "tables": summarize(table_rows, secs, gpus),
+            "note": "GPU-minutes are this session's wall minutes per table x GPUs (a resumed session counts "
+                    "only what it measured); the faithfulness check is the same bins re-measured with the "
+                    "full search, 3 warm-ups and 3 repeats",
+        }
+        write_rows(table_rows, out / "bin_table_rows.csv")
+        tmp = out / "bin_table_summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        tmp.replace(out / "bin_table_summary.json")
+        return summary
+
     with ResultStore(db) as store:
         for table in tables:
             from tokenjoule.runs.runner import RunContext, Runner
 
-            plan = BinTablePlan(table, bins, args, store, clock, deadline)
+            t0 = clock()
+            gpus[table] = 1
+
+            def on_row(table=table, t0=t0) -> None:
+                gpus[table] = plan.gpus
+                write_outputs(rows + plan.rows, (table, t0), store)
+
+            plan = BinTablePlan(table, bins, args, store, clock, deadline, on_row=on_row)
             context = RunContext(store, meter=meter, meter_kind=args.meter, idle_s=args.idle_s,
                                  engine_factory=engine_factory)
-            t0 = clock()
             Runner(context).run(plan)
             seconds[table], gpus[table] = clock() - t0, plan.gpus
             rows += plan.rows
@@ -359,18 +426,7 @@ def main(argv: list[str] | None = None, *, engine_factory: Callable[[str], Any] 
             if plan.stopped_by_budget:
                 stopped = True
                 break
-        gpu_names = sorted({n for r in store.find(status="ok") for n in (r.provenance.get("gpu_names") or [])})
-    summary = {
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/bin_table.py", *(argv if argv is not None else sys.argv[1:])]),
-        "model": args.model, "traces": list(TRACES), "bins_in_table": len(bins), "gpu_names": gpu_names,
-        "stopped_by_budget": stopped, "tables": summarize(rows, seconds, gpus),
-        "note": "GPU-minutes are this session's wall minutes per table x GPUs (a resumed session counts only "
-                "what it measured); the faithfulness check is the same bins re-measured with the full "
-                "search, 3 warm-ups and 3 repeats",
-    }
-    write_rows(rows, out / "bin_table_rows.csv")
-    (out / "bin_table_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        summary = write_outputs(rows, None, store)
     for table, s in summary["tables"].items():
         print(f"{table}: {s['gpu_minutes']:.2f} GPU-min, {s['bins_measured']} bins, "
               f"{s['probes_per_bin'] or 0:.2f} probes/bin, {s['windows_per_bin'] or 0:.2f} windows/bin, "

@@ -16,6 +16,6 @@ if [ ! -f /tmp/vsite/.done ] && [ -f /tmp/vparts/part.00 ] && [ -f /tmp/vparts/p
 fi
 export PYTHONPATH="$PWD/src:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 [ -f /tmp/vsite/.done ] && export PYTHONPATH="$PYTHONPATH:/tmp/vsite"
-export VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_WORKER_MULTIPROC_METHOD=spawn PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+export VLLM_CACHE_ROOT=/tmp/vllm-cache VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_WORKER_MULTIPROC_METHOD=spawn PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 export OUT="${OUT:-$PWD/out}"; mkdir -p "$OUT"
 echo "env: vparts=$(ls /tmp/vparts | tr '\n' ' ') vllm=$([ -f /tmp/vsite/.done ] && echo yes || echo no)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import importlib.util
 import sys
 from pathlib import Path
@@ -27,12 +28,12 @@ def bench():
     sys.modules.pop("bin_table", None)
 
 
-def _run(bench, tmp_path, monkeypatch, *extra):
+def _run(bench, tmp_path, monkeypatch, *extra, engine_class=MemoryEngine):
     clock = FakeClock()
     engines = []
 
     def factory(name):
-        engines.append(MemoryEngine(clock=clock))  # 80 GB, 16 GB weights: batches of 74 to 2,378 here
+        engines.append(engine_class(clock=clock))  # 80 GB, 16 GB weights: batches of 74 to 2,378 here
         return engines[-1]
 
     monkeypatch.setattr(max_batch, "calibrate_engine", lambda e, s: planted_calibration(e, s))
@@ -93,3 +94,28 @@ def test_resume_measures_nothing_twice(bench, tmp_path, monkeypatch):
 def test_budget_stops_before_a_bin_predicted_to_overrun(bench, tmp_path, monkeypatch):
     summary, _, clock = _run(bench, tmp_path, monkeypatch, "--budget-minutes", "0.001")
     assert summary["stopped_by_budget"] and summary["tables"]["hf-eager"]["bins_measured"] == 0
+
+
+def test_budget_stops_before_spending_the_probe_of_a_bin_it_cannot_finish(bench, tmp_path, monkeypatch):
+    summary, engines, _ = _run(bench, tmp_path, monkeypatch, "--budget-minutes", "0.001")
+    assert summary["stopped_by_budget"]
+    assert engines[0].probes == [1, 4]  # the calibration's two small prefills; no full-length probe
+
+
+class _KilledAtThirdBin(MemoryEngine):
+    """Dies (as a device call does at its time limit) when the third bin starts generating."""
+
+    def generate(self, spec, output_tokens=None):
+        if spec.input_tokens == 64:
+            raise KeyboardInterrupt
+        return super().generate(spec, output_tokens)
+
+
+def test_a_killed_call_leaves_the_rows_and_summary_of_the_bins_it_measured(bench, tmp_path, monkeypatch):
+    with pytest.raises(KeyboardInterrupt):
+        _run(bench, tmp_path, monkeypatch, engine_class=_KilledAtThirdBin)
+    with (tmp_path / "bin_table_rows.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["input_tokens"], r["protocol"]) for r in rows] == [("256", "adaptive"), ("1024", "adaptive")]
+    summary = json.loads((tmp_path / "bin_table_summary.json").read_text())
+    assert summary["partial"] is True and summary["tables"]["hf-eager"]["bins_measured"] == 2

@@ -207,6 +207,25 @@ class MaxBatchResolver:
                     self.models[key] = f"calibration failed: {error_text(exc)}"
         return self.models[key]
 
+    def predict(self, engine: Any, spec: RunSpec, gpu_name: str | None) -> tuple[int | None, bool]:
+        """(the largest batch this cell will be measured at, whether it is already known) without
+        probing: the cached answer, else the memory model's prediction (calibrating once per load),
+        else None (the engine falls back to the search). Lets a caller with a time budget decide
+        before it spends the probes."""
+        from tokenjoule.runs.batch_search import max_batch_key
+
+        cached = self.store.get_max_batch(max_batch_key(spec, gpu_name, self.cap))
+        if cached is not None:
+            return cached, True
+        model: MemoryModel | str | None = None
+        if spec.engine != "vllm":
+            model = self.memory_model(engine, spec, gpu_name)
+        elif not supports(engine, CAP_KV_CACHE_TOKENS) or engine.kv_cache_tokens() is None:
+            model = "the engine reports no KV-cache capacity"
+        if isinstance(model, str):
+            return None, False
+        return max(1, min(predict_for(engine, spec, model, self.cap)[0], self.cap)), False
+
     def resolve(self, engine: Any, spec: RunSpec, gpu_name: str | None) -> MaxBatchResult:
         from tokenjoule.runs.batch_search import engine_fits, max_batch_key, search_max_batch
 
