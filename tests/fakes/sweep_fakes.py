@@ -67,10 +67,11 @@ class MemoryEngine(FakeEngine):
         free = self.capacity_bytes - self.weights_bytes - self.fixed_bytes
         return int(free // ((input_tokens + output_tokens) * self.bytes_per_token))
 
-    def probe_memory(self, spec: RunSpec) -> None:
+    def probe_memory(self, spec: RunSpec) -> float:
         self.probes.append(spec.batch_size)
         if self.peak_bytes(spec) > self.capacity_bytes:
             raise FakeOutOfMemoryError(f"CUDA out of memory (probe at batch {spec.batch_size})")
+        return self.peak_bytes(spec)
 
     def generate(self, spec: RunSpec, output_tokens: int | None = None):
         if self.peak_bytes(spec) > self.capacity_bytes:

@@ -16,12 +16,12 @@ CELLS = "cells:\n" + "".join(f"  - {{input_tokens: {i}, output_tokens: {o}}}\n"
                              for i, o in ((256, 64), (1024, 256), (3584, 512), (64, 16)))  # within tiny's 4096-token context
 
 
-def _run(store, monkeypatch, cfg_text, **engine_kw):
+def _run(store, monkeypatch, cfg_text, engine_class=MemoryEngine, **engine_kw):
     clock = FakeClock()
     engines, calibrations = [], []
 
     def factory(name):
-        engines.append(MemoryEngine(clock=clock, **engine_kw))
+        engines.append(engine_class(clock=clock, **engine_kw))
         return engines[-1]
 
     def calibrate(engine, spec):
@@ -44,7 +44,8 @@ def test_predicted_batches_within_5_percent_with_one_probe_each(store, monkeypat
         assert 0.95 * limit <= rec.spec["batch_size"] <= limit
         m = rec.metrics
         assert m["max_batch_probes"] == 1 and m["max_batch_predicted"] == rec.spec["batch_size"]
-        assert m["max_batch_method"] == "memory-model (planted)"
+        # the first bin predicts from the calibration, later ones from it refitted on probe peaks
+        assert m["max_batch_method"] in ("memory-model (planted)", "memory-model (planted+probe)")
     # the calibration's 2 profiles + one confirming probe per bin, against ~log2(L)+6 per bin searched
     assert len(eng.probes) == 2 + 4
 
@@ -74,3 +75,43 @@ def test_default_stays_the_search_and_bad_method_is_rejected(store, monkeypatch)
     assert summary.done == 1 and calibrations == [] and len(engines[0].probes) > 2
     with pytest.raises(SweepConfigError, match="max_batch_method"):
         parse_config(BASE + "max_batch_method: guess\ninput_tokens: 8\noutput_tokens: 4\n")
+
+
+class _FragmentingEngine(MemoryEngine):
+    """Bytes per token grow past 10k tokens in flight (allocator fragmentation at scale): the
+    calibration's small prefills see 1x, a full-size batch about 1.4x, so the prediction is
+    ~40% high and two steps down (x0.8 each) land ~12% under the limit."""
+
+    def peak_bytes(self, spec):
+        tokens = spec.batch_size * (spec.input_tokens + spec.output_tokens)
+        return super().peak_bytes(spec) + max(0, tokens - 10_000) * 0.4 * self.bytes_per_token
+
+    def limit(self, input_tokens, output_tokens):
+        trial = lambda b: self.peak_bytes(_Shape(b, input_tokens, output_tokens)) <= self.capacity_bytes  # noqa: E731
+        b = 1
+        while trial(b + 1):
+            b += 1
+        return b
+
+
+class _Shape:
+    def __init__(self, b, i, o):
+        self.batch_size, self.input_tokens, self.output_tokens = b, i, o
+
+
+def test_probe_peaks_refit_the_model_and_climb_back_near_the_limit(store, monkeypatch):
+    cells = "cells:\n" + "".join(f"  - {{input_tokens: {i}, output_tokens: {o}}}\n"
+                                 for i, o in ((1024, 256), (256, 64)))
+    summary, engines, _ = _run(store, monkeypatch, BASE + "max_batch_method: predict\norder: as-written\n" + cells,
+                               engine_class=_FragmentingEngine)
+    eng = engines[0]
+    by_shape = {(r.spec["input_tokens"], r.spec["output_tokens"]): r for r in store.find(status="ok")}
+    first, second = by_shape[(1024, 256)], by_shape[(256, 64)]
+    # first bin: step down twice, then one climb to the model refitted on the fitting probe's peak
+    assert first.metrics["max_batch_probe_sizes"][0] > eng.limit(1024, 256)
+    assert 0.95 * eng.limit(1024, 256) <= first.spec["batch_size"] <= eng.limit(1024, 256)
+    assert "climbed" in first.metrics["max_batch_method"]
+    # second bin: predicted from the refitted model, confirmed by its one probe
+    assert second.metrics["max_batch_probes"] == 1
+    assert 0.95 * eng.limit(256, 64) <= second.spec["batch_size"] <= eng.limit(256, 64)
+    assert second.metrics["max_batch_method"] == "memory-model (planted+probe)"

@@ -101,8 +101,10 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
     # -- optional (declared in `capabilities`) -------------------------------------------------
-    def probe_memory(self, spec: RunSpec) -> None:
-        """Raise the framework's out-of-memory error if `spec` does not fit (CAP_PROBE_MEMORY)."""
+    def probe_memory(self, spec: RunSpec) -> float | None:
+        """Raise the framework's out-of-memory error if `spec` does not fit (CAP_PROBE_MEMORY);
+        else return the peak device bytes the probe reached, None when the engine cannot read it
+        (runs.max_batch refits its memory model on that at-scale point)."""
 
     def generate_requests(self, lengths: Sequence[tuple[int, int]], seed: int = 0) -> GenerationResult:
         """Requests of their own (input, output) lengths in one call (CAP_GENERATE_REQUESTS)."""
@@ -122,7 +124,7 @@ class EngineBase:
     name = "base"
     capabilities: frozenset[str] = frozenset()
 
-    def probe_memory(self, spec: RunSpec) -> None:
+    def probe_memory(self, spec: RunSpec) -> float | None:
         raise CapabilityMissing(f"engine {self.name} cannot probe memory")
 
     def generate_requests(self, lengths: Sequence[tuple[int, int]], seed: int = 0) -> GenerationResult:

@@ -340,13 +340,14 @@ class HFEngine(EngineBase):
             self._draft and self._draft.source.is_preset
         )
 
-    def probe_memory(self, spec: RunSpec) -> None:
+    def probe_memory(self, spec: RunSpec) -> float | None:
         """Raise torch.OutOfMemoryError when batch_size x (input + output) tokens do not fit.
 
         One forward pass with use_cache over the full final length stands in (conservatively:
         all tokens at once) for the KV cache and activations of the real run. Only the last
         position's logits are kept, as `generate` does during prefill. Kept static caches are
         dropped first, so the probe sees the memory a fresh run of this cell would see.
+        Returns the peak allocated device bytes of the pass (CUDA), None on CPU.
         """
         if self._group is not None:
             return self._group.probe_memory(spec)
@@ -358,6 +359,9 @@ class HFEngine(EngineBase):
         if getattr(lm.model, "_supports_logits_to_keep", lambda: False)():
             extra_kw["logits_to_keep"] = 1
         ids = out = None
+        cuda = lm.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(lm.device)
         try:
             ids = torch.randint(
                 10, max(11, lm.architecture.vocab_size - 10), (rows, length), device=lm.device, dtype=torch.long
@@ -365,6 +369,7 @@ class HFEngine(EngineBase):
             with torch.inference_mode():
                 out = lm.model(input_ids=ids, use_cache=True, **extra_kw)
             self.synchronize()
+            return float(torch.cuda.max_memory_allocated(lm.device)) if cuda else None
         finally:
             del ids, out
             self._free_memory()

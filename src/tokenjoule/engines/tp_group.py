@@ -221,8 +221,9 @@ class TensorParallelHF(EngineBase):
     def generate_requests(self, lengths: Sequence[tuple[int, int]], seed: int = 0) -> GenerationResult:
         return self._call("generate_requests", [tuple(map(int, p)) for p in lengths], seed)
 
-    def probe_memory(self, spec: RunSpec) -> None:
+    def probe_memory(self, spec: RunSpec) -> float | None:
         self._call("probe_memory", spec.model_dump(mode="json"))
+        return None  # each rank holds a shard: one rank's peak is not the group's
 
     def synchronize(self) -> None:
         """Every rank's device synchronised and every rank at this point (a window edge)."""

@@ -253,13 +253,14 @@ class VLLMEngine(EngineBase):
         accepted = after.get(_ACCEPTED_METRIC, 0.0) - before.get(_ACCEPTED_METRIC, 0.0)
         return accepted / drafted if drafted > 0 else None
 
-    def probe_memory(self, spec: RunSpec) -> None:
+    def probe_memory(self, spec: RunSpec) -> float | None:
         """vLLM preallocates its KV cache; a batch whose tokens exceed it cannot run at once.
-        Raises torch.OutOfMemoryError in that case (what the sweep's batch search expects)."""
+        Raises torch.OutOfMemoryError in that case (what the sweep's batch search expects).
+        Arithmetic only: no device peak to report (None)."""
         self.load(spec)
         capacity = self.kv_cache_tokens()
         if capacity is None:
-            return
+            return None
         beams = spec.decoding.num_beams if spec.decoding.strategy == "beam" else 1
         need = spec.batch_size * beams * (spec.input_tokens + spec.output_tokens)
         if need > capacity:
@@ -267,6 +268,7 @@ class VLLMEngine(EngineBase):
 
             raise torch.OutOfMemoryError(f"vLLM KV cache out of memory: batch {spec.batch_size} needs {need} "
                                          f"token slots, the cache holds {capacity}")
+        return None
 
     def kv_cache_tokens(self) -> int | None:
         try:

@@ -83,6 +83,16 @@ class MemoryModel:
         b = max(0, math.floor(self.free_bytes / per_request))
         return min(b, cap) if cap is not None else b
 
+    def refit(self, profile: MemoryProfile) -> "MemoryModel":
+        """This model fitted again with one more profiled point, typically a probe that fitted at
+        a bin's full size: the per-token bytes then span the smallest profile to the largest, as
+        seen at scale, not extrapolated a hundredfold from the calibration's small prefills
+        (allocator fragmentation grows with the tensors)."""
+        method = self.method if self.method.endswith("+probe") else f"{self.method}+probe"
+        return calibrate((*self.profiles, profile), capacity_bytes=self.capacity_bytes,
+                         weights_bytes=self.weights_bytes, kv_bytes_per_token=self.kv_bytes_per_token,
+                         method=method, headroom=self.headroom)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["profiles"] = [asdict(p) for p in self.profiles]

@@ -84,19 +84,25 @@ def max_batch_key(spec: RunSpec, gpu_name: str | None, cap: int = DEFAULT_MAX_BA
     return memory_key(spec, gpu_name, cap)
 
 
-def engine_fits(engine: Engine, spec: RunSpec) -> tuple[Callable[[int], bool], str]:
-    """A fits(batch) test for this engine and cell: probe_memory when the engine declares it,
-    else generate. Out-of-memory means "does not fit"; any other error propagates."""
-    probe = supports(engine, CAP_PROBE_MEMORY)
-    how = "probe" if probe else "generate"
+class EngineFits:
+    """fits(batch) for one engine and cell: probe_memory when the engine declares it, else
+    generate. Out-of-memory means "does not fit"; any other error propagates. `peaks` holds the
+    peak device bytes each fitting probe reported (engines that can read it)."""
 
-    def fits(batch_size: int) -> bool:
-        trial = spec.model_copy(update={"batch_size": batch_size})
+    def __init__(self, engine: Engine, spec: RunSpec):
+        self.engine, self.spec = engine, spec
+        self.probe = supports(engine, CAP_PROBE_MEMORY)
+        self.peaks: dict[int, float] = {}
+
+    def __call__(self, batch_size: int) -> bool:
+        trial = self.spec.model_copy(update={"batch_size": batch_size})
         try:
-            if probe:
-                engine.probe_memory(trial)
+            if self.probe:
+                peak = self.engine.probe_memory(trial)
+                if isinstance(peak, (int, float)) and not isinstance(peak, bool) and peak > 0:
+                    self.peaks[batch_size] = float(peak)
             else:
-                engine.generate(trial)
+                self.engine.generate(trial)
             return True
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is an answer
             if is_out_of_memory(exc):
@@ -104,7 +110,11 @@ def engine_fits(engine: Engine, spec: RunSpec) -> tuple[Callable[[int], bool], s
                 return False
             raise
 
-    return fits, how
+
+def engine_fits(engine: Engine, spec: RunSpec) -> tuple[EngineFits, str]:
+    """(fits(batch), "probe" | "generate") for this engine and cell (see EngineFits)."""
+    fits = EngineFits(engine, spec)
+    return fits, "probe" if fits.probe else "generate"
 
 
 def find_max_batch(store: Any, engine: Engine, spec: RunSpec, gpu_name: str | None, cap: int) -> BatchSearch:

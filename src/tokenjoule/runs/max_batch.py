@@ -28,6 +28,9 @@ from tokenjoule.models.memory import MemoryModel, MemoryProfile, calibrate, vllm
 from tokenjoule.spec import RunSpec
 
 MAX_BATCH_STEP = 0.8
+# After a step down, one more probe climbs to the refitted model's prediction when that lies
+# more than this share above the batch that fitted (the step leaves up to 20% on the table).
+CLIMB_MIN_GAIN = 0.05
 # Lengths of the calibration prefills: long enough that activations dominate allocator noise,
 # short enough to take well under a second on an 8B model.
 PROFILE_TOKENS = 1024
@@ -189,10 +192,14 @@ class MaxBatchResolver:
         self.store, self.cap = store, cap
         self.models: dict[tuple, MemoryModel | str] = {}
 
+    @staticmethod
+    def _model_key(engine: Any, spec: RunSpec, gpu_name: str | None) -> tuple:
+        return (id(engine), spec.model, spec.engine, spec.mode, spec.dtype, spec.device, gpu_name)
+
     def memory_model(self, engine: Any, spec: RunSpec, gpu_name: str | None) -> MemoryModel | str:
         from tokenjoule.records import error_text, is_out_of_memory
 
-        key = (id(engine), spec.model, spec.engine, spec.mode, spec.dtype, spec.device, gpu_name)
+        key = self._model_key(engine, spec, gpu_name)
         if key not in self.models:
             if not supports(engine, CAP_PROBE_MEMORY):
                 self.models[key] = "the engine has no probe_memory"
@@ -226,6 +233,48 @@ class MaxBatchResolver:
             return None, False
         return max(1, min(predict_for(engine, spec, model, self.cap)[0], self.cap)), False
 
+    def _learn_and_climb(self, model_key: tuple, spec: RunSpec, fits: Any, how: str,
+                         res: MaxBatchResult) -> MaxBatchResult:
+        """Refit the memory model on the peak of the probe that fitted (later bins then predict
+        from an at-scale point), and after a step down climb once to the refitted prediction
+        when it lies well inside (fitted, failed): the answer then sits near the real limit, not
+        up to 20% below it."""
+        peaks = getattr(fits, "peaks", {})
+        beams = spec.decoding.num_beams if spec.decoding.strategy == "beam" else 1
+        length = spec.input_tokens + spec.output_tokens
+
+        def learn(batch_size: int) -> MemoryModel | None:
+            current = self.models.get(model_key)
+            if batch_size not in peaks or not isinstance(current, MemoryModel):
+                return None
+            refit = current.refit(MemoryProfile(batch_size * beams, length, peaks[batch_size]))
+            self.models[model_key] = refit
+            return refit
+
+        if res.max_batch is None:
+            return res
+        refit = learn(res.max_batch)
+        failed = [p["batch_size"] for p in res.probes if not p["fits"]]
+        if refit is None or not failed:
+            return res
+        lowest_failed = min(failed)
+        predicted = refit.predict_max_batch(spec.input_tokens, spec.output_tokens, beams, self.cap)
+        if predicted >= lowest_failed:
+            # the refitted model still says the failed batch fits: its capacity, not its slope,
+            # is off; one bisection step between what fitted and what failed instead
+            target = (res.max_batch + lowest_failed) // 2
+        else:
+            target = predicted
+        if target <= res.max_batch * (1 + CLIMB_MIN_GAIN):
+            return res
+        ok = bool(fits(target))
+        res.probes.append({"batch_size": target, "fits": ok, "how": how})
+        if ok:
+            res.max_batch = target
+            res.method += ", climbed on the probe's peak"
+            learn(target)
+        return res
+
     def resolve(self, engine: Any, spec: RunSpec, gpu_name: str | None) -> MaxBatchResult:
         from tokenjoule.runs.batch_search import engine_fits, max_batch_key, search_max_batch
 
@@ -244,6 +293,11 @@ class MaxBatchResolver:
             res = MaxBatchResult(search.max_batch, None, f"search ({model})", search.probes)
         else:
             res = predicted_max_batch(engine, spec, model, self.cap, fits, how)
+            if model is not None:
+                res = self._learn_and_climb(self._model_key(engine, spec, gpu_name), spec, fits, how, res)
+        for p in res.probes:
+            if p["fits"] and p["batch_size"] in getattr(fits, "peaks", {}):
+                p["peak_bytes"] = fits.peaks[p["batch_size"]]
         if res.max_batch is not None:
             self.store.set_max_batch(key, res.max_batch, gpu_name, res.probes)
         return res
