@@ -56,6 +56,67 @@ def measured_bins(calls: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str
     return bins
 
 
+def window_figures(db: Path, cell_id: str | int | None) -> dict[str, Any] | None:
+    """A cell's figures from its stored windows, with the settling rule of runs.windows applied
+    (also to cells stored before the rule, whose first window of three was averaged in):
+    energy per request and CV of the windows used, the settling windows and their excess.
+    None without the store or the cell."""
+    import sqlite3
+    import sys
+
+    if cell_id in (None, "") or not db.is_file():
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from tokenjoule.runs.windows import settling_count
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = con.execute("SELECT batch_size, metrics_json, measurement_json FROM cells WHERE id = ?",
+                          (int(cell_id),)).fetchone()
+    finally:
+        con.close()
+    if row is None:
+        return None
+    batch, metrics, measurement = int(row[0]), json.loads(row[1]), json.loads(row[2] or "{}")
+    windows = [w for w in measurement.get("windows", []) if w.get("kind") in ("full", "full-settling")]
+    per_batch = [w["energy_j"] / max(int(w.get("iterations") or 1), 1) for w in windows
+                 if w.get("energy_j") is not None]
+    if not per_batch or len(per_batch) != len(windows) or batch <= 0:
+        return None
+    k = settling_count(metrics.get("stop_reason") or "", len(per_batch))
+    used = per_batch[k:]
+    mean = statistics.fmean(used)
+    return {"energy_per_request_j": mean / batch, "windows_used": len(used), "windows": len(per_batch),
+            "energy_cv": statistics.stdev(used) / mean if len(used) > 1 and mean > 0 else None,
+            "settling_windows": k,
+            "settling_excess": statistics.fmean(per_batch[:k]) / mean - 1 if k and mean > 0 else None,
+            "all_windows_energy_per_request_j": statistics.fmean(per_batch) / batch}
+
+
+def hf_probes(db: Path) -> list[list[dict[str, Any]]]:
+    """The stored largest-batch probes of every hf bin (the store's max_batch cache)."""
+    import sqlite3
+
+    if not db.is_file():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT key, probes_json FROM max_batch").fetchall()
+    finally:
+        con.close()
+    return [json.loads(pj or "[]") for key, pj in rows if json.loads(key).get("engine") == "hf"]
+
+
+def settled_bins(bins: dict[tuple[int, int], dict[str, Any]], db: Path) -> dict[tuple[int, int], dict[str, Any]]:
+    """The rows with their figures from the stored windows where the store has them."""
+    out = {}
+    for key, r in bins.items():
+        fig = window_figures(db, r.get("cell_id"))
+        out[key] = {**r, **({k: v for k, v in fig.items() if v is not None} if fig else {}),
+                    "from_windows": fig is not None}
+    return out
+
+
 def table_minutes(calls: list[dict[str, Any]], table: str) -> float:
     return sum(c["summary"]["tables"].get(table, {}).get("gpu_minutes", 0.0) for c in calls if "summary" in c)
 
@@ -103,21 +164,23 @@ def section(q: Any, folder: Path, all_bins: list[Any], predicted_batch: dict[str
         "random weights, every occupied default bin of the traces `azure-conv-2023` + `azure-code-2023`",
         f"({q.q(len(all_bins))} bins, {q.q(n_requests)} requests), most requested bins first, one engine load per",
         "call, the largest batch predicted (vLLM: from its KV-cache capacity and max_num_seqs; hf: the",
-        "calibrated memory model) and confirmed by one probe, adaptive windows (stop when two agree",
-        "within 1%, else after a third).",
+        "calibrated memory model) and confirmed by a probe (x0.8 steps down on out-of-memory), adaptive",
+        "windows (stop when two agree within 1%, else after a third; windows before an agreeing pair are",
+        "settling windows, recorded and left out of the figures, runs.windows).",
         "",
         "| table | calls | GPU-minutes | bins measured | requests covered | probes/bin | windows/bin | energy CV median, max | full table, projected | one window per bin, projected | target |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     per_table_bins = {}
+    db = folder / "bin_table.db"
     for table, cs in calls.items():
-        bins = measured_bins(cs)
+        bins = settled_bins(measured_bins(cs), db)
         per_table_bins[table] = bins
         minutes = table_minutes(cs, table)
         covered = sum(int(r["n_requests"]) for r in bins.values())
         probes = [float(r["max_batch_probes"]) for r in bins.values() if r.get("max_batch_probes")]
         windows = [float(r["windows"]) for r in bins.values() if r.get("windows")]
-        cvs = [float(r["energy_cv"]) for r in bins.values() if r.get("energy_cv")]
+        cvs = [float(r["energy_cv"]) for r in bins.values() if r.get("energy_cv") not in (None, "")]
         measured_s = sum(float(r["wall_s"]) for r in bins.values() if r.get("wall_s"))
         load_min = max(minutes - measured_s / 60.0, 0.0) / max(len(cs), 1)
         proj = projection_minutes(bins, all_bins, predicted_batch.get(table, {}), load_min)
@@ -131,12 +194,13 @@ def section(q: Any, folder: Path, all_bins: list[Any], predicted_batch: dict[str
             + (f"{q.q(proj, '{:.0f}')} min (projection) | " if proj is not None else "- | ")
             + (f"{q.q(floor, '{:.0f}')} min (projection) | " if floor is not None else "- | ")
             + f"<= {q.q(TARGET_MINUTES.get(table, 0))} min |")
-    commands = [c["summary"]["command"].replace("/tmp/bt/", "") for cs in calls.values() for c in cs
+    commands = [c["summary"]["command"].replace("/tmp/bt/", "").replace("/root/out/", "$OUT/") for cs in calls.values() for c in cs
                 if "summary" in c and c["summary"].get("command")]
     if commands:
         lines += ["", "Commands, one per call (on the GPU host; the store of each call seeds the next): "
                   + "; ".join(f"`{cmd}`" for cmd in commands) + "."]
-    lines += ["", "Per bin (fast protocol; energy per request = window energy / batch):", "",
+    lines += ["", "Per bin (fast protocol; energy per request = mean energy of the windows used / batch; windows",
+              "used of measured; CV of the windows used):", "",
               "| input | output | requests | " + " | ".join(
                   f"{TABLE_LABELS.get(t, t)} batch, windows, J/request, CV" for t in calls) + " |",
               "|---|---|---|" + "---|" * len(calls)]
@@ -147,9 +211,15 @@ def section(q: Any, folder: Path, all_bins: list[Any], predicted_batch: dict[str
         cells = []
         for t in calls:
             r = per_table_bins[t].get(key)
-            cells.append("-" if r is None else
-                         f"{q.q(int(r['batch_size']))}, {q.q(int(r['windows']))}, "
-                         f"{q.q(float(r['energy_per_request_j']), '{:.2f}')}, {q.q(100 * float(r['energy_cv']), '{:.2f}')}%")
+            if r is None:
+                cells.append("-")
+                continue
+            used = f"{q.q(int(r['windows_used']))} of {q.q(int(r['windows']))}" if r.get("from_windows") \
+                else q.q(int(r["windows"]))
+            cv = (f"{q.q(100 * float(r['energy_cv']), '{:.2f}')}%" if r.get("energy_cv") not in (None, "")
+                  else "-")
+            cells.append(f"{q.q(int(r['batch_size']))}, {used}, "
+                         f"{q.q(float(r['energy_per_request_j']), '{:.2f}')}, {cv}")
         lines.append(f"| {q.q(key[0])} | {q.q(key[1])} | {q.q(n) if n is not None else '-'} | " + " | ".join(cells) + " |")
     both = [k for k in keys if all(k in per_table_bins.get(t, {}) for t in ("vllm-graphs", "hf-eager"))]
     if both:
@@ -158,6 +228,36 @@ def section(q: Any, folder: Path, all_bins: list[Any], predicted_batch: dict[str
                       f"{q.q(k[0])}/{q.q(k[1])}: " + q.q(100 * (1 - _num(per_table_bins['vllm-graphs'][k]['energy_per_request_j'])
                                                                / _num(per_table_bins['hf-eager'][k]['energy_per_request_j'])), "{:.0f}") + "%"
                       for k in both) + "."]
+    if both:
+        totals = {t: sum(requests_of[k] * float(per_table_bins[t][k]["energy_per_request_j"]) for k in both)
+                  for t in ("vllm-graphs", "hf-eager")}
+        share = sum(requests_of[k] for k in both) / n_requests
+        lines += ["", f"On those {q.q(len(both))} bins together ({q.q(100 * share, '{:.1f}')}% of the requests), "
+                  "weighted by their requests (the paper's N/B rounding): hf eager "
+                  f"{q.q(totals['hf-eager'] / 3.6e6, '{:.2f}')} kWh, vllm graphs {q.q(totals['vllm-graphs'] / 3.6e6, '{:.2f}')} kWh, "
+                  f"savings {q.q(100 * (1 - totals['vllm-graphs'] / totals['hf-eager']), '{:.0f}')}% "
+                  "(a partial table: not the trace's total)."]
+    settled = [r for bins in per_table_bins.values() for r in bins.values() if r.get("settling_windows")]
+    if settled:
+        excess = [float(r["settling_excess"]) for r in settled if r.get("settling_excess") is not None]
+        shift = [float(r["all_windows_energy_per_request_j"]) / float(r["energy_per_request_j"]) - 1 for r in settled]
+        lines += ["", f"Settling windows: {q.q(len(settled))} bins (all hf eager) stopped on an agreeing pair after a "
+                  f"first window that drew {q.q(100 * min(excess), '{:.0f}')}-{q.q(100 * max(excess), '{:.0f}')}% more "
+                  "energy (and ran up to twice as long): the first full-length batch of a new shape, whose KV cache the "
+                  "short warm-up never grew to. Averaging it in, as the cells stored before the rule did, "
+                  f"would put those bins {q.q(100 * min(shift), '{:.1f}')}-{q.q(100 * max(shift), '{:.1f}')}% higher; "
+                  "the figures above apply the rule to the stored windows."]
+    probes = hf_probes(db)
+    if probes:
+        first_failed = sum(1 for ps in probes if ps and not ps[0]["fits"])
+        fit_peaks = [p["peak_bytes"] for ps in probes for p in ps if p["fits"] and p.get("peak_bytes")]
+        lines += ["", f"hf eager's largest batch: in {q.q(first_failed)} of {q.q(len(probes))} bins the memory model's "
+                  "first probe ran out of memory (the stored probes of each bin, `max_batch` in the store)"
+                  + (f"; probes that fitted peaked at up to {q.q(max(fit_peaks) / 1e9, '{:.1f}')} GB of "
+                     "allocated memory, while probes predicted to need more failed, so the allocator hands out "
+                     "less than the calibrated capacity (free + reserved) the model assumed" if fit_peaks else "")
+                  + ". Since then the resolver learns that usable memory from the failed and fitted probes of "
+                  "the load and predicts later bins from it (runs.max_batch; not yet run on the GPU)."]
     lines += ["", "Projection: each table's measured wall seconds per token of work (batch x (input + output)),",
               "applied to the unmeasured bins at their predicted batch (vLLM: from the KV-cache capacity",
               "its cells recorded; hf: the mean measured bin), plus the mean engine load of its calls. It",

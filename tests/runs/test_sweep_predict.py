@@ -115,3 +115,29 @@ def test_probe_peaks_refit_the_model_and_climb_back_near_the_limit(store, monkey
     assert second.metrics["max_batch_probes"] == 1
     assert 0.95 * eng.limit(256, 64) <= second.spec["batch_size"] <= eng.limit(256, 64)
     assert second.metrics["max_batch_method"] == "memory-model (planted+probe)"
+
+
+def test_failed_probes_teach_the_usable_memory_so_later_bins_fit_at_the_first_probe(store, monkeypatch):
+    # the allocator hands out 15% less than the calibration credited (an H200 with transformers
+    # eager: probes at 120 GB fitted, at 134 GB failed, of a 137 GB model capacity)
+    cells = "cells:\n" + "".join(f"  - {{input_tokens: {i}, output_tokens: {o}}}\n"
+                                 for i, o in ((1024, 256), (256, 64), (2048, 512)))
+    clock = FakeClock()
+    engine = MemoryEngine(clock=clock)
+
+    def calibrate(e, spec):
+        model = planted_calibration(e, spec)
+        e.capacity_bytes *= 0.85
+        return model
+
+    monkeypatch.setattr(max_batch, "calibrate_engine", calibrate)
+    run_sweep(parse_config(BASE + "max_batch_method: predict\norder: as-written\n" + cells), store,
+              meter=ScriptedMeter(clock), engine_factory=lambda n: engine, clock=clock, sleep=clock.advance,
+              progress=False)
+    by_shape = {(r.spec["input_tokens"], r.spec["output_tokens"]): r for r in store.find(status="ok")}
+    assert by_shape[(1024, 256)].metrics["max_batch_probes"] >= 2  # the first bin pays for the lesson
+    for shape in ((256, 64), (2048, 512)):
+        rec = by_shape[shape]
+        limit = engine.limit(*shape)
+        assert rec.metrics["max_batch_probes"] == 1, rec.metrics["max_batch_probe_sizes"]
+        assert 0.9 * limit <= rec.spec["batch_size"] <= limit

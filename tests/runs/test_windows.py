@@ -81,6 +81,21 @@ def test_disagreeing_windows_get_a_third_then_stop_and_say_so():
     assert rec.metrics["windows"] == 3 and rec.metrics["stop_reason"] == "agree"
 
 
+def test_windows_before_the_agreeing_pair_are_settling_kept_but_not_averaged():
+    # the first full-length window of a new shape ran 20% high (seen with hf eager on an H200)
+    *_, rec = _cell([120.0, 100.0, 100.4])
+    m = rec.metrics
+    assert (m["windows"], m["windows_used"], m["settling_windows"], m["stop_reason"]) == (3, 2, 1, "agree")
+    assert m["energy_j"] == pytest.approx(100.2)  # the agreeing pair only
+    assert m["settling_excess_rel"] == pytest.approx(120.0 / 100.2 - 1)
+    assert [w["kind"] for w in rec.measurement["windows"]] == ["full-settling", "full", "full"]
+    assert rec.measurement["windows"][0]["energy_j"] == pytest.approx(120.0)  # still in the record
+    # without agreement nothing is left out: all three windows are the figure
+    *_, rec = _cell([120.0, 100.0, 108.0])
+    assert (rec.metrics["windows_used"], rec.metrics["settling_windows"]) == (3, 0)
+    assert rec.metrics["energy_j"] == pytest.approx(328.0 / 3)
+
+
 def test_short_batch_calibrates_then_fills_windows():
     spec, engine, meter, rec = _cell([5.0, 50.0, 50.2], min_window_s=0.5)
     batch_s = engine.batch_duration_s(spec, 8)  # 0.0832 s: 7 batches per 0.5 s window

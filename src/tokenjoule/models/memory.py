@@ -93,6 +93,13 @@ class MemoryModel:
                          weights_bytes=self.weights_bytes, kv_bytes_per_token=self.kv_bytes_per_token,
                          method=method, headroom=self.headroom)
 
+    def with_usable_bytes(self, usable_bytes: float) -> "MemoryModel":
+        """This model with the device memory batches may really use (capacity x headroom) set to
+        `usable_bytes`, e.g. learned from probes that failed below the calibrated capacity."""
+        from dataclasses import replace
+
+        return replace(self, capacity_bytes=usable_bytes / self.headroom)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["profiles"] = [asdict(p) for p in self.profiles]

@@ -17,6 +17,7 @@ How peaks are read (the calibration's `method`):
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -191,6 +192,8 @@ class MaxBatchResolver:
     def __init__(self, store: Any, cap: int):
         self.store, self.cap = store, cap
         self.models: dict[tuple, MemoryModel | str] = {}
+        # per loaded model: [highest fitting probe peak, lowest failing predicted peak] in bytes
+        self.usable_bounds: dict[tuple, list[float]] = {}
 
     @staticmethod
     def _model_key(engine: Any, spec: RunSpec, gpu_name: str | None) -> tuple:
@@ -235,44 +238,58 @@ class MaxBatchResolver:
 
     def _learn_and_climb(self, model_key: tuple, spec: RunSpec, fits: Any, how: str,
                          res: MaxBatchResult) -> MaxBatchResult:
-        """Refit the memory model on the peak of the probe that fitted (later bins then predict
-        from an at-scale point), and after a step down climb once to the refitted prediction
-        when it lies well inside (fitted, failed): the answer then sits near the real limit, not
-        up to 20% below it."""
+        """Learn from this bin's probes, then climb once if the answer sits well below the limit.
+
+        - Slope: the model is refitted on the peak of each probe that fitted (later bins predict
+          from an at-scale point, not from the calibration's small prefills).
+        - Usable memory: a probe that failed although the model said it fits bounds what the
+          allocator can really hand out (seen on an H200 with transformers eager: probes peaking
+          at 120 GB fitted, ones predicted at 134-135 GB did not, on a card the model credited
+          with 137 GB). The bounds [highest fitting peak, lowest failing predicted peak] carry
+          over to later bins: their predictions use the lower bound, so their one probe fits.
+        - Climb: after a step down, one probe at the prediction from the middle of the bounds
+          when that lies more than CLIMB_MIN_GAIN above the batch that fitted.
+        """
         peaks = getattr(fits, "peaks", {})
         beams = spec.decoding.num_beams if spec.decoding.strategy == "beam" else 1
-        length = spec.input_tokens + spec.output_tokens
+        i, o = spec.input_tokens, spec.output_tokens
+        length = i + o
+        bounds = self.usable_bounds.setdefault(model_key, [0.0, math.inf])
 
-        def learn(batch_size: int) -> MemoryModel | None:
+        def learn(probes: list[dict[str, Any]]) -> MemoryModel | None:
             current = self.models.get(model_key)
-            if batch_size not in peaks or not isinstance(current, MemoryModel):
+            if not isinstance(current, MemoryModel):
                 return None
-            refit = current.refit(MemoryProfile(batch_size * beams, length, peaks[batch_size]))
-            self.models[model_key] = refit
-            return refit
+            for p in probes:
+                if p["fits"] and p["batch_size"] in peaks:
+                    current = current.refit(MemoryProfile(p["batch_size"] * beams, length, peaks[p["batch_size"]]))
+                    bounds[0] = max(bounds[0], peaks[p["batch_size"]])
+            for p in probes:
+                if not p["fits"]:
+                    bounds[1] = min(bounds[1], current.peak_bytes(p["batch_size"], i, o, beams))
+            if bounds[0] > 0 and bounds[1] <= current.capacity_bytes * current.headroom:
+                current = current.with_usable_bytes(bounds[0])  # the model's capacity was too high
+            self.models[model_key] = current
+            return current
 
         if res.max_batch is None:
             return res
-        refit = learn(res.max_batch)
+        model = learn(res.probes)
         failed = [p["batch_size"] for p in res.probes if not p["fits"]]
-        if refit is None or not failed:
+        if model is None or not failed or res.max_batch not in peaks:
             return res
         lowest_failed = min(failed)
-        predicted = refit.predict_max_batch(spec.input_tokens, spec.output_tokens, beams, self.cap)
-        if predicted >= lowest_failed:
-            # the refitted model still says the failed batch fits: its capacity, not its slope,
-            # is off; one bisection step between what fitted and what failed instead
-            target = (res.max_batch + lowest_failed) // 2
-        else:
-            target = predicted
+        middle = model.with_usable_bytes((bounds[0] + bounds[1]) / 2) if math.isfinite(bounds[1]) else model
+        target = min(middle.predict_max_batch(i, o, beams, self.cap), lowest_failed - 1)
         if target <= res.max_batch * (1 + CLIMB_MIN_GAIN):
             return res
         ok = bool(fits(target))
-        res.probes.append({"batch_size": target, "fits": ok, "how": how})
+        probe = {"batch_size": target, "fits": ok, "how": how}
+        res.probes.append(probe)
         if ok:
             res.max_batch = target
             res.method += ", climbed on the probe's peak"
-            learn(target)
+        learn([probe])
         return res
 
     def resolve(self, engine: Any, spec: RunSpec, gpu_name: str | None) -> MaxBatchResult:

@@ -40,7 +40,10 @@ class PhaseResult:
     name: str
     output_tokens: int
     iterations_per_window: int
-    windows: list[Measurement] = field(default_factory=list)
+    windows: list[Measurement] = field(default_factory=list)  # the windows the figures come from
+    # Adaptive protocol: windows measured before the agreeing ones (runs.windows.settling_count),
+    # kept in the record, left out of the figures.
+    settling: list[Measurement] = field(default_factory=list)
     results: list[GenerationResult] = field(default_factory=list)  # every measured batch
     flags: set[str] = field(default_factory=set)
     # How the windows ended and what warmed them up (runs.windows); None under no protocol record.
@@ -179,10 +182,14 @@ def per_gpu_metrics(full: PhaseResult) -> dict[str, Any]:
 
 def protocol_metrics(spec: RunSpec, full: PhaseResult, prefill: PhaseResult | None) -> dict[str, Any]:
     """Warm-ups, windows and why they stopped, for the full phase (and the prefill phase)."""
-    out: dict[str, Any] = {"protocol": spec.protocol, "windows": len(full.windows)}
+    # `windows` counts every window measured (the cost); `windows_used` those the figures average
+    out: dict[str, Any] = {"protocol": spec.protocol, "windows": len(full.windows) + len(full.settling),
+                           "windows_used": len(full.windows)}
     if full.stop:
         out["stop_reason"] = full.stop.get("stop_reason")
         out["window_spread_rel"] = full.stop.get("window_spread_rel")
+        out["settling_windows"] = full.stop.get("settling_windows", 0)
+        out["settling_excess_rel"] = full.stop.get("settling_excess_rel")
     if full.warmup:
         out["warmup_full_length"] = full.warmup.get("full_length")
         out["warmup_short"] = full.warmup.get("short")
@@ -229,11 +236,13 @@ def _split_metrics(
 
 
 def window_summaries(phase: PhaseResult) -> list[dict[str, Any]]:
-    """One entry per measured window of a phase, told apart by kind (full or prefill)."""
+    """One entry per measured window of a phase, told apart by kind (full, prefill, or either
+    with "-settling": measured before the agreeing windows and left out of the figures)."""
     out = []
-    for m in phase.windows:
+    kinds = [f"{phase.name}-settling"] * len(phase.settling) + [phase.name] * len(phase.windows)
+    for kind, m in zip(kinds, [*phase.settling, *phase.windows]):
         out.append({
-            "kind": phase.name,
+            "kind": kind,
             "iterations": phase.iterations_per_window,
             "duration_s": m.duration_s,
             "energy_j": m.energy_j,

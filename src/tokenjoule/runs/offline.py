@@ -174,6 +174,9 @@ def _measure_phase_adaptive(
         if on_progress:
             on_progress(prefix + "measure", len(phase.windows), spec.max_windows)
     phase.stop = stop_summary(reason, phase.energies_j, spec.window_agree_rel)
+    k = phase.stop["settling_windows"]
+    if k:  # the windows before the agreeing pair were still settling: recorded, not averaged
+        phase.settling, phase.windows = phase.windows[:k], phase.windows[k:]
     return phase
 
 

@@ -14,7 +14,13 @@ Two protocols (`RunSpec.protocol`):
     the first window (a batch longer than the minimum window is one window); otherwise it is
     calibration and sets the iterations per window;
   * windows repeat until the last two agree (`stop_rule`): default two windows within 1% in
-    energy per batch; a third otherwise (`max_windows`), then stop and say they disagreed.
+    energy per batch; a third otherwise (`max_windows`), then stop and say they disagreed;
+  * when the agreement came after earlier windows that disagreed, those earlier windows are
+    SETTLING windows (`settling_count`): kept in the record, left out of the cell's figures.
+    Seen on an H200 (2026-12-02, transformers eager, batches of 160-810): the first full-length
+    batch of a new shape ran 1.6-2.1x longer and drew 12-22% more energy than the two after it,
+    which agreed within 1% (the caching allocator growing to the batch's full KV cache, which the
+    short warm-up never reaches). Averaging it in would bias the cell high by 4-8%.
 
 Every cell records its warm-ups, its windows and why it stopped (`stop_reason`). Pure
 functions; runs.offline calls them.
@@ -97,9 +103,23 @@ def stop_rule(energies_j: Sequence[float | None], *, agree_rel: float = DEFAULT_
     return None
 
 
+def settling_count(reason: str, n_windows: int, min_windows: int = MIN_WINDOWS) -> int:
+    """Windows before the agreeing ones: only a stop by agreement says which windows settled
+    (the last `min_windows`); without agreement every window counts."""
+    return max(0, n_windows - min_windows) if reason == STOP_AGREE else 0
+
+
 def stop_summary(reason: str, energies_j: Sequence[float | None], agree_rel: float) -> dict:
-    """What a cell records about its windows: count, why it stopped, and the last two's spread."""
+    """What a cell records about its windows: count, why it stopped, the last two's spread, and
+    the settling windows left out (how many, and their energy above the agreeing ones)."""
     vals = [e for e in energies_j if e is not None]
     spread = relative_spread(vals[-2:]) if len(vals) >= 2 else None
+    k = settling_count(reason, len(energies_j))
+    excess = None
+    if k and all(e is not None for e in energies_j):
+        settled = [float(e) for e in energies_j[k:] if e is not None]
+        early = [float(e) for e in energies_j[:k] if e is not None]
+        base = sum(settled) / len(settled)
+        excess = (sum(early) / len(early)) / base - 1 if base > 0 else None
     return {"stop_reason": reason, "windows": len(energies_j), "window_spread_rel": spread,
-            "windows_agree_rel": agree_rel}
+            "windows_agree_rel": agree_rel, "settling_windows": k, "settling_excess_rel": excess}
