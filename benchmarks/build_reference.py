@@ -20,12 +20,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tokenjoule.analysis.reference_table import DEFAULT_COVERAGE, build_table  # noqa: E402
+from tokenjoule.analysis.reference_table import DEFAULT_COVERAGE, FALLBACK_COMMAND, build_table  # noqa: E402
 
 
-def build(db: Path, name: str, model: str, setups: list[str], coverage: str, title: str) -> dict:
-    return build_table(db, name, model, setups, coverage, title,
-                       command=" ".join(["python benchmarks/build_reference.py", *sys.argv[1:]]))
+def build(db: Path, name: str, model: str, setups: list[str], coverage: str, title: str,
+          measured_by: list[str] | None = None) -> dict:
+    table = build_table(db, name, model, setups, coverage, title,
+                        command=" ".join(["python benchmarks/build_reference.py", *sys.argv[1:]]))
+    if measured_by:  # cells whose provenance names no command: the caller says what measured them
+        table["commands"] = sorted(set(table["commands"]) - {FALLBACK_COMMAND} | set(measured_by))
+    return table
 
 
 
@@ -37,11 +41,13 @@ def main() -> None:
     ap.add_argument("--setup", action="append", help="engine:mode[:decoding] (repeatable)")
     ap.add_argument("--coverage", default=DEFAULT_COVERAGE)
     ap.add_argument("--title", default=None)
+    ap.add_argument("--measured-by", action="append", metavar="COMMAND",
+                    help="the command that measured the cells, when their provenance does not say (repeatable)")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "src/tokenjoule/reference/data")
     args = ap.parse_args()
     setups = args.setup or ["hf:eager", "vllm:graphs"]
     title = args.title or f"{args.model} bin table ({', '.join(setups)})"
-    table = build(args.db.resolve(), args.name, args.model, setups, args.coverage, title)
+    table = build(args.db.resolve(), args.name, args.model, setups, args.coverage, title, args.measured_by)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     path = args.out_dir / f"{args.name}.json"
     path.write_text(json.dumps(table, indent=1) + "\n")

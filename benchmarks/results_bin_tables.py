@@ -67,7 +67,7 @@ def window_figures(db: Path, cell_id: str | int | None) -> dict[str, Any] | None
     if cell_id in (None, "") or not db.is_file():
         return None
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from tokenjoule.runs.windows import settling_count
+    from tokenjoule.records import settled_figures
 
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -79,18 +79,18 @@ def window_figures(db: Path, cell_id: str | int | None) -> dict[str, Any] | None
         return None
     batch, metrics, measurement = int(row[0]), json.loads(row[1]), json.loads(row[2] or "{}")
     windows = [w for w in measurement.get("windows", []) if w.get("kind") in ("full", "full-settling")]
-    per_batch = [w["energy_j"] / max(int(w.get("iterations") or 1), 1) for w in windows
-                 if w.get("energy_j") is not None]
-    if not per_batch or len(per_batch) != len(windows) or batch <= 0:
+    fig = settled_figures(metrics.get("stop_reason"), windows)
+    if fig is None or batch <= 0:
         return None
-    k = settling_count(metrics.get("stop_reason") or "", len(per_batch))
-    used = per_batch[k:]
-    mean = statistics.fmean(used)
-    return {"energy_per_request_j": mean / batch, "windows_used": len(used), "windows": len(per_batch),
+    k = fig["settling_windows"]
+    used = [w["energy_j"] / max(int(w.get("iterations") or 1), 1) for w in windows[k:]]
+    mean = fig["energy_j"]
+    return {"energy_per_request_j": mean / batch, "windows_used": fig["windows_used"], "windows": len(windows),
             "energy_cv": statistics.stdev(used) / mean if len(used) > 1 and mean > 0 else None,
             "settling_windows": k,
-            "settling_excess": statistics.fmean(per_batch[:k]) / mean - 1 if k and mean > 0 else None,
-            "all_windows_energy_per_request_j": statistics.fmean(per_batch) / batch}
+            "settling_excess": (fig["energy_j_all_windows"] * len(windows) - mean * len(used)) / k / mean - 1
+            if k and mean > 0 else None,
+            "all_windows_energy_per_request_j": fig["energy_j_all_windows"] / batch}
 
 
 def hf_probes(db: Path) -> list[list[dict[str, Any]]]:

@@ -278,3 +278,34 @@ class CellRecord:
             "spec_hash": self.spec_hash, "spec": self.spec, "metrics": self.metrics,
             "measurement": self.measurement, "provenance": self.provenance, "error": self.error,
         }
+
+
+# -- the settling rule of adaptive windows (runs.windows), on stored records ------------------------
+STOP_AGREE = "agree"
+MIN_AGREEING_WINDOWS = 2
+
+
+def settling_count(reason: str, n_windows: int, min_windows: int = MIN_AGREEING_WINDOWS) -> int:
+    """Windows before the agreeing ones: only a stop by agreement says which windows settled
+    (the last `min_windows`); without agreement every window counts."""
+    return max(0, n_windows - min_windows) if reason == STOP_AGREE else 0
+
+
+def settled_figures(stop_reason: str | None, windows: Sequence[dict]) -> dict | None:
+    """Energy and time per batch of the windows a cell's figures use, from its stored window
+    summaries (`measurement["windows"]`, kinds `full` and `full-settling`), the settling rule
+    applied: also to adaptive cells stored before the rule existed, whose settling window was
+    averaged in. None when a window lacks its energy or there are none.
+
+    Returns {"energy_j", "duration_s", "windows_used", "settling_windows",
+    "energy_j_all_windows"} (per batch)."""
+    full = [w for w in windows if w.get("kind") in ("full", "full-settling")]
+    if not full or any(w.get("energy_j") is None or w.get("duration_s") is None for w in full):
+        return None
+    per = [(float(w["energy_j"]) / max(int(w.get("iterations") or 1), 1),
+            float(w["duration_s"]) / max(int(w.get("iterations") or 1), 1)) for w in full]
+    k = settling_count(stop_reason or "", len(per))
+    used = per[k:]
+    return {"energy_j": sum(e for e, _ in used) / len(used), "duration_s": sum(d for _, d in used) / len(used),
+            "windows_used": len(used), "settling_windows": k,
+            "energy_j_all_windows": sum(e for e, _ in per) / len(per)}

@@ -64,3 +64,32 @@ def test_demo_step_shows_the_shipped_tables_labelled():
     assert {r.workload for r in study.rows} >= {"azure-conv-2023", "paper:burstgpt (synthetic)"}
     # The H100 table is partial: every row says so instead of showing a total.
     assert all(r.total_energy_j is None and r.partial_energy_j > 0 for r in study.rows)
+
+
+def test_partial_tables_give_savings_on_the_bins_both_measured_only(store):
+    binned = plant(store, "hf", "eager", 400.0)
+    # vLLM measured only the most requested bin, at a quarter of hf's energy
+    (i, o), n_top = max(binned.counts.items(), key=lambda kv: kv[1])
+    spec = {"model": "llama-3.1-8b", "engine": "vllm", "mode": "graphs", "decoding": {"strategy": "greedy"},
+            "batch_size": 8, "input_tokens": i, "output_tokens": o, "dtype": "bfloat16"}
+    store.add(CellRecord(spec=spec, spec_hash="vllm-top", kind="offline", metrics={"energy_j": 100.0},
+                         provenance={"gpu_names": ["NVIDIA H200"]}))
+    study = case_study(store, model="llama-3.1-8b", workloads=WORKLOADS, bins=BINS, n=500)
+    name = "paper:burstgpt (synthetic)"
+    assert study.savings[name] is None  # no total for vLLM: no workload savings
+    common = study.common_savings[name]
+    assert common["bins"] == 1 and common["savings"] == pytest.approx(0.75)
+    assert common["requests_share"] == pytest.approx(n_top / study.rows[0].n_kept)
+
+
+def test_demo_step_marks_common_bin_savings_of_the_partial_h200_table():
+    from tokenjoule.cli.demo import DemoContext, reference_step
+
+    buf = io.StringIO()
+    ctx = DemoContext(console=Console(file=buf, width=120), db_path=None, out_dir=None, store=None)
+    reference_step(ctx)
+    text = buf.getvalue()
+    assert "measured elsewhere on NVIDIA H200, 2026-12-02" in text and "%†" in text
+    study = ctx.results["case_studies"]["h200-llama-3.1-8b"]
+    conv = study.common_savings["azure-conv-2023"]
+    assert conv is not None and 0 < conv["savings"] < 1 and conv["bins"] >= 7  # 7 of the 8 shared bins occur in conv

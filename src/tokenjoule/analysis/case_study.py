@@ -67,16 +67,38 @@ class CaseStudy:
     savings: dict[str, float | None]  # workload -> 1 - E_opt / E_base (None when incomplete)
     basis: str  # where the cells come from (a database path or a reference label)
     rounding: str = DEFAULT_ROUNDING
+    # workload -> savings on the bins BOTH setups measured, for partial tables (where `savings`
+    # is None): {"savings", "requests_share" (of the workload's kept requests), "bins"}
+    common_savings: dict[str, dict[str, float | int] | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rounding": self.rounding, "rounding_formula": FORMULAS[self.rounding],
                 "model": self.model, "baseline": self.baseline, "optimized": self.optimized, "gpu": self.gpu,
                 "basis": self.basis, "rows": [r.to_dict() for r in self.rows], "savings": dict(self.savings),
+                "common_savings": dict(self.common_savings),
                 "paper_table4": {k: {"pytorch_above_theory_percent": v[0], "vllm_above_theory_percent": v[1],
                                      "savings_percent": v[2]} for k, v in PAPER_TABLE4.items()}}
 
 
 def _row(workload, binned, store, model: str, setup: Setup, gpu: str | None, rounding: str) -> CaseRow:
+    return _row_and_estimate(workload, binned, store, model, setup, gpu, rounding)[0]
+
+
+def common_bin_savings(base: Any, opt: Any) -> dict[str, float | int] | None:
+    """1 - E_opt / E_base over the bins both estimates measured, with the share of the requests
+    those bins hold: the comparable part of two partial tables (None when they share no bin)."""
+    b = {(r.input_tokens, r.output_tokens): r for r in base.rows}
+    o = {(r.input_tokens, r.output_tokens): r for r in opt.rows}
+    common = sorted(set(b) & set(o))
+    e_base = sum(b[k].energy_j for k in common)
+    if not common or e_base <= 0 or not base.n_kept:
+        return None
+    return {"savings": savings_fraction(e_base, sum(o[k].energy_j for k in common)),
+            "requests_share": sum(b[k].n_requests for k in common) / base.n_kept, "bins": len(common)}
+
+
+def _row_and_estimate(workload, binned, store, model: str, setup: Setup, gpu: str | None,
+                      rounding: str) -> tuple[CaseRow, Any]:
     res = binned_estimate(binned, store, model=model, engine=setup.engine, mode=setup.mode, decoding=setup.decoding,
                           rounding=rounding)
     row = CaseRow(workload=workload.name, setup=f"{setup.engine}:{setup.mode}", n_total=res.n_total,
@@ -86,7 +108,7 @@ def _row(workload, binned, store, model: str, setup: Setup, gpu: str | None, rou
                   energy_per_request_j=res.energy_per_request_j)
     if not res.complete:
         row.notes.append(f"{len(res.missing)} of {len(binned.counts)} bins unmeasured: no total, no theory")
-        return row
+        return row, res
     for convention in ("tokenjoule", "paper"):
         try:
             cmp = compare_theory(res, gpu=gpu, convention=convention)
@@ -98,7 +120,7 @@ def _row(workload, binned, store, model: str, setup: Setup, gpu: str | None, rou
         row.theory_j[convention] = cmp.theoretical_energy_j
         row.above_theory_percent[convention] = cmp.above_theory_percent
         row.multiple_of_theory[convention] = cmp.measured_multiple_of_theory
-    return row
+    return row, res
 
 
 def case_study(store, *, model: str, workloads=CASE_STUDY_WORKLOADS, baseline: str = BASELINE,
@@ -108,13 +130,15 @@ def case_study(store, *, model: str, workloads=CASE_STUDY_WORKLOADS, baseline: s
     from tokenjoule.workloads.traces import resolve_workload
 
     base, opt = parse_setup(baseline), parse_setup(optimized)
-    rows, savings = [], {}
+    rows, savings, common = [], {}, {}
     for name in workloads:
         wl = resolve_workload(name, n=n, seed=seed)
         binned = bin_workload(wl, bins or Bins())
-        pair = [_row(wl, binned, store, model, s, gpu, rounding) for s in (base, opt)]
-        rows.extend(pair)
-        b, o = pair[0].total_energy_j, pair[1].total_energy_j
+        (row_b, est_b), (row_o, est_o) = [_row_and_estimate(wl, binned, store, model, s, gpu, rounding)
+                                          for s in (base, opt)]
+        rows.extend([row_b, row_o])
+        b, o = row_b.total_energy_j, row_o.total_energy_j
         savings[wl.name] = savings_fraction(b, o) if b and o else None
+        common[wl.name] = None if savings[wl.name] is not None else common_bin_savings(est_b, est_o)
     return CaseStudy(model=model, baseline=baseline, optimized=optimized, gpu=gpu, rows=rows, savings=savings,
-                     basis=basis, rounding=rounding)
+                     basis=basis, rounding=rounding, common_savings=common)

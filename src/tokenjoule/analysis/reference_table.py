@@ -6,6 +6,7 @@ Used by `benchmarks/build_reference.py` (the shipped tables) and the case-study 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tokenjoule.analysis.estimate import select_cells
 from tokenjoule.analysis.gpus import find_gpu
@@ -27,6 +28,26 @@ DEFAULT_COVERAGE = ("partial: hf eager, 11 paper-size bins of the Azure 2023 tra
                     "vllm graphs only at 512-in/64-out (the 63-bin table was not finished)")
 
 
+# What the H100 table's cells were measured by (their provenance predates recording the command).
+FALLBACK_COMMAND = "python benchmarks/paper_bins.py (see docs/RESULTS.md)"
+
+
+def _figures(rec: Any) -> tuple[float, float | None, str]:
+    """A cell's energy and time per batch: as stored, except for adaptive cells whose stored
+    windows show settling windows averaged in (stored before runs.windows' settling rule): those
+    are recomputed from the windows with the rule, and say so."""
+    from tokenjoule.records import settled_figures
+
+    m = rec.metrics
+    if m.get("protocol") == "adaptive" and not m.get("windows_used"):
+        fig = settled_figures(m.get("stop_reason"), (rec.measurement or {}).get("windows", []))
+        if fig is not None and fig["settling_windows"]:
+            return fig["energy_j"], fig["duration_s"], (
+                f"settling rule applied to the stored windows ({fig['settling_windows']} of "
+                f"{fig['settling_windows'] + fig['windows_used']} left out)")
+    return m["energy_j"], m.get("duration_s"), "as stored"
+
+
 def build_table(db: Path, name: str, model: str, setups: list[str], coverage: str, title: str,
                 command: str = "python benchmarks/build_reference.py") -> dict:
     """The reference-table dict of the ok offline cells of `model` for `setups` in `db` (see
@@ -46,9 +67,10 @@ def build_table(db: Path, name: str, model: str, setups: list[str], coverage: st
                     versions.update({k: prov[k] for k in VERSION_KEYS if prov.get(k)})
                     if prov.get("command"):
                         commands.add(prov["command"])
+                    energy_j, duration_s, figures = _figures(rec)
                     cells.append({"engine": s.engine, "mode": s.mode, "decoding": s.decoding, "input_tokens": i,
                                   "output_tokens": o, "batch_size": int(rec.spec["batch_size"]),
-                                  "energy_j": m["energy_j"], "duration_s": m.get("duration_s"),
+                                  "energy_j": energy_j, "duration_s": duration_s, "figures": figures,
                                   "avg_power_w": m.get("avg_power_w"), "idle_power_w": m.get("idle_power_w"),
                                   "method": m.get("method") or rec.measurement.get("method"),
                                   "flags": list(m.get("flags") or []),
@@ -64,5 +86,5 @@ def build_table(db: Path, name: str, model: str, setups: list[str], coverage: st
     return {"format_version": 1, "name": name, "title": title, "card": card, "gpu": gpu.name if gpu else None,
             "date": max(dates)[:10], "model": model, "coverage": coverage,
             "source": _relative(db), "built_by": command,
-            "commands": sorted(commands) or ["python benchmarks/paper_bins.py (see docs/RESULTS.md)"],
+            "commands": sorted(commands) or [FALLBACK_COMMAND],
             "versions": versions, "cells": cells}

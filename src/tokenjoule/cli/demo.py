@@ -216,10 +216,13 @@ def case_study_table(study, title: str) -> Table:
         complete = r.total_energy_j is not None
         kwh = f"{r.total_kwh:.3g}" if complete else f"≥{r.partial_energy_j / 3.6e6:.3g}"
         saved = study.savings.get(r.workload) if r.setup == study.optimized else None
+        saved_text = _fmt(None if saved is None else 100 * saved, "{:.0f}%")
+        common = study.common_savings.get(r.workload) if r.setup == study.optimized else None
+        if saved is None and common:  # partial tables: the comparable part only, marked
+            saved_text = f"{100 * common['savings']:.0f}%† ({100 * common['requests_share']:.0f}%)"
         table.add_row(r.workload.replace(" (synthetic)", "*").removeprefix("paper:"), r.setup.split(":")[0],
                       f"{100 * r.coverage_share:.0f}%", kwh, _fmt(r.energy_per_request_j, "{:.3g}"),
-                      _fmt(r.above_theory_percent.get("paper"), "{:+.0f}%"),
-                      _fmt(None if saved is None else 100 * saved, "{:.0f}%"))
+                      _fmt(r.above_theory_percent.get("paper"), "{:+.0f}%"), saved_text)
     return table
 
 
@@ -235,7 +238,9 @@ def reference_step(ctx: DemoContext) -> None:
         ctx.console.print(case_study_table(study, f"case study: {ref.model}, hf eager vs vllm graphs, on {ref.card}, "
                                                   f"measured {ref.date}"))
         ctx.console.print(f"[yellow]{ref.label}[/]")
-        ctx.console.print("≥: some bins unmeasured, so only the measured part (not a total), no theory, no savings; "
+        ctx.console.print("≥: some bins unmeasured, so only the measured part (not a total), no theory; "
+                          "†: savings on the bins both setups measured only (in brackets: their share of the "
+                          "workload's requests), not the workload's savings; "
                           "cov: requests in measured bins; vs theory: % above the theoretical estimate with the "
                           "paper's constants (estimate --compare-theory shows both conventions); * SYNTHETIC, "
                           "matched to the paper's Tables 1-2 (paper:NAME). The paper's Table 4 savings "

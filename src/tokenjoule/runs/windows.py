@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tokenjoule.errors import TokenjouleError, UnknownNameError
+from tokenjoule.records import STOP_AGREE, settling_count  # noqa: F401  (the rule lives with the records it reads)
 from tokenjoule.spec import PROTOCOLS
 DEFAULT_AGREE_REL = 0.01
 DEFAULT_MAX_WINDOWS = 3
@@ -40,7 +41,6 @@ SHORT_WARMUP_OUTPUT_TOKENS = 2
 # (engine, mode) pairs that compile or capture per input shape inside generate.
 CAPTURE_PER_SHAPE = {("hf", "compile"), ("hf", "cudagraphs")}
 
-STOP_AGREE = "agree"
 STOP_MAX_WINDOWS = "max-windows"
 STOP_FIXED = "fixed-repeats"
 STOP_NO_ENERGY = "no-energy"
@@ -103,12 +103,6 @@ def stop_rule(energies_j: Sequence[float | None], *, agree_rel: float = DEFAULT_
     return None
 
 
-def settling_count(reason: str, n_windows: int, min_windows: int = MIN_WINDOWS) -> int:
-    """Windows before the agreeing ones: only a stop by agreement says which windows settled
-    (the last `min_windows`); without agreement every window counts."""
-    return max(0, n_windows - min_windows) if reason == STOP_AGREE else 0
-
-
 def stop_summary(reason: str, energies_j: Sequence[float | None], agree_rel: float) -> dict:
     """What a cell records about its windows: count, why it stopped, the last two's spread, and
     the settling windows left out (how many, and their energy above the agreeing ones)."""
@@ -123,3 +117,4 @@ def stop_summary(reason: str, energies_j: Sequence[float | None], agree_rel: flo
         excess = (sum(early) / len(early)) / base - 1 if base > 0 else None
     return {"stop_reason": reason, "windows": len(energies_j), "window_spread_rel": spread,
             "windows_agree_rel": agree_rel, "settling_windows": k, "settling_excess_rel": excess}
+
