@@ -141,3 +141,29 @@ def test_failed_probes_teach_the_usable_memory_so_later_bins_fit_at_the_first_pr
         limit = engine.limit(*shape)
         assert rec.metrics["max_batch_probes"] == 1, rec.metrics["max_batch_probe_sizes"]
         assert 0.9 * limit <= rec.spec["batch_size"] <= limit
+
+
+def test_a_later_load_starts_with_the_usable_memory_earlier_loads_stored(store, monkeypatch):
+    # first sweep: one bin pays for the lesson (its first probe fails); a second sweep of other
+    # bins in a new load learns it from the stored probes, so its first bin's probe fits
+    def run(cells):
+        clock = FakeClock()
+        engine = MemoryEngine(clock=clock)
+
+        def calibrate(e, spec):
+            model = planted_calibration(e, spec)
+            e.capacity_bytes *= 0.85
+            return model
+
+        monkeypatch.setattr(max_batch, "calibrate_engine", calibrate)
+        text = BASE + "max_batch_method: predict\norder: as-written\ncells:\n" + "".join(
+            f"  - {{input_tokens: {i}, output_tokens: {o}}}\n" for i, o in cells)
+        run_sweep(parse_config(text), store, meter=ScriptedMeter(clock), engine_factory=lambda n: engine,
+                  clock=clock, sleep=clock.advance, progress=False)
+        return engine
+
+    run([(1024, 256)])
+    engine = run([(256, 64)])
+    rec = next(r for r in store.find(status="ok") if r.spec["input_tokens"] == 256)
+    assert rec.metrics["max_batch_probes"] == 1, rec.metrics["max_batch_probe_sizes"]
+    assert 0.9 * engine.limit(256, 64) <= rec.spec["batch_size"] <= engine.limit(256, 64)

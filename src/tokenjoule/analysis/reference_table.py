@@ -53,7 +53,7 @@ def build_table(db: Path, name: str, model: str, setups: list[str], coverage: st
     """The reference-table dict of the ok offline cells of `model` for `setups` in `db` (see
     tables.py for the format): every usable candidate cell of each bin (analysis.selection)."""
     cells, versions, dates, cards, commands = [], {}, [], set(), set()
-    with ResultStore(db) as store:
+    with ResultStore(db, create=False, read_only=True) as store:  # building a table never rewrites its evidence
         for text in setups:
             s = parse_setup(text)
             chosen, _ = select_cells(store, model=model, engine=s.engine, mode=s.mode, decoding=s.decoding)

@@ -17,6 +17,7 @@ How peaks are read (the calibration's `method`):
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -26,7 +27,7 @@ from typing import Any, Callable
 
 from tokenjoule.engines.base import CAP_KV_CACHE_TOKENS, CAP_PROBE_MEMORY, supports
 from tokenjoule.models.memory import MemoryModel, MemoryProfile, calibrate, vllm_max_batch
-from tokenjoule.spec import RunSpec
+from tokenjoule.spec import RunSpec, memory_key
 
 MAX_BATCH_STEP = 0.8
 # After a step down, one more probe climbs to the refitted model's prediction when that lies
@@ -178,6 +179,13 @@ def predicted_max_batch(engine: Any, spec: RunSpec, model: MemoryModel | None, c
     return confirm_max_batch(fits, predicted, cap, method, how)
 
 
+def annotate_peaks(probes: list[dict[str, Any]], fits: Any) -> None:
+    """Add the peak bytes each fitting probe reported (EngineFits.peaks) to its stored entry."""
+    for p in probes:
+        if p["fits"] and p["batch_size"] in getattr(fits, "peaks", {}):
+            p["peak_bytes"] = fits.peaks[p["batch_size"]]
+
+
 # -- the sweep's hook ----------------------------------------------------------------------------
 MAX_BATCH_METHODS = ("search", "predict")
 
@@ -209,6 +217,7 @@ class MaxBatchResolver:
             else:
                 try:
                     self.models[key] = calibrate_engine(engine, spec)
+                    self.seed_from_store(key, spec, gpu_name)
                 except Exception as exc:  # noqa: BLE001 - calibration failing falls back to the search
                     if is_out_of_memory(exc):
                         from tokenjoule.runs.batch_search import release_memory
@@ -236,60 +245,77 @@ class MaxBatchResolver:
             return None, False
         return max(1, min(predict_for(engine, spec, model, self.cap)[0], self.cap)), False
 
+    def learn(self, model_key: tuple, shape: tuple[int, int, int], probes: list[dict[str, Any]]) -> MemoryModel | None:
+        """Teach the load's memory model what probes of one shape (input, output, beams) showed:
+
+        - slope: refit on the `peak_bytes` of each probe that fitted (an at-scale point, not the
+          calibration's small prefills extrapolated a hundredfold);
+        - usable memory: a probe that failed although the model said it fits bounds what the
+          allocator really hands out (seen on an H200 with transformers eager: probes peaking at
+          120 GB fitted, ones predicted at 132-135 GB did not, on a card the model credited with
+          about 137 GB). The bounds [highest fitting peak, lowest failing predicted peak] hold
+          for the load; once a failure contradicts the model, it predicts with the lower bound,
+          so the next bin's one probe fits.
+        """
+        current = self.models.get(model_key)
+        if not isinstance(current, MemoryModel):
+            return None
+        i, o, beams = shape
+        bounds = self.usable_bounds.setdefault(model_key, [0.0, math.inf])
+        for p in probes:
+            if p.get("fits") and p.get("peak_bytes"):
+                current = current.refit(MemoryProfile(p["batch_size"] * beams, i + o, float(p["peak_bytes"])))
+                bounds[0] = max(bounds[0], float(p["peak_bytes"]))
+        for p in probes:
+            if p.get("fits") is False:
+                bounds[1] = min(bounds[1], current.peak_bytes(p["batch_size"], i, o, beams))
+        if bounds[0] > 0 and bounds[1] <= current.capacity_bytes * current.headroom:
+            current = current.with_usable_bytes(bounds[0])  # the model's capacity was too high
+        self.models[model_key] = current
+        return current
+
+    def seed_from_store(self, model_key: tuple, spec: RunSpec, gpu_name: str | None) -> None:
+        """Learn from the probes earlier loads stored for this model, engine, mode, dtype and GPU
+        (the store's largest-batch cache keeps every probe with its peak): a resumed table
+        starts with the lesson instead of paying its first bin's failed probes again."""
+        entries = getattr(self.store, "max_batch_entries", None)
+        if entries is None:
+            return
+        same = ("model", "engine", "mode", "dtype", "engine_options", "tensor_parallel", "pipeline_parallel")
+        mine = json.loads(memory_key(spec, gpu_name, self.cap))
+        for key, probes in entries(gpu_name):
+            if all(key.get(k) == mine.get(k) for k in (*same, "gpu_name")):
+                d = key.get("decoding") or {}
+                beams = int(d.get("num_beams") or 1) if d.get("strategy") == "beam" else 1
+                self.learn(model_key, (int(key["input_tokens"]), int(key["output_tokens"]), beams), probes)
+
     def _learn_and_climb(self, model_key: tuple, spec: RunSpec, fits: Any, how: str,
                          res: MaxBatchResult) -> MaxBatchResult:
-        """Learn from this bin's probes, then climb once if the answer sits well below the limit.
-
-        - Slope: the model is refitted on the peak of each probe that fitted (later bins predict
-          from an at-scale point, not from the calibration's small prefills).
-        - Usable memory: a probe that failed although the model said it fits bounds what the
-          allocator can really hand out (seen on an H200 with transformers eager: probes peaking
-          at 120 GB fitted, ones predicted at 134-135 GB did not, on a card the model credited
-          with 137 GB). The bounds [highest fitting peak, lowest failing predicted peak] carry
-          over to later bins: their predictions use the lower bound, so their one probe fits.
-        - Climb: after a step down, one probe at the prediction from the middle of the bounds
-          when that lies more than CLIMB_MIN_GAIN above the batch that fitted.
-        """
-        peaks = getattr(fits, "peaks", {})
+        """Learn from this bin's probes (`learn`), then, after a step down, climb once to the
+        prediction from the middle of the usable-memory bounds when that lies more than
+        CLIMB_MIN_GAIN above the batch that fitted: the answer then sits near the real limit,
+        not up to 20% below it."""
         beams = spec.decoding.num_beams if spec.decoding.strategy == "beam" else 1
-        i, o = spec.input_tokens, spec.output_tokens
-        length = i + o
-        bounds = self.usable_bounds.setdefault(model_key, [0.0, math.inf])
-
-        def learn(probes: list[dict[str, Any]]) -> MemoryModel | None:
-            current = self.models.get(model_key)
-            if not isinstance(current, MemoryModel):
-                return None
-            for p in probes:
-                if p["fits"] and p["batch_size"] in peaks:
-                    current = current.refit(MemoryProfile(p["batch_size"] * beams, length, peaks[p["batch_size"]]))
-                    bounds[0] = max(bounds[0], peaks[p["batch_size"]])
-            for p in probes:
-                if not p["fits"]:
-                    bounds[1] = min(bounds[1], current.peak_bytes(p["batch_size"], i, o, beams))
-            if bounds[0] > 0 and bounds[1] <= current.capacity_bytes * current.headroom:
-                current = current.with_usable_bytes(bounds[0])  # the model's capacity was too high
-            self.models[model_key] = current
-            return current
-
+        shape = (spec.input_tokens, spec.output_tokens, beams)
+        annotate_peaks(res.probes, fits)
         if res.max_batch is None:
             return res
-        model = learn(res.probes)
+        model = self.learn(model_key, shape, res.probes)
         failed = [p["batch_size"] for p in res.probes if not p["fits"]]
-        if model is None or not failed or res.max_batch not in peaks:
+        if model is None or not failed or res.max_batch not in getattr(fits, "peaks", {}):
             return res
-        lowest_failed = min(failed)
+        bounds = self.usable_bounds[model_key]
         middle = model.with_usable_bytes((bounds[0] + bounds[1]) / 2) if math.isfinite(bounds[1]) else model
-        target = min(middle.predict_max_batch(i, o, beams, self.cap), lowest_failed - 1)
+        target = min(middle.predict_max_batch(*shape, self.cap), min(failed) - 1)
         if target <= res.max_batch * (1 + CLIMB_MIN_GAIN):
             return res
         ok = bool(fits(target))
-        probe = {"batch_size": target, "fits": ok, "how": how}
-        res.probes.append(probe)
+        res.probes.append({"batch_size": target, "fits": ok, "how": how})
+        annotate_peaks(res.probes, fits)
         if ok:
             res.max_batch = target
             res.method += ", climbed on the probe's peak"
-        learn([probe])
+        self.learn(model_key, shape, res.probes[-1:])
         return res
 
     def resolve(self, engine: Any, spec: RunSpec, gpu_name: str | None) -> MaxBatchResult:
@@ -312,9 +338,7 @@ class MaxBatchResolver:
             res = predicted_max_batch(engine, spec, model, self.cap, fits, how)
             if model is not None:
                 res = self._learn_and_climb(self._model_key(engine, spec, gpu_name), spec, fits, how, res)
-        for p in res.probes:
-            if p["fits"] and p["batch_size"] in getattr(fits, "peaks", {}):
-                p["peak_bytes"] = fits.peaks[p["batch_size"]]
+        annotate_peaks(res.probes, fits)
         if res.max_batch is not None:
             self.store.set_max_batch(key, res.max_batch, gpu_name, res.probes)
         return res

@@ -351,6 +351,22 @@ class ResultStore:
         row = self._conn.execute("SELECT max_batch FROM max_batch WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else None
 
+    def max_batch_entries(self, gpu_name: str | None = None) -> list[tuple[dict, list]]:
+        """(key as a dict, probes) of every cached largest batch (of one GPU when named): the
+        probes of earlier loads, which runs.max_batch learns the usable memory from."""
+        sql, args = "SELECT key, probes_json FROM max_batch", ()
+        if gpu_name is not None:
+            sql, args = sql + " WHERE gpu_name = ?", (gpu_name,)
+        out = []
+        for key, probes in self._conn.execute(sql, args).fetchall():
+            try:
+                parsed = json.loads(key)
+            except ValueError:  # a key from before keys were JSON: nothing to learn from it
+                continue
+            if isinstance(parsed, dict):
+                out.append((parsed, json.loads(probes or "[]")))
+        return out
+
     def set_max_batch(self, key: str, max_batch: int, gpu_name: str | None, probes: list) -> None:
         def write() -> None:
             with self._transaction():
