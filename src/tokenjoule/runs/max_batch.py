@@ -33,6 +33,8 @@ MAX_BATCH_STEP = 0.8
 # After a step down, one more probe climbs to the refitted model's prediction when that lies
 # more than this share above the batch that fitted (the step leaves up to 20% on the table).
 CLIMB_MIN_GAIN = 0.05
+# Once probes showed the usable memory, predictions keep this share of the lower of its bounds.
+USABLE_MARGIN = 0.98
 # Lengths of the calibration prefills: long enough that activations dominate allocator noise,
 # short enough to take well under a second on an 8B model.
 PROFILE_TOKENS = 1024
@@ -270,7 +272,10 @@ class MaxBatchResolver:
             if p.get("fits") is False:
                 bounds[1] = min(bounds[1], current.peak_bytes(p["batch_size"], i, o, beams))
         if bounds[0] > 0 and bounds[1] <= current.capacity_bytes * current.headroom:
-            current = current.with_usable_bytes(bounds[0])  # the model's capacity was too high
+            # the model's capacity was too high: predict below both bounds (fragmentation varies
+            # with the shape, so a failing peak can lie under another shape's fitting one: on the
+            # H200, 120.06 GB failed at 4096/64 where 120.23 GB fitted at 256/256)
+            current = current.with_usable_bytes(min(bounds) * USABLE_MARGIN)
         self.models[model_key] = current
         return current
 
