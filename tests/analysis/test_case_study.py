@@ -52,13 +52,18 @@ def test_incomplete_table_gives_no_total_no_theory_no_savings(store):
     assert study.savings["paper:burstgpt (synthetic)"] is None
 
 
-def test_demo_step_shows_the_shipped_tables_labelled():
+def _demo_reference_step(width: int):
+    """(printed text, context) of the demo's case-study step over the shipped tables."""
     from tokenjoule.cli.demo import DemoContext, reference_step
 
     buf = io.StringIO()
-    ctx = DemoContext(console=Console(file=buf, width=80), db_path=None, out_dir=None, store=None)
+    ctx = DemoContext(console=Console(file=buf, width=width), db_path=None, out_dir=None, store=None)
     reference_step(ctx)
-    text = buf.getvalue()
+    return buf.getvalue(), ctx
+
+
+def test_demo_step_shows_the_shipped_tables_labelled():
+    text, ctx = _demo_reference_step(80)
     assert "measured elsewhere on NVIDIA H100 80GB HBM3, 2026-11-26" in text and "SYNTHETIC" in text
     study = ctx.results["case_studies"]["h100-llama-3.1-8b"]
     assert {r.workload for r in study.rows} >= {"azure-conv-2023", "paper:burstgpt (synthetic)"}
@@ -83,12 +88,7 @@ def test_partial_tables_give_savings_on_the_bins_both_measured_only(store):
 
 
 def test_demo_step_marks_common_bin_savings_of_the_partial_h200_table():
-    from tokenjoule.cli.demo import DemoContext, reference_step
-
-    buf = io.StringIO()
-    ctx = DemoContext(console=Console(file=buf, width=120), db_path=None, out_dir=None, store=None)
-    reference_step(ctx)
-    text = buf.getvalue()
+    text, ctx = _demo_reference_step(120)
     assert "measured elsewhere on NVIDIA H200, 2026-12-02" in text and "%†" in text
     study = ctx.results["case_studies"]["h200-llama-3.1-8b"]
     conv = study.common_savings["azure-conv-2023"]

@@ -52,18 +52,7 @@ def test_predicted_batches_within_5_percent_with_one_probe_each(store, monkeypat
 
 def test_overestimate_steps_down_and_is_recorded(store, monkeypatch):
     # the planted device holds 10% less than the calibration was told: the first probe fails
-    text = BASE + "max_batch_method: predict\ninput_tokens: 1024\noutput_tokens: 256\n"
-    clock = FakeClock()
-    engine = MemoryEngine(clock=clock)
-
-    def calibrate(e, spec):
-        model = planted_calibration(e, spec)
-        e.capacity_bytes *= 0.9
-        return model
-
-    monkeypatch.setattr(max_batch, "calibrate_engine", calibrate)
-    run_sweep(parse_config(text), store, meter=ScriptedMeter(clock), engine_factory=lambda n: engine,
-              clock=clock, sleep=clock.advance, progress=False)
+    engine = _run_on_smaller_device(store, monkeypatch, [(1024, 256)], 0.9)
     rec = store.find(status="ok")[0]
     m = rec.metrics
     assert m["max_batch_probes"] >= 2 and m["max_batch_probe_sizes"][0] == m["max_batch_predicted"]
@@ -119,21 +108,8 @@ def test_probe_peaks_refit_the_model_and_climb_back_near_the_limit(store, monkey
 
 def test_failed_probes_teach_the_usable_memory_so_later_bins_fit_at_the_first_probe(store, monkeypatch):
     # the allocator hands out 15% less than the calibration credited (an H200 with transformers
-    # eager: probes at 120 GB fitted, at 134 GB failed, of a 137 GB model capacity)
-    cells = "cells:\n" + "".join(f"  - {{input_tokens: {i}, output_tokens: {o}}}\n"
-                                 for i, o in ((1024, 256), (256, 64), (2048, 512)))
-    clock = FakeClock()
-    engine = MemoryEngine(clock=clock)
-
-    def calibrate(e, spec):
-        model = planted_calibration(e, spec)
-        e.capacity_bytes *= 0.85
-        return model
-
-    monkeypatch.setattr(max_batch, "calibrate_engine", calibrate)
-    run_sweep(parse_config(BASE + "max_batch_method: predict\norder: as-written\n" + cells), store,
-              meter=ScriptedMeter(clock), engine_factory=lambda n: engine, clock=clock, sleep=clock.advance,
-              progress=False)
+    # eager: probes at 120 GB fitted, at 132-135 GB failed, of a 137 GB model capacity)
+    engine = _run_on_smaller_device(store, monkeypatch, [(1024, 256), (256, 64), (2048, 512)], 0.85)
     by_shape = {(r.spec["input_tokens"], r.spec["output_tokens"]): r for r in store.find(status="ok")}
     assert by_shape[(1024, 256)].metrics["max_batch_probes"] >= 2  # the first bin pays for the lesson
     for shape in ((256, 64), (2048, 512)):
@@ -146,24 +122,27 @@ def test_failed_probes_teach_the_usable_memory_so_later_bins_fit_at_the_first_pr
 def test_a_later_load_starts_with_the_usable_memory_earlier_loads_stored(store, monkeypatch):
     # first sweep: one bin pays for the lesson (its first probe fails); a second sweep of other
     # bins in a new load learns it from the stored probes, so its first bin's probe fits
-    def run(cells):
-        clock = FakeClock()
-        engine = MemoryEngine(clock=clock)
-
-        def calibrate(e, spec):
-            model = planted_calibration(e, spec)
-            e.capacity_bytes *= 0.85
-            return model
-
-        monkeypatch.setattr(max_batch, "calibrate_engine", calibrate)
-        text = BASE + "max_batch_method: predict\norder: as-written\ncells:\n" + "".join(
-            f"  - {{input_tokens: {i}, output_tokens: {o}}}\n" for i, o in cells)
-        run_sweep(parse_config(text), store, meter=ScriptedMeter(clock), engine_factory=lambda n: engine,
-                  clock=clock, sleep=clock.advance, progress=False)
-        return engine
-
-    run([(1024, 256)])
-    engine = run([(256, 64)])
+    _run_on_smaller_device(store, monkeypatch, [(1024, 256)], 0.85)
+    engine = _run_on_smaller_device(store, monkeypatch, [(256, 64)], 0.85)
     rec = next(r for r in store.find(status="ok") if r.spec["input_tokens"] == 256)
     assert rec.metrics["max_batch_probes"] == 1, rec.metrics["max_batch_probe_sizes"]
     assert 0.9 * engine.limit(256, 64) <= rec.spec["batch_size"] <= engine.limit(256, 64)
+
+
+def _run_on_smaller_device(store, monkeypatch, cells, share: float) -> MemoryEngine:
+    """A predict sweep of `cells` (input, output) in order on a planted device that holds `share`
+    of what the calibration was told (the allocator hands out less than the model assumed)."""
+    clock = FakeClock()
+    engine = MemoryEngine(clock=clock)
+
+    def calibrate(e, spec):
+        model = planted_calibration(e, spec)
+        e.capacity_bytes *= share
+        return model
+
+    monkeypatch.setattr(max_batch, "calibrate_engine", calibrate)
+    text = BASE + "max_batch_method: predict\norder: as-written\ncells:\n" + "".join(
+        f"  - {{input_tokens: {i}, output_tokens: {o}}}\n" for i, o in cells)
+    run_sweep(parse_config(text), store, meter=ScriptedMeter(clock), engine_factory=lambda n: engine,
+              clock=clock, sleep=clock.advance, progress=False)
+    return engine

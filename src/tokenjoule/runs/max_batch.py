@@ -228,6 +228,15 @@ class MaxBatchResolver:
                     self.models[key] = f"calibration failed: {error_text(exc)}"
         return self.models[key]
 
+    def _model_or_reason(self, engine: Any, spec: RunSpec, gpu_name: str | None) -> MemoryModel | str | None:
+        """The memory model (hf), None (vLLM: its KV-cache capacity answers), or why neither can
+        predict (then the search runs)."""
+        if spec.engine != "vllm":
+            return self.memory_model(engine, spec, gpu_name)
+        if not supports(engine, CAP_KV_CACHE_TOKENS) or engine.kv_cache_tokens() is None:
+            return "the engine reports no KV-cache capacity"
+        return None
+
     def predict(self, engine: Any, spec: RunSpec, gpu_name: str | None) -> tuple[int | None, bool]:
         """(the largest batch this cell will be measured at, whether it is already known) without
         probing: the cached answer, else the memory model's prediction (calibrating once per load),
@@ -238,11 +247,7 @@ class MaxBatchResolver:
         cached = self.store.get_max_batch(max_batch_key(spec, gpu_name, self.cap))
         if cached is not None:
             return cached, True
-        model: MemoryModel | str | None = None
-        if spec.engine != "vllm":
-            model = self.memory_model(engine, spec, gpu_name)
-        elif not supports(engine, CAP_KV_CACHE_TOKENS) or engine.kv_cache_tokens() is None:
-            model = "the engine reports no KV-cache capacity"
+        model = self._model_or_reason(engine, spec, gpu_name)
         if isinstance(model, str):
             return None, False
         return max(1, min(predict_for(engine, spec, model, self.cap)[0], self.cap)), False
@@ -331,11 +336,7 @@ class MaxBatchResolver:
         if cached is not None:
             return MaxBatchResult(cached, None, "cached", [])
         fits, how = engine_fits(engine, spec)
-        model: MemoryModel | str | None = None
-        if spec.engine != "vllm":
-            model = self.memory_model(engine, spec, gpu_name)
-        elif not supports(engine, CAP_KV_CACHE_TOKENS) or engine.kv_cache_tokens() is None:
-            model = "the engine reports no KV-cache capacity"
+        model = self._model_or_reason(engine, spec, gpu_name)
         if isinstance(model, str):
             search = search_max_batch(fits, self.cap, how)
             res = MaxBatchResult(search.max_batch, None, f"search ({model})", search.probes)
