@@ -85,11 +85,13 @@ def window_figures(db: Path, cell_id: str | int | None) -> dict[str, Any] | None
     k = fig["settling_windows"]
     used = [w["energy_j"] / max(int(w.get("iterations") or 1), 1) for w in windows[k:]]
     mean = fig["energy_j"]
+    slowest = max((w["duration_s"] for w in windows[:k]), default=None)
     return {"energy_per_request_j": mean / batch, "windows_used": fig["windows_used"], "windows": len(windows),
             "energy_cv": statistics.stdev(used) / mean if len(used) > 1 and mean > 0 else None,
             "settling_windows": k,
             "settling_excess": (fig["energy_j_all_windows"] * len(windows) - mean * len(used)) / k / mean - 1
             if k and mean > 0 else None,
+            "settling_duration_ratio": slowest / fig["duration_s"] if k and fig["duration_s"] else None,
             "all_windows_energy_per_request_j": fig["energy_j_all_windows"] / batch}
 
 
@@ -237,15 +239,22 @@ def section(q: Any, folder: Path, all_bins: list[Any], predicted_batch: dict[str
                   f"{q.q(totals['hf-eager'] / 3.6e6, '{:.2f}')} kWh, vllm graphs {q.q(totals['vllm-graphs'] / 3.6e6, '{:.2f}')} kWh, "
                   f"savings {q.q(100 * (1 - totals['vllm-graphs'] / totals['hf-eager']), '{:.0f}')}% "
                   "(a partial table: not the trace's total)."]
-    settled = [r for bins in per_table_bins.values() for r in bins.values() if r.get("settling_windows")]
-    if settled:
-        excess = [float(r["settling_excess"]) for r in settled if r.get("settling_excess") is not None]
-        shift = [float(r["all_windows_energy_per_request_j"]) / float(r["energy_per_request_j"]) - 1 for r in settled]
-        lines += ["", f"Settling windows: {q.q(len(settled))} bins (all hf eager) stopped on an agreeing pair after a "
-                  f"first window that drew {q.q(100 * min(excess), '{:.0f}')}-{q.q(100 * max(excess), '{:.0f}')}% more "
-                  "energy (and ran up to twice as long): the first full-length batch of a new shape, whose KV cache the "
-                  "short warm-up never grew to. Averaging it in, as the cells stored before the rule did, "
-                  f"would put those bins {q.q(100 * min(shift), '{:.1f}')}-{q.q(100 * max(shift), '{:.1f}')}% higher; "
+    settled = {t: [r for r in bins.values() if r.get("settling_windows")] for t, bins in per_table_bins.items()}
+    settled_rows = [r for rs in settled.values() for r in rs]
+    if settled_rows:
+        excess = [float(r["settling_excess"]) for r in settled_rows if r.get("settling_excess") is not None]
+        slow = [float(r["settling_duration_ratio"]) for r in settled_rows if r.get("settling_duration_ratio")]
+        shift = [float(r["all_windows_energy_per_request_j"]) / float(r["energy_per_request_j"]) - 1
+                 for r in settled_rows]
+        where = ", ".join(f"{q.q(len(rs))} {TABLE_LABELS.get(t, t)}" for t, rs in settled.items() if rs)
+        lines += ["", f"Settling windows: bins that stopped on an agreeing pair after an earlier window ({where}): "
+                  f"that first window drew {q.q(100 * min(excess), '{:.0f}')}-{q.q(100 * max(excess), '{:.0f}')}% "
+                  "more energy than the pair"
+                  + (f" and ran {q.q(min(slow), '{:.1f}')}-{q.q(max(slow), '{:.1f}')}x as long" if slow else "")
+                  + ": the first full-length batch of a new shape (most likely its KV cache growing through fresh "
+                  "allocations the short warm-up never made). "
+                  "Averaging it in, as the cells stored before the rule did, would put those bins "
+                  f"{q.q(100 * min(shift), '{:.1f}')}-{q.q(100 * max(shift), '{:.1f}')}% higher; "
                   "the figures above apply the rule to the stored windows."]
     probes = hf_probes(db)
     if probes:

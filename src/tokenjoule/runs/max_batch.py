@@ -261,8 +261,8 @@ class MaxBatchResolver:
           allocator really hands out (seen on an H200 with transformers eager: probes peaking at
           120 GB fitted, ones predicted at 132-135 GB did not, on a card the model credited with
           about 137 GB). The bounds [highest fitting peak, lowest failing predicted peak] hold
-          for the load; once a failure contradicts the model, it predicts with the lower bound,
-          so the next bin's one probe fits.
+          for the load; once a failure contradicts the model, it predicts with USABLE_MARGIN of
+          the lower of the two, so the next bin's one probe fits.
         """
         current = self.models.get(model_key)
         if not isinstance(current, MemoryModel):

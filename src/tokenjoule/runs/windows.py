@@ -17,10 +17,11 @@ Two protocols (`RunSpec.protocol`):
     energy per batch; a third otherwise (`max_windows`), then stop and say they disagreed;
   * when the agreement came after earlier windows that disagreed, those earlier windows are
     SETTLING windows (`settling_count`): kept in the record, left out of the cell's figures.
-    Seen on an H200 (2026-12-02, transformers eager, batches of 160-810): the first full-length
-    batch of a new shape ran 1.6-2.1x longer and drew 12-22% more energy than the two after it,
-    which agreed within 1% (the caching allocator growing to the batch's full KV cache, which the
-    short warm-up never reaches). Averaging it in would bias the cell high by 4-8%.
+    Seen on an H200 (2026-12-02, transformers eager, batches of 88-814): in 9 of 10 bins the
+    first full-length batch ran 1.1-2.1x as long and drew 2-22% more energy as the two after it,
+    which agreed within 1% (most likely the caching allocator growing to the batch's full KV
+    cache, which the short warm-up never reaches). Averaging it in biased those cells 0.5-7.3%
+    high (docs/RESULTS.md, section 8).
 
 Every cell records its warm-ups, its windows and why it stopped (`stop_reason`). Pure
 functions; runs.offline calls them.
