@@ -376,11 +376,11 @@ class HFEngine(EngineBase):
         finally:
             del ids, out
             if fitted:
-                # Keep the allocator's segments cached: the cell's first full-length batch then
-                # splits them instead of calling cudaMalloc for each of the ~64 KV tensors that
-                # every decode step regrows (seen on an H200: that first batch ran 1.6-2.1x
-                # longer than the next ones). On out-of-memory the allocator frees its cache and
-                # retries by itself, so this costs no capacity.
+                # Keep the allocator's segments cached, so that the cell's first full-length batch
+                # can split them instead of calling cudaMalloc for the KV tensors every decode step
+                # regrows (the suspected cause of that batch running up to 2.1x as long as the next
+                # ones on an H200; runs.windows, "settling windows"). On out-of-memory the allocator
+                # frees its cache and retries by itself, so this costs no capacity.
                 gc.collect()
             else:
                 self._free_memory()
