@@ -4,9 +4,9 @@ For each table (default: `hf eager` and `vllm graphs`), every occupied bin of th
 conversation + code traces (their union, default bins) for one model on one GPU, with the fast
 protocol: ONE engine load for the whole table, the largest batch of each bin predicted by the
 memory model and confirmed by one probe (runs.max_batch), adaptive windows (runs.windows).
-`--faithfulness N` re-measures N of those bins, in the same load, with the old protocol (full
-doubling + bisection search, 3 warm-ups, 3 repeats) and reports their agreement: energy per
-request and predicted vs searched largest batch. `--remainders` also measures each trace's
+`--faithfulness N` (or `--faithfulness-bins IxO,...`) re-measures N of those bins (or the named ones),
+in the same load, with the old protocol (full doubling + bisection search, 3 warm-ups, 3 repeats)
+and reports their agreement: energy per request and predicted vs searched largest batch. `--remainders` also measures each trace's
 partly filled batch (batch = N mod B) for `estimate --rounding measured`.
 
 Shape. Each table is a `BinTablePlan` run by the one cell loop (runs.runner.Runner): the
@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--db", default=None, help="results database (default OUT/bin_table.db); resumes from it")
     p.add_argument("--faithfulness", type=int, default=0, metavar="N",
                    help="re-measure N bins per table with the old protocol")
+    p.add_argument("--faithfulness-bins", default=None, metavar="IxO,...",
+                   help="re-measure these bins (e.g. 512x128,2048x16) with the old protocol instead of N spread ones")
     p.add_argument("--remainders", action="store_true", help="also measure batch = N mod B per trace")
     p.add_argument("--budget-minutes", type=float, default=None, help="stop before a bin predicted past this")
     p.add_argument("--limit-bins", type=int, default=None, help="only the N most requested bins (a quick check)")
@@ -114,6 +116,21 @@ def faithfulness_picks(n_bins: int, n: int) -> list[int]:
         return []
     n = min(n, n_bins)
     return sorted({round(k * (n_bins - 1) / max(n - 1, 1)) for k in range(n)})
+
+
+def named_picks(bins: list[Bin], text: str) -> list[int]:
+    """Indices of the bins named as `IxO,IxO,...`; a name that is no bin of the table is an error."""
+    index = {(b.input_tokens, b.output_tokens): k for k, b in enumerate(bins)}
+    picks = []
+    for part in (t.strip() for t in text.split(",") if t.strip()):
+        try:
+            i, o = (int(x) for x in part.lower().split("x"))
+        except ValueError:
+            raise SystemExit(f"error: --faithfulness-bins: {part!r} is not INPUTxOUTPUT (e.g. 512x128)") from None
+        if (i, o) not in index:
+            raise SystemExit(f"error: --faithfulness-bins: {i}x{o} is not an occupied bin of the table")
+        picks.append(index[(i, o)])
+    return picks
 
 
 # -- the arithmetic of the report (tested on CPU with a simulated engine) -------------------------
@@ -199,7 +216,8 @@ class BinTablePlan:
         self.engine_name, self.mode = TABLES[table]
         self.clock, self.deadline_s = clock, deadline_s
         self.resolver = MaxBatchResolver(store, args.max_batch_cap)
-        self.picks = set(faithfulness_picks(len(bins), args.faithfulness))
+        self.picks = (set(named_picks(bins, args.faithfulness_bins)) if args.faithfulness_bins
+                      else set(faithfulness_picks(len(bins), args.faithfulness)))
         self.rows: list[Row] = []
         self.gpus = 1
         self.stopped_by_budget = False

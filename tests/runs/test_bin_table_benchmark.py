@@ -119,3 +119,11 @@ def test_a_killed_call_leaves_the_rows_and_summary_of_the_bins_it_measured(bench
     assert [(r["input_tokens"], r["protocol"]) for r in rows] == [("256", "adaptive"), ("1024", "adaptive")]
     summary = json.loads((tmp_path / "bin_table_summary.json").read_text())
     assert summary["partial"] is True and summary["tables"]["hf-eager"]["bins_measured"] == 2
+
+
+def test_named_faithfulness_bins_are_the_ones_remeasured(bench, tmp_path, monkeypatch):
+    summary, *_ = _run(bench, tmp_path, monkeypatch, "--faithfulness-bins", "1024x256,64x16")
+    pairs = summary["tables"]["hf-eager"]["faithfulness"]
+    assert sorted((p["input_tokens"], p["output_tokens"]) for p in pairs) == [(64, 16), (1024, 256)]
+    with pytest.raises(SystemExit, match="not an occupied bin"):
+        _run(bench, tmp_path, monkeypatch, "--faithfulness-bins", "999x1")
