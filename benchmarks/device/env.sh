@@ -4,6 +4,8 @@
 #   into /tmp/vsite once all three parts are there,
 # - puts src/, /tmp/site and /tmp/vsite on PYTHONPATH (PYTHONPATH, not sys.path: vLLM starts
 #   its engine in a subprocess).
+# - the host's copy of the tree carries a stale .git: export TOKENJOULE_CODE_VERSION=<the commit
+#   you run, `git rev-parse HEAD` here> in the same command, or cells record the wrong commit.
 set -u
 if [ -d .whl ] && [ ! -f /tmp/site/.done ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
