@@ -19,6 +19,12 @@ it left, so a mode that captures per shape captures each once (vLLM captures at 
 
     python benchmarks/bin_table.py --out $OUT --faithfulness 5 --budget-minutes 55
     python benchmarks/bin_table.py --tables hf-eager --device cpu --model tiny --meter estimate --limit-bins 3
+    python benchmarks/bin_table.py --dry-run --db benchmarks/results/bin_table_h200/bin_table.db --budget-minutes 8
+
+`--dry-run` measures nothing: from the store of earlier calls it lists, per table, the bins left,
+the batch each would run at (vLLM: the KV-cache capacity its stored cells recorded; hf: a memory
+model fitted to the stored probes' peaks) and their predicted minutes (runs.sweep_estimate), and
+how many fit in the budget: what the next call will cover.
 
 Outputs in --out: bin_table.db (the store; pass it back with --db to resume), bin_table_rows.csv
 (one row per measured bin and protocol), bin_table_summary.json (per table: GPU-minutes, probes
@@ -65,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-s", type=float, default=5.0)
     p.add_argument("--max-batch-cap", type=int, default=1024)
     p.add_argument("--min-window-s", type=float, default=2.0)
+    p.add_argument("--dry-run", action="store_true",
+                   help="measure nothing: per table, the bins left in --db, their predicted batch and minutes, "
+                        "and how many fit in --budget-minutes")
+    p.add_argument("--gpu-name", default=None, help="with --dry-run: the GPU to predict for (default: the store's)")
     return p.parse_args(argv)
 
 
@@ -378,6 +388,86 @@ class BinTablePlan:
         return row
 
 
+# -- saying before running ------------------------------------------------------------------------
+def _predicted_batch(plan_spec: Any, store: Any, resolver: Any, gpu_name: str | None, cap: int,
+                     hf_model: Any) -> tuple[int | None, str]:
+    """The batch a bin would run at, without an engine: the store's cached answer, vLLM's
+    KV-cache capacity recorded on its stored cells, or hf's memory model from stored probes."""
+    from tokenjoule.models.memory import vllm_max_batch
+    from tokenjoule.runs.batch_search import max_batch_key
+
+    cached = store.get_max_batch(max_batch_key(plan_spec, gpu_name, cap))
+    if cached is not None:
+        return cached, "cached"
+    i, o = plan_spec.input_tokens, plan_spec.output_tokens
+    if plan_spec.engine == "vllm":
+        for rec in store.find(status="ok", engine="vllm", model=plan_spec.model):
+            kv = rec.provenance.get("kv_cache_tokens")
+            seqs = (rec.provenance.get("engine_options_as_run") or {}).get("max_num_seqs")
+            if kv:
+                return max(1, vllm_max_batch(int(kv), i, o, 1, seqs, cap)), "vllm-kv-cache (stored cells)"
+        return None, "no stored vLLM cell records its KV-cache capacity"
+    if hf_model is not None:
+        return max(1, hf_model.predict_max_batch(i, o, 1, cap)), "memory model from stored probes"
+    return None, "no stored probes to predict from"
+
+
+def dry_run(args: argparse.Namespace, tables: list[str], bins: list[Bin], store: Any) -> dict:
+    """Per table: the bins the store lacks, each with its predicted batch and wall seconds
+    (runs.sweep_estimate: the store's cells of this setup and GPU), cumulated in the table's
+    order, and how many fit in the budget. A prediction, printed as one."""
+    from tokenjoule.runs.max_batch import MaxBatchResolver
+    from tokenjoule.runs.sweep_estimate import GUESS_LOAD_S, CellTimeEstimator
+
+    gpu_names = sorted({n for r in store.find(status="ok") for n in (r.provenance.get("gpu_names") or [])})
+    gpu_name = args.gpu_name or (gpu_names[0] if len(gpu_names) == 1 else None)
+    plan: dict[str, Any] = {"gpu_name": gpu_name, "budget_minutes": args.budget_minutes, "tables": {}}
+    for table in tables:
+        holder = BinTablePlan(table, bins, args, store, time.monotonic, None)
+        resolver = MaxBatchResolver(store, args.max_batch_cap)
+        hf_model = (resolver.model_from_stored_probes(holder.spec(bins[0], "adaptive"), gpu_name)
+                    if holder.engine_name != "vllm" and bins else None)
+        estimator = CellTimeEstimator(store, gpu_name, max_batch_method="predict", max_batch_cap=args.max_batch_cap)
+        holder.estimator = estimator
+        left, total_s, fits = [], GUESS_LOAD_S, 0
+        done = 0
+        for b in bins:
+            spec = holder.spec(b, "adaptive")
+            batch, how = _predicted_batch(spec, store, resolver, gpu_name, args.max_batch_cap, hf_model)
+            sized = spec.model_copy(update={"batch_size": batch or 1})
+            if batch is not None and store.has_success(sized.spec_hash()):
+                done += 1
+                continue
+            probes = 0 if how == "cached" or holder.engine_name == "vllm" else 1
+            seconds = holder.predicted_s(sized, probes) if batch is not None else None
+            if seconds is not None:
+                total_s += seconds
+                if args.budget_minutes is None or total_s <= 60 * args.budget_minutes:
+                    fits += 1
+            left.append({"input_tokens": b.input_tokens, "output_tokens": b.output_tokens,
+                         "n_requests": b.n_requests, "batch_size": batch, "batch_from": how,
+                         "predicted_s": seconds})
+        plan["tables"][table] = {"bins_done": done, "bins_left": len(left), "predicted_minutes": total_s / 60,
+                                 "load_guess_s": GUESS_LOAD_S, "bins_within_budget": fits, "bins": left}
+    return plan
+
+
+def print_plan(plan: dict) -> dict:
+    print(f"dry run (a prediction, nothing measured), GPU {plan['gpu_name'] or '?'}:")
+    for table, t in plan["tables"].items():
+        within = "" if plan["budget_minutes"] is None else \
+            f"; {t['bins_within_budget']} fit in {plan['budget_minutes']:g} min"
+        print(f"  {table}: {t['bins_done']} bins stored, {t['bins_left']} left, about "
+              f"{t['predicted_minutes']:.0f} min with one engine load (guessed {t['load_guess_s']:.0f} s){within}")
+        for b in t["bins"][:8]:
+            secs = "?" if b["predicted_s"] is None else f"{b['predicted_s']:.0f} s"
+            print(f"    {b['input_tokens']}/{b['output_tokens']} ({b['n_requests']} requests): batch "
+                  f"{b['batch_size'] or '?'} ({b['batch_from']}), {secs}")
+        if len(t["bins"]) > 8:
+            print(f"    ... {len(t['bins']) - 8} more")
+    return plan
+
+
 def main(argv: list[str] | None = None, *, engine_factory: Callable[[str], Any] | None = None,
          meter: Any = None, bins: list[Bin] | None = None, clock: Callable[[], float] = time.monotonic) -> dict:
     args = parse_args(argv)
@@ -393,6 +483,11 @@ def main(argv: list[str] | None = None, *, engine_factory: Callable[[str], Any] 
     bins = bins if bins is not None else table_bins()
     if args.limit_bins:
         bins = bins[:args.limit_bins]
+    if args.dry_run:
+        if not db.is_file():
+            raise SystemExit(f"error: --dry-run predicts from a store of earlier calls; {db} does not exist")
+        with ResultStore(db, create=False, read_only=True) as store:
+            return print_plan(dry_run(args, tables, bins, store))
     if engine_factory is None:
         from tokenjoule.engines.base import get_engine as engine_factory
     start = clock()

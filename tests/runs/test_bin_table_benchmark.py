@@ -127,3 +127,23 @@ def test_named_faithfulness_bins_are_the_ones_remeasured(bench, tmp_path, monkey
     assert sorted((p["input_tokens"], p["output_tokens"]) for p in pairs) == [(64, 16), (1024, 256)]
     with pytest.raises(SystemExit, match="not an occupied bin"):
         _run(bench, tmp_path, monkeypatch, "--faithfulness-bins", "999x1")
+
+
+def test_dry_run_predicts_the_bins_left_from_the_store_and_measures_nothing(bench, tmp_path, monkeypatch, capsys):
+    _run(bench, tmp_path, monkeypatch)
+    with ResultStore(tmp_path / "bin_table.db") as s:
+        before = s.count()
+    more = [bench.Bin(256, 64, 900), bench.Bin(512, 128, 40)]  # one stored bin, one new one
+    plan = bench.main(["--out", str(tmp_path), "--tables", "hf-eager", "--model", "tiny", "--device", "cpu",
+                       "--max-batch-cap", "4096", "--dry-run", "--budget-minutes", "60"], bins=more)
+    with ResultStore(tmp_path / "bin_table.db") as s:
+        assert s.count() == before  # nothing measured
+    t = plan["tables"]["hf-eager"]
+    assert (t["bins_done"], t["bins_left"]) == (1, 1)
+    left = t["bins"][0]
+    assert (left["input_tokens"], left["output_tokens"]) == (512, 128)
+    # the planted device: the memory model refitted on the stored probes' peaks finds the limit
+    limit = MemoryEngine().limit(512, 128)
+    assert 0.9 * limit <= left["batch_size"] <= limit and left["batch_from"] == "memory model from stored probes"
+    assert left["predicted_s"] > 0 and t["bins_within_budget"] == 1
+    assert "a prediction, nothing measured" in capsys.readouterr().out

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tokenjoule.engines.base import CAP_KV_CACHE_TOKENS, CAP_PROBE_MEMORY, supports
-from tokenjoule.models.memory import MemoryModel, MemoryProfile, calibrate, vllm_max_batch
+from tokenjoule.models.memory import DEFAULT_HEADROOM, MemoryModel, MemoryProfile, calibrate, vllm_max_batch
 from tokenjoule.spec import RunSpec, memory_key
 
 MAX_BATCH_STEP = 0.8
@@ -284,20 +284,51 @@ class MaxBatchResolver:
         self.models[model_key] = current
         return current
 
-    def seed_from_store(self, model_key: tuple, spec: RunSpec, gpu_name: str | None) -> None:
-        """Learn from the probes earlier loads stored for this model, engine, mode, dtype and GPU
-        (the store's largest-batch cache keeps every probe with its peak): a resumed table
-        starts with the lesson instead of paying its first bin's failed probes again."""
+    def stored_probes(self, spec: RunSpec, gpu_name: str | None) -> list[tuple[tuple[int, int, int], list]]:
+        """((input, output, beams), probes) of every bin earlier loads stored for this model,
+        engine, mode, dtype, engine options, parallelism and GPU (the largest-batch cache keeps
+        every probe with its peak)."""
         entries = getattr(self.store, "max_batch_entries", None)
         if entries is None:
-            return
-        same = ("model", "engine", "mode", "dtype", "engine_options", "tensor_parallel", "pipeline_parallel")
+            return []
+        same = ("model", "engine", "mode", "dtype", "engine_options", "tensor_parallel", "pipeline_parallel",
+                "gpu_name")
         mine = json.loads(memory_key(spec, gpu_name, self.cap))
+        out = []
         for key, probes in entries(gpu_name):
-            if all(key.get(k) == mine.get(k) for k in (*same, "gpu_name")):
+            if all(key.get(k) == mine.get(k) for k in same):
                 d = key.get("decoding") or {}
                 beams = int(d.get("num_beams") or 1) if d.get("strategy") == "beam" else 1
-                self.learn(model_key, (int(key["input_tokens"]), int(key["output_tokens"]), beams), probes)
+                out.append(((int(key["input_tokens"]), int(key["output_tokens"]), beams), probes))
+        return out
+
+    def seed_from_store(self, model_key: tuple, spec: RunSpec, gpu_name: str | None) -> None:
+        """Learn from the probes earlier loads stored (`stored_probes`): a resumed table starts
+        with the lesson instead of paying its first bin's failed probes again."""
+        for shape, probes in self.stored_probes(spec, gpu_name):
+            self.learn(model_key, shape, probes)
+
+    def model_from_stored_probes(self, spec: RunSpec, gpu_name: str | None) -> MemoryModel | None:
+        """A memory model from stored probes alone, without an engine (for a dry run): peak =
+        fixed + tokens x bytes per token fitted to the fitting probes' peaks (weights inside
+        `fixed`), usable memory bounded by the fitting and failing probes as in `learn`. None
+        with fewer than two fitting probes of different sizes."""
+        stored = self.stored_probes(spec, gpu_name)
+        profiles = [MemoryProfile(p["batch_size"] * beams, i + o, float(p["peak_bytes"]))
+                    for (i, o, beams), probes in stored for p in probes if p.get("fits") and p.get("peak_bytes")]
+        if len({pr.tokens for pr in profiles}) < 2:
+            return None
+        top = max(pr.peak_bytes for pr in profiles)
+        key = ("stored-probes", spec.model, spec.engine, spec.mode, spec.dtype, gpu_name)
+        # capacity = the highest fitting peak until a failure says less
+        self.models[key] = calibrate(profiles, capacity_bytes=top / DEFAULT_HEADROOM, weights_bytes=0.0,
+                                     kv_bytes_per_token=0.0, method="stored probes")
+        self.usable_bounds.pop(key, None)
+        for shape, probes in stored:
+            self.learn(key, shape, probes)
+        model = self.models.pop(key)
+        self.usable_bounds.pop(key, None)
+        return model if isinstance(model, MemoryModel) else None
 
     def _learn_and_climb(self, model_key: tuple, spec: RunSpec, fits: Any, how: str,
                          res: MaxBatchResult) -> MaxBatchResult:
