@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--remainders", action="store_true", help="also measure batch = N mod B per trace")
     p.add_argument("--budget-minutes", type=float, default=None, help="stop before a bin predicted past this")
     p.add_argument("--limit-bins", type=int, default=None, help="only the N most requested bins (a quick check)")
+    p.add_argument("--coverage", type=float, default=None, metavar="SHARE",
+                   help="only the most requested bins that together hold SHARE (0-1] of the requests; "
+                        "`estimate --predict-missing` then predicts the rest, labelled")
     p.add_argument("--meter", default="auto", help="auto | nvml | estimate | simulated")
     p.add_argument("--device", default="auto", help="device of every cell (cpu for a dry check)")
     p.add_argument("--idle-s", type=float, default=5.0)
@@ -118,6 +121,19 @@ def table_bins(traces: tuple[str, ...] = TRACES) -> list[Bin]:
             per.setdefault(key, {})[name] = n
     bins = [Bin(i, o, sum(c.values()), c) for (i, o), c in per.items()]
     return sorted(bins, key=lambda b: (-b.n_requests, b.input_tokens, b.output_tokens))
+
+
+def bins_covering(bins: list[Bin], share: float) -> list[Bin]:
+    """The first bins (most requested first) that together hold at least `share` of the requests."""
+    if not 0 < share <= 1:
+        raise SystemExit(f"error: --coverage must lie in (0, 1], got {share}")
+    total, kept, cum = sum(b.n_requests for b in bins), [], 0
+    for b in bins:
+        if total and cum >= share * total:
+            break
+        kept.append(b)
+        cum += b.n_requests
+    return kept
 
 
 def faithfulness_picks(n_bins: int, n: int) -> list[int]:
@@ -483,6 +499,8 @@ def main(argv: list[str] | None = None, *, engine_factory: Callable[[str], Any] 
     bins = bins if bins is not None else table_bins()
     if args.limit_bins:
         bins = bins[:args.limit_bins]
+    if args.coverage is not None:
+        bins = bins_covering(bins, args.coverage)
     if args.dry_run:
         if not db.is_file():
             raise SystemExit(f"error: --dry-run predicts from a store of earlier calls; {db} does not exist")

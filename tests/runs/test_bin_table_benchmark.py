@@ -147,3 +147,12 @@ def test_dry_run_predicts_the_bins_left_from_the_store_and_measures_nothing(benc
     assert 0.9 * limit <= left["batch_size"] <= limit and left["batch_from"] == "memory model from stored probes"
     assert left["predicted_s"] > 0 and t["bins_within_budget"] == 1
     assert "a prediction, nothing measured" in capsys.readouterr().out
+
+
+def test_coverage_keeps_the_most_requested_bins_up_to_the_share(bench):
+    bins = [bench.Bin(1, 1, 60), bench.Bin(2, 2, 30), bench.Bin(3, 3, 9), bench.Bin(4, 4, 1)]
+    assert [b.n_requests for b in bench.bins_covering(bins, 0.9)] == [60, 30]
+    assert [b.n_requests for b in bench.bins_covering(bins, 0.91)] == [60, 30, 9]
+    assert len(bench.bins_covering(bins, 1.0)) == 4
+    with pytest.raises(SystemExit, match="coverage"):
+        bench.bins_covering(bins, 0)
