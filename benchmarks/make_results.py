@@ -218,8 +218,34 @@ def section_h200_bin_tables(results: Path = RESULTS) -> str:
     bins = table_bins()
     q = Quotes()
     text = results_bin_tables.section(q, folder, bins, {"vllm-graphs": _vllm_predicted_batches(folder / "bin_table.db", bins)})
+    text += _remaining_plan(q, folder / "bin_table.db", bins)
     verify(text, q)
     return text
+
+
+def _remaining_plan(q: Quotes, db: Path, bins: list) -> str:
+    """`bin_table.py --dry-run` on the committed store: what is left, to every bin and to 95%."""
+    import bin_table
+    import results_bin_tables
+    from tokenjoule.store.db import ResultStore
+
+    if not db.is_file():
+        return ""
+    out = {}
+    with ResultStore(db, create=False, read_only=True) as store:
+        for share in (None, 0.95):
+            args = bin_table.parse_args(["--out", "unused"] + ([] if share is None else ["--coverage", str(share)]))
+            chosen = bins if share is None else bin_table.bins_covering(bins, share)
+            out[share] = bin_table.dry_run(args, list(bin_table.TABLES), chosen, store)["tables"]
+    rows = [f"{results_bin_tables.TABLE_LABELS.get(t, t)} {q.q(out[None][t]['predicted_minutes'], '{:.0f}')} min "
+            f"for the {q.q(out[None][t]['bins_left'])} bins left, {q.q(out[0.95][t]['predicted_minutes'], '{:.0f}')} min "
+            f"for the {q.q(out[0.95][t]['bins_left'])} left of the most requested bins holding "
+            f"{q.q(95)}% of the requests" for t in out[None]]
+    return ("\nWhat is left, predicted by `python benchmarks/bin_table.py --dry-run --db "
+            "benchmarks/results/bin_table_h200/bin_table.db [--coverage 0.95]` (a prediction from the stored cells: "
+            "batch from the stored KV-cache capacity or probes, minutes from the time model of runs.sweep_estimate "
+            "rather than the seconds per token of the projection above, one engine load guessed): "
+            + "; ".join(rows) + ".\n")
 
 
 def section_h200_host_noise(results: Path = RESULTS) -> str:
