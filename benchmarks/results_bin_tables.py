@@ -82,16 +82,13 @@ def window_figures(db: Path, cell_id: str | int | None) -> dict[str, Any] | None
     fig = settled_figures(metrics.get("stop_reason"), windows)
     if fig is None or batch <= 0:
         return None
-    k = fig["settling_windows"]
-    used = [w["energy_j"] / max(int(w.get("iterations") or 1), 1) for w in windows[k:]]
-    mean = fig["energy_j"]
-    slowest = max((w["duration_s"] for w in windows[:k]), default=None)
+    used, mean, k = fig["used_energies_j"], fig["energy_j"], fig["settling_windows"]
     return {"energy_per_request_j": mean / batch, "windows_used": fig["windows_used"], "windows": len(windows),
             "energy_cv": statistics.stdev(used) / mean if len(used) > 1 and mean > 0 else None,
             "settling_windows": k,
-            "settling_excess": (fig["energy_j_all_windows"] * len(windows) - mean * len(used)) / k / mean - 1
-            if k and mean > 0 else None,
-            "settling_duration_ratio": slowest / fig["duration_s"] if k and fig["duration_s"] else None,
+            "settling_excess": statistics.fmean(fig["settling_energies_j"]) / mean - 1 if k and mean > 0 else None,
+            "settling_duration_ratio": (max(fig["settling_durations_s"]) / fig["duration_s"]
+                                        if k and fig["duration_s"] else None),
             "all_windows_energy_per_request_j": fig["energy_j_all_windows"] / batch}
 
 

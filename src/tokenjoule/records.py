@@ -295,17 +295,20 @@ def settled_figures(stop_reason: str | None, windows: Sequence[dict]) -> dict | 
     """Energy and time per batch of the windows a cell's figures use, from its stored window
     summaries (`measurement["windows"]`, kinds `full` and `full-settling`), the settling rule
     applied: also to adaptive cells stored before the rule existed, whose settling window was
-    averaged in. None when a window lacks its energy or there are none.
+    averaged in. None when a window lacks its energy or time, or there are none.
 
-    Returns {"energy_j", "duration_s", "windows_used", "settling_windows",
-    "energy_j_all_windows"} (per batch)."""
+    Returns (all per batch) {"energy_j", "duration_s" (means of the windows used),
+    "windows_used", "settling_windows", "energy_j_all_windows", "used_energies_j",
+    "settling_energies_j", "settling_durations_s"}."""
     full = [w for w in windows if w.get("kind") in ("full", "full-settling")]
     if not full or any(w.get("energy_j") is None or w.get("duration_s") is None for w in full):
         return None
     per = [(float(w["energy_j"]) / max(int(w.get("iterations") or 1), 1),
             float(w["duration_s"]) / max(int(w.get("iterations") or 1), 1)) for w in full]
     k = settling_count(stop_reason or "", len(per))
-    used = per[k:]
+    used, early = per[k:], per[:k]
     return {"energy_j": sum(e for e, _ in used) / len(used), "duration_s": sum(d for _, d in used) / len(used),
             "windows_used": len(used), "settling_windows": k,
-            "energy_j_all_windows": sum(e for e, _ in per) / len(per)}
+            "energy_j_all_windows": sum(e for e, _ in per) / len(per),
+            "used_energies_j": [e for e, _ in used], "settling_energies_j": [e for e, _ in early],
+            "settling_durations_s": [d for _, d in early]}

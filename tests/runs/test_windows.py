@@ -112,3 +112,23 @@ def test_full_protocol_is_today_and_keeps_old_hashes():
     assert adaptive.spec_hash() != old.spec_hash() and adaptive.canonical()["protocol"] == "adaptive"
     with pytest.raises(UnknownNameError):
         RunSpec(model="tiny", protocol="quick")
+
+
+def test_settled_figures_apply_the_rule_to_stored_windows_old_and_new():
+    from tokenjoule.records import settled_figures
+
+    def w(kind, e, d, n=1):
+        return {"kind": kind, "energy_j": e, "duration_s": d, "iterations": n}
+
+    # a cell stored before the rule: three "full" windows, the first averaged in
+    old = settled_figures("agree", [w("full", 240.0, 4.0, 2), w("full", 200.0, 2.0, 2), w("full", 200.8, 2.0, 2),
+                                    w("prefill", 9.0, 0.1)])
+    assert old["energy_j"] == pytest.approx(100.2) and old["duration_s"] == pytest.approx(1.0)
+    assert (old["settling_windows"], old["windows_used"]) == (1, 2)
+    assert old["energy_j_all_windows"] == pytest.approx(640.8 / 6)
+    # a cell stored with the rule: its settling window already has its kind; same answer
+    new = settled_figures("agree", [w("full-settling", 240.0, 4.0, 2), w("full", 200.0, 2.0, 2),
+                                    w("full", 200.8, 2.0, 2)])
+    assert new["energy_j"] == old["energy_j"] and new["settling_energies_j"] == [120.0]
+    assert settled_figures("max-windows", [w("full", 1.0, 1.0), w("full", 3.0, 1.0)])["energy_j"] == 2.0
+    assert settled_figures("agree", [w("full", None, 1.0)]) is None
