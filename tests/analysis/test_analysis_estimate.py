@@ -165,3 +165,18 @@ def test_estimated_and_flagged_cells_are_named_in_the_notes(store):
     flagged_note = [n for n in res.notes if "flagged" in n]
     assert estimate_note and f"cells {c1}" in estimate_note[0]
     assert flagged_note and f"cells {c2}" in flagged_note[0]
+
+
+def test_roofline_floor_counts_the_batches_the_rounding_charges(store):
+    from tokenjoule.analysis.floors import floor_batches
+
+    assert floor_batches(7, 4, "paper") == [(1.75, 4)]
+    assert floor_batches(7, 4, "ceil") == [(2.0, 4)]
+    assert floor_batches(7, 4, "measured") == [(1.0, 4), (1.0, 3)]
+    assert floor_batches(8, 4, "measured") == [(2.0, 4)]
+    add_cell(store, 32, 8, 2, 10.0)
+    add_cell(store, 64, 16, 4, 100.0)
+    res = binned_estimate(workload(), store, model="llama-3.1-8b", engine="hf", mode="eager", bins=BINS)  # paper
+    arch, gpu = architecture_for("llama-3.1-8b"), get_gpu("H100 SXM")
+    floor_s = 5 / 2 * roofline_batch(arch, gpu, 32, 8, 2).total_s + 2 / 4 * roofline_batch(arch, gpu, 64, 16, 4).total_s
+    assert compare_theory(res).floor_time_s == pytest.approx(floor_s)

@@ -2,8 +2,8 @@
 
 - theoretical_energy_j: E = TDP / peak FLOP/s x FLOPs of the kept requests at their *real*
   lengths (the FLOPs at the binned lengths are reported too);
-- roofline floor: for each bin, ceil(N/B) batches of B requests at the bin's lengths, each at
-  least `roofline_batch(...).total_s` long; energy floor = that time x TDP, and x the measured
+- roofline floor: for each bin, the batches the measured total charges under its rounding
+  (`floor_batches`: N/B of B by default), each at least `roofline_batch(...).total_s` long; energy floor = that time x TDP, and x the measured
   active power of the bin's cell (avg_power_w - idle_power_w), None with a reason when the cell
   lacks either number.
 - theory_percent_of_measured = 100 x theory / measured; measured_multiple_of_theory = measured / theory.
@@ -17,6 +17,7 @@ Two conventions for the theoretical estimate (`convention`, labelled in every ou
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -98,6 +99,18 @@ def theory_energy_j(flops_real: float, flops_binned: float, card: GPUSpec, preci
     return card.tdp_w / peak * flops_real, peak
 
 
+def floor_batches(n_requests: int, batch_size: int, rounding: str) -> list[tuple[float, int]]:
+    """(how many, of what size) batches the floor counts for a bin, as the measured total charges
+    them (analysis.rounding): N/B batches of B (paper), ceil(N/B) of B (ceil), or floor(N/B) of B
+    plus one of N mod B (measured). The floor then bounds the same work the total charges."""
+    if rounding == "ceil":
+        return [(float(math.ceil(n_requests / batch_size)), batch_size)]
+    if rounding == "measured":
+        full, rest = divmod(n_requests, batch_size)
+        return [(float(full), batch_size)] + ([(1.0, rest)] if rest else [])
+    return [(n_requests / batch_size, batch_size)]
+
+
 def compare_theory(result: EstimateResult, *, gpu: GPUSpec | str | None = None, precision: str | None = None,
                    arch=None, convention: str = "tokenjoule") -> TheoryComparison:
     """Table-4 view of one complete estimate under a theory convention ("tokenjoule" or "paper")."""
@@ -117,8 +130,9 @@ def compare_theory(result: EstimateResult, *, gpu: GPUSpec | str | None = None, 
     energy_theory, peak = theory_energy_j(real.total_flops, binned.total_flops, card, prec, convention)
     floor_s, floor_active, notes = 0.0, 0.0, []
     for r in result.rows:
-        roof = theory.roofline_batch(arch, card, r.input_tokens, r.output_tokens, r.batch_size, prec, dtype_bytes)
-        t = r.batches_rounded * roof.total_s
+        t = sum(count * theory.roofline_batch(arch, card, r.input_tokens, r.output_tokens, size, prec,
+                                              dtype_bytes).total_s
+                for count, size in floor_batches(r.n_requests, r.batch_size, result.rounding))
         floor_s += t
         if floor_active is not None:
             if r.avg_power_w is None or r.idle_power_w is None:
