@@ -259,8 +259,8 @@ class MaxBatchResolver:
           calibration's small prefills extrapolated a hundredfold);
         - usable memory: a probe that failed although the model said it fits bounds what the
           allocator really hands out (seen on an H200 with transformers eager: probes peaking at
-          120 GB fitted, ones predicted at 132-135 GB did not, on a card the model credited with
-          about 137 GB). The bounds [highest fitting peak, lowest failing predicted peak] hold
+          120 GB fitted, ones predicted at 132-133 GB did not, on a 141 GB card whose free +
+          reserved memory x 0.98, the calibrated capacity, is about 137 GB). The bounds [highest fitting peak, lowest failing predicted peak] hold
           for the load; once a failure contradicts the model, it predicts with USABLE_MARGIN of
           the lower of the two, so the next bin's one probe fits.
         """
