@@ -208,6 +208,26 @@ def _vllm_predicted_batches(db: Path, bins: list) -> dict[tuple[int, int], int]:
             for b in bins}
 
 
+def _hf_predicted_batches(db: Path, bins: list) -> dict[tuple[int, int], int]:
+    """The batch the fast protocol would run each bin at on hf eager: the memory model fitted to
+    the probes the store holds (runs.max_batch.MaxBatchResolver.model_from_stored_probes)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from tokenjoule.runs.max_batch import MaxBatchResolver
+    from tokenjoule.spec import RunSpec
+    from tokenjoule.store.db import ResultStore
+
+    if not db.exists():
+        return {}
+    with ResultStore(db, create=False, read_only=True) as store:
+        spec = RunSpec(model="llama-3.1-8b", engine="hf", mode="eager", batch_size=1, input_tokens=1, output_tokens=1)
+        gpus = sorted({n for r in store.find(status="ok", engine="hf") for n in (r.provenance.get("gpu_names") or [])})
+        model = MaxBatchResolver(store, 1024).model_from_stored_probes(spec, gpus[0] if len(gpus) == 1 else None)
+    if model is None:
+        return {}
+    return {(b.input_tokens, b.output_tokens): max(1, model.predict_max_batch(b.input_tokens, b.output_tokens, 1, 1024))
+            for b in bins}
+
+
 def section_h200_bin_tables(results: Path = RESULTS) -> str:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     sys.path.insert(0, str(ROOT / "src"))
@@ -217,7 +237,8 @@ def section_h200_bin_tables(results: Path = RESULTS) -> str:
     folder = results / "bin_table_h200"
     bins = table_bins()
     q = Quotes()
-    text = results_bin_tables.section(q, folder, bins, {"vllm-graphs": _vllm_predicted_batches(folder / "bin_table.db", bins)})
+    text = results_bin_tables.section(q, folder, bins, {"vllm-graphs": _vllm_predicted_batches(folder / "bin_table.db", bins),
+                                                        "hf-eager": _hf_predicted_batches(folder / "bin_table.db", bins)})
     text += _remaining_plan(q, folder / "bin_table.db", bins)
     verify(text, q)
     return text

@@ -266,7 +266,7 @@ def section(q: Any, folder: Path, all_bins: list[Any], predicted_batch: dict[str
                   "the load and predicts later bins from it (runs.max_batch; not yet run on the GPU)."]
     lines += ["", "Projection: each table's measured wall seconds per token of work (batch x (input + output)),",
               "applied to the unmeasured bins at their predicted batch (vLLM: from the KV-cache capacity",
-              "its cells recorded; hf: the mean measured bin), plus the mean engine load of its calls. It",
+              "its cells recorded; hf: the memory model fitted to the stored probes), plus the mean engine load of its calls. It",
               "is an estimate for planning, not a measurement. \"One window per bin\" is the same projection for",
               "a single window of the largest batch per bin (no repeat, no warm-up): the floor of measuring one",
               "full batch per bin, whatever the protocol around it."]
