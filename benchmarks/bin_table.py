@@ -40,7 +40,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -109,6 +109,7 @@ class Row:
     cell_id: int | None = None
     status: str = "ok"
     error: str | None = None
+    resumed: bool = False  # the store already held this cell: measured by an earlier call
 
 
 def table_bins(traces: tuple[str, ...] = TRACES) -> list[Bin]:
@@ -189,7 +190,8 @@ def summarize(rows: list[Row], gpu_seconds: dict[str, float], gpus: dict[str, in
         worst_b = max((abs(p["batch_rel_diff"]) for p in pairs if p["batch_rel_diff"] is not None), default=None)
         out[table] = {
             "gpu_minutes": gpu_seconds.get(table, 0.0) * max(gpus.get(table, 1), 1) / 60.0,
-            "bins_measured": len(fast),
+            "bins_measured": len(fast),  # this call's and resumed ones: the table so far
+            "bins_measured_this_call": sum(1 for r in fast if not r.resumed),
             "probes_per_bin": statistics.fmean([r.max_batch_probes or 0 for r in fast]) if fast else None,
             "windows_per_bin": statistics.fmean([r.windows or 0 for r in fast]) if fast else None,
             "cv_median": statistics.median(cvs) if cvs else None,
@@ -333,7 +335,7 @@ class BinTablePlan:
         item.pending = {"protocol": protocol, "metrics": metrics, "t0": t0, "bin": b or item.bin}
         done = self.store.latest(spec.spec_hash())
         if done is not None:
-            self.rows.append(self._row(protocol, b or item.bin, done))
+            self.rows.append(replace(self._row(protocol, b or item.bin, done), resumed=True))
             self.on_row()
             return None
         return spec

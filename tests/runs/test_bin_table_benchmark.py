@@ -89,6 +89,7 @@ def test_resume_measures_nothing_twice(bench, tmp_path, monkeypatch):
         assert s.count() == before
     assert engines[0].calls == [] and engines[0].probes == []  # cached answers: no calibration, no probe
     assert summary["tables"]["hf-eager"]["bins_measured"] == 4
+    assert summary["tables"]["hf-eager"]["bins_measured_this_call"] == 0  # every bin came from the store
 
 
 def test_budget_stops_before_a_bin_predicted_to_overrun(bench, tmp_path, monkeypatch):
