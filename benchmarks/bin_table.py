@@ -407,51 +407,74 @@ class BinTablePlan:
 
 
 # -- saying before running ------------------------------------------------------------------------
-def _predicted_batch(plan_spec: Any, store: Any, resolver: Any, gpu_name: str | None, cap: int,
-                     hf_model: Any) -> tuple[int | None, str]:
-    """The batch a bin would run at, without an engine: the store's cached answer, vLLM's
-    KV-cache capacity recorded on its stored cells, or hf's memory model from stored probes."""
-    from tokenjoule.models.memory import vllm_max_batch
-    from tokenjoule.runs.batch_search import max_batch_key
+class StoredBatchPredictor:
+    """The batch a bin would run at, without an engine, from the store of earlier calls: the
+    cached answer, else vLLM's KV-cache capacity recorded on its stored cells, else hf's memory
+    model fitted to the stored probes. Reads the store once per table."""
 
-    cached = store.get_max_batch(max_batch_key(plan_spec, gpu_name, cap))
-    if cached is not None:
-        return cached, "cached"
-    i, o = plan_spec.input_tokens, plan_spec.output_tokens
-    if plan_spec.engine == "vllm":
-        for rec in store.find(status="ok", engine="vllm", model=plan_spec.model):
-            kv = rec.provenance.get("kv_cache_tokens")
-            seqs = (rec.provenance.get("engine_options_as_run") or {}).get("max_num_seqs")
-            if kv:
-                return max(1, vllm_max_batch(int(kv), i, o, 1, seqs, cap)), "vllm-kv-cache (stored cells)"
-        return None, "no stored vLLM cell records its KV-cache capacity"
-    if hf_model is not None:
-        return max(1, hf_model.predict_max_batch(i, o, 1, cap)), "memory model from stored probes"
-    return None, "no stored probes to predict from"
+    def __init__(self, store: Any, probe_spec: Any, gpu_name: str | None, cap: int):
+        from tokenjoule.runs.max_batch import MaxBatchResolver
+
+        self.store, self.gpu_name, self.cap, self.engine = store, gpu_name, cap, probe_spec.engine
+        self.kv_tokens: int | None = None
+        self.max_num_seqs: int | None = None
+        self.hf_model: Any = None
+        if self.engine == "vllm":
+            for rec in store.find(status="ok", engine="vllm", model=probe_spec.model):
+                if rec.provenance.get("kv_cache_tokens"):
+                    self.kv_tokens = int(rec.provenance["kv_cache_tokens"])
+                    self.max_num_seqs = (rec.provenance.get("engine_options_as_run") or {}).get("max_num_seqs")
+                    break
+        else:
+            self.hf_model = MaxBatchResolver(store, cap).model_from_stored_probes(probe_spec, gpu_name)
+
+    def from_model(self, input_tokens: int, output_tokens: int) -> tuple[int | None, str]:
+        """The prediction alone (no cached answer)."""
+        from tokenjoule.models.memory import vllm_max_batch
+
+        if self.engine == "vllm":
+            if self.kv_tokens is None:
+                return None, "no stored vLLM cell records its KV-cache capacity"
+            return (max(1, vllm_max_batch(self.kv_tokens, input_tokens, output_tokens, 1, self.max_num_seqs,
+                                          self.cap)), "vllm-kv-cache (stored cells)")
+        if self.hf_model is None:
+            return None, "no stored probes to predict from"
+        return max(1, self.hf_model.predict_max_batch(input_tokens, output_tokens, 1, self.cap)), \
+            "memory model from stored probes"
+
+    def predict(self, spec: Any) -> tuple[int | None, str]:
+        from tokenjoule.runs.batch_search import max_batch_key
+
+        cached = self.store.get_max_batch(max_batch_key(spec, self.gpu_name, self.cap))
+        if cached is not None:
+            return cached, "cached"
+        return self.from_model(spec.input_tokens, spec.output_tokens)
+
+
+def store_gpu_name(store: Any) -> str | None:
+    """The one GPU the store's ok cells were measured on (None when none or several)."""
+    names = sorted({n for r in store.find(status="ok") for n in (r.provenance.get("gpu_names") or [])})
+    return names[0] if len(names) == 1 else None
 
 
 def dry_run(args: argparse.Namespace, tables: list[str], bins: list[Bin], store: Any) -> dict:
     """Per table: the bins the store lacks, each with its predicted batch and wall seconds
     (runs.sweep_estimate: the store's cells of this setup and GPU), cumulated in the table's
     order, and how many fit in the budget. A prediction, printed as one."""
-    from tokenjoule.runs.max_batch import MaxBatchResolver
     from tokenjoule.runs.sweep_estimate import GUESS_LOAD_S, CellTimeEstimator
 
-    gpu_names = sorted({n for r in store.find(status="ok") for n in (r.provenance.get("gpu_names") or [])})
-    gpu_name = args.gpu_name or (gpu_names[0] if len(gpu_names) == 1 else None)
+    gpu_name = args.gpu_name or store_gpu_name(store)
     plan: dict[str, Any] = {"gpu_name": gpu_name, "budget_minutes": args.budget_minutes, "tables": {}}
     for table in tables:
         holder = BinTablePlan(table, bins, args, store, time.monotonic, None)
-        resolver = MaxBatchResolver(store, args.max_batch_cap)
-        hf_model = (resolver.model_from_stored_probes(holder.spec(bins[0], "adaptive"), gpu_name)
-                    if holder.engine_name != "vllm" and bins else None)
+        predictor = StoredBatchPredictor(store, holder.spec(Bin(1, 1, 0), "adaptive"), gpu_name, args.max_batch_cap)
         estimator = CellTimeEstimator(store, gpu_name, max_batch_method="predict", max_batch_cap=args.max_batch_cap)
         holder.estimator = estimator
         left, total_s, fits = [], GUESS_LOAD_S, 0
         done = 0
         for b in bins:
             spec = holder.spec(b, "adaptive")
-            batch, how = _predicted_batch(spec, store, resolver, gpu_name, args.max_batch_cap, hf_model)
+            batch, how = predictor.predict(spec)
             sized = spec.model_copy(update={"batch_size": batch or 1})
             if batch is not None and store.has_success(sized.spec_hash()):
                 done += 1

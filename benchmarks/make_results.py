@@ -21,6 +21,7 @@ import json
 import re
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,50 +183,20 @@ version 3`), not in its config.
 """
 
 
-def _vllm_predicted_batches(db: Path, bins: list) -> dict[tuple[int, int], int]:
-    """The batch the fast protocol would run each bin at on vLLM: the KV-cache capacity and
-    max_num_seqs its stored cells recorded (models.memory.vllm_max_batch)."""
-    import sqlite3
-
-    sys.path.insert(0, str(ROOT / "src"))
-    from tokenjoule.models.memory import vllm_max_batch
-
-    if not db.exists():
-        return {}
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        row = con.execute("SELECT provenance_json, metrics_json FROM cells WHERE engine = 'vllm' AND status = 'ok' "
-                          "ORDER BY id LIMIT 1").fetchone()
-    finally:
-        con.close()
-    if row is None:
-        return {}
-    prov = json.loads(row[0])
-    kv, seqs = prov.get("kv_cache_tokens"), (prov.get("engine_options_as_run") or {}).get("max_num_seqs")
-    if not kv:
-        return {}
-    return {(b.input_tokens, b.output_tokens): vllm_max_batch(int(kv), b.input_tokens, b.output_tokens, 1, seqs, 1024)
-            for b in bins}
-
-
-def _hf_predicted_batches(db: Path, bins: list) -> dict[tuple[int, int], int]:
-    """The batch the fast protocol would run each bin at on hf eager: the memory model fitted to
-    the probes the store holds (runs.max_batch.MaxBatchResolver.model_from_stored_probes)."""
-    sys.path.insert(0, str(ROOT / "src"))
-    from tokenjoule.runs.max_batch import MaxBatchResolver
-    from tokenjoule.spec import RunSpec
+def _predicted_batches(db: Path, bins: list, table: str) -> dict[tuple[int, int], int]:
+    """The batch the fast protocol would run each bin of `table` at, predicted from the store
+    (bin_table.StoredBatchPredictor: vLLM's recorded KV-cache capacity, hf's stored probes)."""
+    import bin_table
     from tokenjoule.store.db import ResultStore
 
     if not db.exists():
         return {}
     with ResultStore(db, create=False, read_only=True) as store:
-        spec = RunSpec(model="llama-3.1-8b", engine="hf", mode="eager", batch_size=1, input_tokens=1, output_tokens=1)
-        gpus = sorted({n for r in store.find(status="ok", engine="hf") for n in (r.provenance.get("gpu_names") or [])})
-        model = MaxBatchResolver(store, 1024).model_from_stored_probes(spec, gpus[0] if len(gpus) == 1 else None)
-    if model is None:
-        return {}
-    return {(b.input_tokens, b.output_tokens): max(1, model.predict_max_batch(b.input_tokens, b.output_tokens, 1, 1024))
-            for b in bins}
+        args = bin_table.parse_args(["--out", "unused", "--tables", table])
+        spec = bin_table.BinTablePlan(table, [], args, store, time.monotonic, None).spec(bin_table.Bin(1, 1, 0), "adaptive")
+        predictor = bin_table.StoredBatchPredictor(store, spec, bin_table.store_gpu_name(store), args.max_batch_cap)
+        out = {(b.input_tokens, b.output_tokens): predictor.from_model(b.input_tokens, b.output_tokens)[0] for b in bins}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def section_h200_bin_tables(results: Path = RESULTS) -> str:
@@ -237,8 +208,8 @@ def section_h200_bin_tables(results: Path = RESULTS) -> str:
     folder = results / "bin_table_h200"
     bins = table_bins()
     q = Quotes()
-    text = results_bin_tables.section(q, folder, bins, {"vllm-graphs": _vllm_predicted_batches(folder / "bin_table.db", bins),
-                                                        "hf-eager": _hf_predicted_batches(folder / "bin_table.db", bins)})
+    db = folder / "bin_table.db"
+    text = results_bin_tables.section(q, folder, bins, {t: _predicted_batches(db, bins, t) for t in ("vllm-graphs", "hf-eager")})
     text += _remaining_plan(q, folder / "bin_table.db", bins)
     verify(text, q)
     return text

@@ -56,32 +56,21 @@ def measured_bins(calls: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str
     return bins
 
 
-def window_figures(db: Path, cell_id: str | int | None) -> dict[str, Any] | None:
+def window_figures(store: Any, cell_id: str | int | None) -> dict[str, Any] | None:
     """A cell's figures from its stored windows, with the settling rule of runs.windows applied
-    (also to cells stored before the rule, whose first window of three was averaged in):
-    energy per request and CV of the windows used, the settling windows and their excess.
-    None without the store or the cell."""
-    import sqlite3
-    import sys
-
-    if cell_id in (None, "") or not db.is_file():
-        return None
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    (records.settled_figures: also to cells stored before the rule, whose first window of three
+    was averaged in): energy per request and CV of the windows used, the settling windows and
+    their excess. None without the cell."""
     from tokenjoule.records import settled_figures
 
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        row = con.execute("SELECT batch_size, metrics_json, measurement_json FROM cells WHERE id = ?",
-                          (int(cell_id),)).fetchone()
-    finally:
-        con.close()
-    if row is None:
+    rec = None if cell_id in (None, "") else store.get(int(cell_id))
+    if rec is None or not rec.batch_size:
         return None
-    batch, metrics, measurement = int(row[0]), json.loads(row[1]), json.loads(row[2] or "{}")
-    windows = [w for w in measurement.get("windows", []) if w.get("kind") in ("full", "full-settling")]
-    fig = settled_figures(metrics.get("stop_reason"), windows)
-    if fig is None or batch <= 0:
+    windows = [w for w in (rec.measurement or {}).get("windows", []) if w.get("kind") in ("full", "full-settling")]
+    fig = settled_figures(rec.metrics.get("stop_reason"), windows)
+    if fig is None:
         return None
+    batch = int(rec.batch_size)
     used, mean, k = fig["used_energies_j"], fig["energy_j"], fig["settling_windows"]
     return {"energy_per_request_j": mean / batch, "windows_used": fig["windows_used"], "windows": len(windows),
             "energy_cv": statistics.stdev(used) / mean if len(used) > 1 and mean > 0 else None,
@@ -92,28 +81,31 @@ def window_figures(db: Path, cell_id: str | int | None) -> dict[str, Any] | None
             "all_windows_energy_per_request_j": fig["energy_j_all_windows"] / batch}
 
 
-def hf_probes(db: Path) -> list[list[dict[str, Any]]]:
+def hf_probes(store: Any) -> list[list[dict[str, Any]]]:
     """The stored largest-batch probes of every hf bin (the store's max_batch cache)."""
-    import sqlite3
-
-    if not db.is_file():
-        return []
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = con.execute("SELECT key, probes_json FROM max_batch").fetchall()
-    finally:
-        con.close()
-    return [json.loads(pj or "[]") for key, pj in rows if json.loads(key).get("engine") == "hf"]
+    return [probes for key, probes in store.max_batch_entries() if key.get("engine") == "hf"]
 
 
-def settled_bins(bins: dict[tuple[int, int], dict[str, Any]], db: Path) -> dict[tuple[int, int], dict[str, Any]]:
+def settled_bins(bins: dict[tuple[int, int], dict[str, Any]], store: Any) -> dict[tuple[int, int], dict[str, Any]]:
     """The rows with their figures from the stored windows where the store has them."""
     out = {}
     for key, r in bins.items():
-        fig = window_figures(db, r.get("cell_id"))
+        fig = None if store is None else window_figures(store, r.get("cell_id"))
         out[key] = {**r, **({k: v for k, v in fig.items() if v is not None} if fig else {}),
                     "from_windows": fig is not None}
     return out
+
+
+def open_store(db: Path) -> Any:
+    """The store of the calls, read-only, or None when there is none."""
+    import sys
+
+    if not db.is_file():
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from tokenjoule.store.db import ResultStore
+
+    return ResultStore(db, create=False, read_only=True)
 
 
 def table_minutes(calls: list[dict[str, Any]], table: str) -> float:
@@ -151,6 +143,16 @@ def projection_minutes(bins: dict[tuple[int, int], dict[str, Any]], all_bins: li
 
 def section(q: Any, folder: Path, all_bins: list[Any], predicted_batch: dict[str, dict[tuple[int, int], int]]) -> str:
     """Markdown of the section; every number through `q` (make_results.Quotes)."""
+    store = open_store(folder / "bin_table.db")
+    try:
+        return _section(q, folder, all_bins, predicted_batch, store)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _section(q: Any, folder: Path, all_bins: list[Any], predicted_batch: dict[str, dict[tuple[int, int], int]],
+             store: Any) -> str:
     calls = read_calls(folder)
     if not calls:
         return "## 8. Bin tables with the fast protocol (H200)\n\nNo bin table has been measured on an H200 yet.\n"
@@ -171,9 +173,8 @@ def section(q: Any, folder: Path, all_bins: list[Any], predicted_batch: dict[str
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     per_table_bins = {}
-    db = folder / "bin_table.db"
     for table, cs in calls.items():
-        bins = settled_bins(measured_bins(cs), db)
+        bins = settled_bins(measured_bins(cs), store)
         per_table_bins[table] = bins
         minutes = table_minutes(cs, table)
         covered = sum(int(r["n_requests"]) for r in bins.values())
@@ -253,7 +254,7 @@ def section(q: Any, folder: Path, all_bins: list[Any], predicted_batch: dict[str
                   "Averaging it in, as the cells stored before the rule did, would put those bins "
                   f"{q.q(100 * min(shift), '{:.1f}')}-{q.q(100 * max(shift), '{:.1f}')}% higher; "
                   "the figures above apply the rule to the stored windows."]
-    probes = hf_probes(db)
+    probes = hf_probes(store) if store is not None else []
     if probes:
         first_failed = sum(1 for ps in probes if ps and not ps[0]["fits"])
         fit_peaks = [p["peak_bytes"] for ps in probes for p in ps if p["fits"] and p.get("peak_bytes")]
