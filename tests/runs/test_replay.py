@@ -198,3 +198,44 @@ def test_fit_correction_refused_with_too_few_cells(store, tmp_path):
     plant_table(store, SIZES)
     result, _ = run(store, write_trace(tmp_path, [(16, 4)] * 4), n=4)
     assert result.fit_corrected_j is None and "at least" in result.fit_note
+
+
+def test_within_tables_samples_only_bins_every_named_table_measured(store, tmp_path):
+    """A partly measured table is checked on the bins it covers, and two setups on the very same
+    requests: the pool is the intersection of the tables' bins, and the result says so."""
+    plant_table(store, {(16, 4): 4, (32, 4): 3})  # hf covers two bins
+    for (i, o) in ((16, 4), (16, 8)):  # vllm covers (16, 4) and a bin hf lacks
+        spec = {"model": "m", "engine": "vllm", "mode": "graphs", "decoding": {"strategy": "greedy"},
+                "batch_size": 4, "input_tokens": i, "output_tokens": o}
+        store.add(CellRecord(spec=spec, spec_hash=f"v{i}{o}", kind="offline", metrics={"energy_j": 10.0},
+                             provenance={"gpu_names": ["Simulated GPU"]}))
+    pairs = [(10, 3), (30, 2), (12, 7), (16, 4), (20, 8), (9, 1)]
+    trace = write_trace(tmp_path, pairs)
+    both = ReplayConfig(trace=trace, model="m", n=3, bins=BINS, within_tables=("hf:eager", "vllm:graphs"))
+    sample, binned, est, _ = prepare(both, store)
+    assert [(r.input_tokens, r.output_tokens) for r in sample.requests] == [(10, 3), (16, 4), (9, 1)]
+    assert est.complete and binned.counts == {(16, 4): 3}
+    within = sample.provenance["within_tables"]
+    assert within["bins"] == [[16, 4]] and within["n_pool"] == 3 and within["share_of_trace"] == pytest.approx(0.5)
+    with pytest.raises(TokenjouleError, match="3 requests in the bins of the named tables"):
+        prepare(ReplayConfig(trace=trace, model="m", n=4, bins=BINS, within_tables=("hf:eager", "vllm:graphs")),
+                store)
+    hf_only = ReplayConfig(trace=trace, model="m", n=4, bins=BINS, within_tables=("hf:eager",))
+    assert prepare(hf_only, store)[1].counts == {(16, 4): 3, (32, 4): 1}
+    with pytest.raises(TokenjouleError, match="no request"):
+        prepare(ReplayConfig(trace=trace, model="m", n=1, bins=BINS, within_tables=("hf:compile",)), store)
+
+
+def test_within_tables_result_is_labelled_and_whole_trace_spec_unchanged(store, tmp_path):
+    plant_table(store, {(16, 4): 4})
+    pairs = [(10, 3), (30, 2), (16, 4)]
+    clock = FakeClock()
+    cfg = ReplayConfig(trace=write_trace(tmp_path, pairs), model="m", n=2, bins=BINS, within_tables=("hf:eager",))
+    result = run_replay(cfg, store, meter=SimulatedMeter(power_w=POWER_W, idle_power_w=None, clock=clock),
+                        engine=ScriptedEngine(clock))
+    assert result.n_kept == 2 and result.to_dict()["within_tables"]["n_pool"] == 2
+    assert any(n.startswith("conditional sample") and "2 of 3" not in n and "66.7%" in n for n in result.notes)
+    assert store.get(result.record_id).spec["replay"]["within_tables"] == ["hf:eager"]
+    # A whole-trace replay's spec has no within_tables key: its resume key is the one it always had.
+    assert "within_tables" not in ReplayConfig(trace="t", model="m").to_dict()
+    assert ReplayConfig(trace="t", model="m").hash() != cfg.hash()

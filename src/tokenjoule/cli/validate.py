@@ -43,6 +43,10 @@ def validate_cmd(
     output_bins: Optional[str] = typer.Option(None, "--output-bins", help="Output bin edges, comma-separated."),
     overflow: str = typer.Option("drop", "--overflow", help="Requests beyond the largest bin: drop or clip."),
     gpu_name: Optional[str] = typer.Option(None, "--gpu-name", help="Use only table cells measured on this GPU."),
+    within_table: Optional[list[str]] = typer.Option(
+        None, "--within-table", help="Draw the sample only from requests in bins that this table (engine:mode) "
+                                     "has measured; repeat to require several (the same sample for both setups). "
+                                     "For a partly measured table; the result is labelled a conditional sample."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Replay a seeded trace sample for real and compare it with its binned estimate."""
@@ -60,12 +64,14 @@ def validate_cmd(
         raise TokenjouleError(f"validate replays greedy decoding only, got {setup.decoding}; valid: greedy")
     from tokenjoule.cli.options import resolve_db
 
+    within = tuple(f"{s.engine}:{s.mode}" for s in (parse_setup(t if ":" in t else f"{t}:eager")
+                                                    for t in (within_table or [])))
     db = Path(resolve_db(ctx, db).path)  # --db here or before the command name
     if not db.is_file():
         raise TokenjouleError(f"no results database at {db}; measure the bin table first or pass --db PATH")
     config = ReplayConfig(trace=trace, model=model, engine=setup.engine, mode=setup.mode, n=n, seed=seed,
                           device=device, dtype=dtype, bins=Bins.parse(input_bins, output_bins), overflow=overflow,
-                          warmup=warmup, gpu_name=gpu_name)
+                          warmup=warmup, gpu_name=gpu_name, within_tables=within)
     from tokenjoule.cli.measure import RichProgress
 
     with ResultStore(db) as store, RichProgress(Console(stderr=True)) as progress:

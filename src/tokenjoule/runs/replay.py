@@ -5,6 +5,10 @@ estimate against the requests themselves. A replay does that check:
 
 1. draw `n` requests of the trace without replacement (seeded), bin them as the estimate does
    (requests beyond the largest bins are dropped from both sides);
+   With `within_tables` the sample is drawn only from the trace's requests whose bins every
+   named table (engine:mode) has measured: a partly measured table can then be checked on the
+   bins it covers, and two setups on the very same requests. The result says so (a conditional
+   sample: the comparison holds for those bins, not for the whole trace);
 2. the binned estimate of exactly this sample from the store's cells, under each rounding of
    analysis.rounding (`paper` N/B x E_batch, `ceil` whole batches, `measured` remainder batches
    at their own energy); the table must be complete;
@@ -48,10 +52,15 @@ class ReplayConfig:
     overflow: str = "drop"
     warmup: int = 1
     gpu_name: str | None = None  # use only table cells measured on this GPU
+    within_tables: tuple[str, ...] = ()  # engine:mode setups whose measured bins bound the sample pool
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["bins"] = self.bins.to_dict()
+        if self.within_tables:
+            d["within_tables"] = list(self.within_tables)
+        else:  # a whole-trace replay keeps the spec (and resume key) it had before the option existed
+            del d["within_tables"]
         return d
 
     def record_spec(self) -> dict[str, Any]:
@@ -87,11 +96,57 @@ def draw_sample(workload: Workload, n: int, seed: int = 0) -> Workload:
     if n < 1:
         raise TokenjouleError(f"a replay needs at least 1 request, got n={n}")
     if n > len(workload):
-        raise TokenjouleError(f"{workload.name} has {len(workload):,} requests; asked for a sample of {n:,}")
+        where = " in the bins of the named tables" if workload.provenance.get("within_tables") else ""
+        raise TokenjouleError(f"{workload.name} has {len(workload):,} requests{where}; asked for a sample of {n:,}")
     idx = np.sort(np.random.default_rng(seed).choice(len(workload), size=n, replace=False))
     reqs = [Request(workload.requests[i].input_tokens, workload.requests[i].output_tokens) for i in idx]
     prov = dict(workload.provenance, sample={"n": n, "seed": seed, "of": len(workload), "replace": False})
     return Workload(name=workload.name, requests=reqs, provenance=prov)
+
+
+def covered_bins(store, config: ReplayConfig) -> set[tuple[int, int]]:
+    """The (input, output) bins that every table of `config.within_tables` has a usable cell at."""
+    from tokenjoule.analysis.estimate import select_cells
+    from tokenjoule.analysis.savings import parse_setup
+
+    covered: set[tuple[int, int]] | None = None
+    for text in config.within_tables:
+        setup = parse_setup(text)
+        by_bin, _ = select_cells(store, model=config.model, engine=setup.engine, mode=setup.mode,
+                                 gpu_name=config.gpu_name)
+        bins = {key for key, cells in by_bin.items() if cells}
+        covered = bins if covered is None else covered & bins
+    return covered or set()
+
+
+def sample_pool(workload: Workload, config: ReplayConfig, store) -> Workload:
+    """The requests a sample is drawn from: the whole trace, or with `within_tables` those whose
+    bins every named table covers (in trace order; provenance says which bins and what share)."""
+    if not config.within_tables:
+        return workload
+    bins = covered_bins(store, config)
+    binned = bin_workload(workload, config.bins, config.overflow)
+    keep = set(bins)
+    pool = [Request(int(a), int(b)) for a, b, i, o in zip(binned.real_input_tokens, binned.real_output_tokens,
+                                                          binned.binned_input_tokens, binned.binned_output_tokens)
+            if (int(i), int(o)) in keep]
+    tables = ", ".join(config.within_tables)
+    if not pool:
+        raise TokenjouleError(f"no request of {workload.name} falls in a bin measured by every table of "
+                              f"{tables} ({config.model}); measure a bin of the trace first or drop --within-table")
+    within = {"tables": list(config.within_tables), "bins": [list(b) for b in sorted(keep)], "n_pool": len(pool),
+              "n_trace": len(workload), "share_of_trace": len(pool) / len(workload)}
+    return Workload(name=workload.name, requests=pool, provenance=dict(workload.provenance, within_tables=within))
+
+
+def pool_note(sample: Workload) -> str | None:
+    """The label of a conditional sample (None for a sample of the whole trace)."""
+    within = sample.provenance.get("within_tables")
+    if not within:
+        return None
+    return (f"conditional sample: drawn from the {within['n_pool']:,} requests ({100 * within['share_of_trace']:.1f}% "
+            f"of {within['n_trace']:,}) in the {len(within['bins'])} bins measured by {', '.join(within['tables'])}; "
+            "the comparison holds for those bins, not for the whole trace")
 
 
 def plan_batches(binned: BinnedWorkload, batch_sizes: dict[tuple[int, int], int], engine: str) -> list[PlannedBatch]:
@@ -187,6 +242,7 @@ class ReplayResult:
     record_id: int | None = None
     fit_corrected_j: float | None = None  # diagnostic (see fit_corrected_j), not an estimate mode
     fit_note: str = ""
+    within_tables: dict[str, Any] | None = None  # the pool of a conditional sample (sample_pool)
 
     @property
     def differences(self) -> dict[str, float | None]:
@@ -214,7 +270,7 @@ class ReplayResult:
             "n_dropped": self.n_dropped, "measured_energy_j": self.measured_energy_j,
             "measured_duration_s": self.measured_duration_s, "estimates_j": self.estimates_j,
             "differences": self.differences, "target_fraction": TARGET_FRACTION, "within_target": self.within_target,
-            "partial_batches": self.partial_batches,
+            "partial_batches": self.partial_batches, "within_tables": self.within_tables,
             "fit_corrected_j": self.fit_corrected_j, "fit_corrected_difference": self.fit_corrected_difference,
             "fit_note": self.fit_note,
             "per_bin": self.per_bin, "tokens": self.tokens, "method": self.method, "flags": self.flags,
@@ -229,7 +285,7 @@ def prepare(config: ReplayConfig, store) -> tuple[Workload, BinnedWorkload, Any,
     from tokenjoule.analysis.estimate import binned_estimate
     from tokenjoule.workloads.traces import resolve_workload
 
-    sample = draw_sample(resolve_workload(config.trace), config.n, config.seed)
+    sample = draw_sample(sample_pool(resolve_workload(config.trace), config, store), config.n, config.seed)
     binned = bin_workload(sample, config.bins, config.overflow)
     if binned.n_kept == 0:
         raise TokenjouleError(f"no request of the sample fits the bins (dropped {binned.n_dropped})")
@@ -336,7 +392,8 @@ def _result(config, sample, binned, est, by_rounding, batches, methods, flags) -
         config=config, n_sampled=len(sample), n_kept=binned.n_kept, n_dropped=binned.n_dropped, batches=batches,
         measured_energy_j=measured, measured_duration_s=float(sum(b["duration_s"] for b in batches)),
         estimates_j=estimate_totals(by_rounding), per_bin=per_bin, tokens=tokens, method=method, flags=sorted(flags),
-        notes=notes + list(est.notes),
+        notes=[n for n in (pool_note(sample),) if n] + notes + list(est.notes),
+        within_tables=sample.provenance.get("within_tables"),
     )
 
 
