@@ -9,7 +9,7 @@
 #
 # The store lives in /tmp/bt (seeded from the committed one) and is copied to $OUT after each step,
 # so a call killed at its limit still returns what it measured. Set REPLAY=0 to skip the replay
-# (it is also skipped when the store already holds it: replays resume by their spec hash).
+# (a later call of the same setup that already returned its replay should pass REPLAY=0).
 set -u
 table="$1"; call="$2"; limit_s="${3:-540}"
 case "$table" in hf-eager) setup=hf:eager ;; vllm-graphs) setup=vllm:graphs ;;
