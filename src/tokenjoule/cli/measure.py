@@ -78,6 +78,18 @@ class RichProgress:
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         key = self.prefix + phase
+        console = self.progress.console
+        if not console.is_terminal:
+            # rich draws no live bar into a pipe or a log file: one plain line per step instead,
+            # so a long run's log says how far it got (and where it stopped, if it was killed).
+            import time
+
+            self._started = getattr(self, "_started", None) or time.monotonic()
+            label = f"{self.prefix}{PHASE_LABELS.get(phase, phase)}"
+            console.print(f"{label}: {done}/{total} ({time.monotonic() - self._started:.0f} s)", markup=False,
+                          highlight=False, soft_wrap=True)
+            console.file.flush()
+            return
         if key not in self._tasks or self.progress.tasks[self._tasks[key]].total != total:
             self._tasks[key] = self.progress.add_task(f"{self.prefix}{PHASE_LABELS.get(phase, phase)}", total=total)
         self.progress.update(self._tasks[key], completed=done, refresh=True)
