@@ -411,7 +411,9 @@ def replay_record(result: ReplayResult, provenance: dict[str, Any]):
     if result.n_kept and result.measured_energy_j is not None:
         metrics["energy_per_request_j"] = result.measured_energy_j / result.n_kept
     return CellRecord.replay(cfg.record_spec(), metrics,
-                             {"method": result.method, "batches": result.batches, "per_bin": result.per_bin},
+                             {"method": result.method, "batches": result.batches, "per_bin": result.per_bin,
+                              "within_tables": result.within_tables, "notes": result.notes,
+                              "fit_note": result.fit_note},
                              {**provenance, "time_utc": utc_now()})
 
 
