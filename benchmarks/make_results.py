@@ -11,7 +11,8 @@ evidence file and remembers it); `verify` then fails the generation when the sec
 a number that did not come from evidence (a number typed into a template drifts from its data).
 Sections: `h200-reference` (benchmarks/results/reference_*_h200.json, overhead_*_h200.json),
 `h200-bin-tables` (benchmarks/results/bin_table_h200/, see benchmarks/results_bin_tables.py),
-`h200-host-noise` (benchmarks/results/host_noise_h200.json).
+`h200-host-noise` (benchmarks/results/host_noise_h200.json), `h200-case-study` (the shipped H200
+reference table), `h200-replays` (the replay records of bin_table.db, see benchmarks/results_replays.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ DOC = ROOT / "docs" / "RESULTS.md"
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?")
 # Constants of the method, not measurements: the confidence level and the issue's targets.
 METHOD_CONSTANTS = {"95": "confidence level of every interval", "1": "meter-overhead target (%)",
-                    "2": "agreement target (%)"}
+                    "2": "agreement target (%)", "10": "replay-agreement target (%)"}
 
 
 class UnbackedNumberError(ValueError):
@@ -344,6 +345,16 @@ def section_h200_case_study() -> str:
     return text
 
 
+def section_h200_replays(results: Path = RESULTS) -> str:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import results_replays
+
+    q = Quotes()
+    text = results_replays.section(q, results / "bin_table_h200" / "bin_table.db")
+    verify(text, q)
+    return text
+
+
 def render(doc: str, name: str, section: str) -> str:
     begin, end = f"<!-- generated:{name} begin -->", f"<!-- generated:{name} end -->"
     block = f"{begin}\n{section.rstrip()}\n{end}"
@@ -362,6 +373,9 @@ def main(argv=None) -> int:
     new = render(new, "h200-bin-tables", section_h200_bin_tables())
     new = render(new, "h200-host-noise", section_h200_host_noise())
     new = render(new, "h200-case-study", section_h200_case_study())
+    replays = section_h200_replays()
+    if replays:  # no section before the first replay is committed
+        new = render(new, "h200-replays", replays)
     if args.check:
         if new != doc:
             print("docs/RESULTS.md is out of date: run python benchmarks/make_results.py", file=sys.stderr)

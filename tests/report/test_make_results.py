@@ -119,3 +119,35 @@ def test_bin_table_section_without_evidence_quotes_nothing(tmp_path):
     text = bt.section(q, tmp_path / "missing", [], {})
     gen.verify(text, q)
     assert "No bin table" in text
+
+
+def test_replay_section_reads_the_stores_replay_records(tmp_path):
+    """A planted store with one hf replay: the section quotes its measured total and estimates,
+    says the sample is conditional, and is empty for a store without replays."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "tests"))
+    import results_replays
+    from tokenjoule.store.db import CellRecord, ResultStore
+
+    gen = _gen()
+    db = tmp_path / "bt.db"
+    with ResultStore(db) as store:
+        assert results_replays.section(gen.Quotes(), db) == ""
+        spec = {"model": "m", "engine": "hf", "mode": "eager", "decoding": {"strategy": "greedy"},
+                "replay": {"trace": "azure-conv-2023", "n": 1000, "seed": 0, "engine": "hf", "mode": "eager"}}
+        metrics = {"energy_j": 7.2e6, "duration_s": 300.0, "n_kept": 1000, "energy_per_request_j": 7200.0,
+                   "estimate_paper_j": 7.92e6, "estimate_ceil_j": 1.08e7, "estimate_measured_j": 7.56e6,
+                   "difference_paper": 0.1, "difference_ceil": 0.5, "difference_measured": 0.05,
+                   "fit_corrected_j": 7.3e6, "computed_input_tokens": 1_300_000, "computed_output_tokens": 290_000,
+                   "useful_input_tokens": 1_100_000, "useful_output_tokens": 230_000}
+        within = {"tables": ["hf:eager"], "bins": [[256, 256], [512, 128]], "n_pool": 13712, "n_trace": 19366,
+                  "share_of_trace": 13712 / 19366}
+        store.add(CellRecord.replay(spec, metrics, {"within_tables": within}, {"time_utc": "2026-12-03T12:00:00",
+                                                                              "gpu_names": ["NVIDIA H200"]}))
+    q = gen.Quotes()
+    text = results_replays.section(q, db)
+    gen.verify(text, q)
+    assert "NVIDIA H200, 2026-12-03" in text and "2.0000 kWh" in text and "+10.0%" in text
+    assert "conditional sample" in text.lower() and "13,712 requests (70.8% of 19,366)" in text
