@@ -239,7 +239,9 @@ def register(app: typer.Typer) -> None:
 
         err = Console(stderr=True)
         err.print(f"measuring [bold]{spec.label}[/]; results go to {db}")
-        with ResultStore(db) as store, RichProgress(err) as progress:
+        from tokenjoule.cli.options import StdoutToStderr
+
+        with StdoutToStderr(as_json), ResultStore(db) as store, RichProgress(err) as progress:
             record = run_measure(spec, store, meter_kind=meter, idle_s=idle_s, on_progress=progress)
         if as_json:
             typer.echo(record_json(record, samples))

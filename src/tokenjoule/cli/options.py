@@ -297,3 +297,41 @@ def footprint_from_cli(carbon_intensity: Optional[float], region: Optional[str],
     from tokenjoule.analysis.carbon import Footprint
 
     return Footprint.resolve(carbon_intensity, region, price, pue)
+
+
+class StdoutToStderr:
+    """While the engine runs, send file descriptor 1 to stderr, so that what libraries and their
+    subprocesses print there (vLLM logs to stdout, from its engine process too) cannot corrupt
+    the `--json` document a command prints once the run is over. A no-op when `enabled` is false
+    or stdout has no file descriptor to move."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._saved: int | None = None
+
+    def __enter__(self) -> "StdoutToStderr":
+        import os
+        import sys
+
+        if not self.enabled:
+            return self
+        try:
+            sys.stdout.flush()
+            self._saved = os.dup(1)
+            os.dup2(2, 1)
+        except OSError:  # no descriptor 1 to move (a closed or captured stdout): nothing to protect
+            self._saved = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import os
+        import sys
+
+        if self._saved is None:
+            return
+        try:
+            sys.stdout.flush()
+        finally:
+            os.dup2(self._saved, 1)
+            os.close(self._saved)
+            self._saved = None

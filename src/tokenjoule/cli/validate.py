@@ -73,8 +73,9 @@ def validate_cmd(
                           device=device, dtype=dtype, bins=Bins.parse(input_bins, output_bins), overflow=overflow,
                           warmup=warmup, gpu_name=gpu_name, within_tables=within)
     from tokenjoule.cli.measure import RichProgress
+    from tokenjoule.cli.options import StdoutToStderr
 
-    with ResultStore(db) as store, RichProgress(Console(stderr=True)) as progress:
+    with StdoutToStderr(as_json), ResultStore(db) as store, RichProgress(Console(stderr=True)) as progress:
         result = run_replay(config, store, meter_kind=meter, on_progress=progress)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
