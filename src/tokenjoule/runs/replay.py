@@ -119,17 +119,36 @@ def covered_bins(store, config: ReplayConfig) -> set[tuple[int, int]]:
     return covered or set()
 
 
+def requests_in_bins(workload: Workload, bins: Bins, overflow: str, keep: set[tuple[int, int]]) -> list[Request]:
+    """The workload's requests (trace order) whose (input, output) bin is one of `keep`."""
+    binned = bin_workload(workload, bins, overflow)
+    return [Request(int(a), int(b)) for a, b, i, o in zip(binned.real_input_tokens, binned.real_output_tokens,
+                                                          binned.binned_input_tokens, binned.binned_output_tokens)
+            if (int(i), int(o)) in keep]
+
+
+def redraw_sample(config: dict[str, Any], within: dict[str, Any] | None = None) -> BinnedWorkload:
+    """The binned sample of a stored replay, drawn again from its stored config (and pool bins):
+    the sample is seeded, so this is exactly the requests that were run."""
+    from tokenjoule.workloads.traces import resolve_workload
+
+    b = config.get("bins") or {}
+    bins = Bins(b["input_edges"], b["output_edges"]) if b else Bins()
+    overflow = config.get("overflow", "drop")
+    workload = resolve_workload(config["trace"])
+    if within:
+        keep = {(int(i), int(o)) for i, o in within["bins"]}
+        workload = Workload(workload.name, requests_in_bins(workload, bins, overflow, keep), workload.provenance)
+    return bin_workload(draw_sample(workload, int(config["n"]), int(config["seed"])), bins, overflow)
+
+
 def sample_pool(workload: Workload, config: ReplayConfig, store) -> Workload:
     """The requests a sample is drawn from: the whole trace, or with `within_tables` those whose
     bins every named table covers (in trace order; provenance says which bins and what share)."""
     if not config.within_tables:
         return workload
-    bins = covered_bins(store, config)
-    binned = bin_workload(workload, config.bins, config.overflow)
-    keep = set(bins)
-    pool = [Request(int(a), int(b)) for a, b, i, o in zip(binned.real_input_tokens, binned.real_output_tokens,
-                                                          binned.binned_input_tokens, binned.binned_output_tokens)
-            if (int(i), int(o)) in keep]
+    keep = covered_bins(store, config)
+    pool = requests_in_bins(workload, config.bins, config.overflow, keep)
     tables = ", ".join(config.within_tables)
     if not pool:
         raise TokenjouleError(f"no request of {workload.name} falls in a bin measured by every table of "
