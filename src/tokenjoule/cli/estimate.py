@@ -246,6 +246,10 @@ def estimate_cmd(
                                                 help="Batch size of predicted bins (default: scaled from the "
                                                      "nearest measured cell)."),
     rounding: str = typer.Option("paper", "--rounding", help=ROUNDING_HELP),
+    lengths: str = typer.Option("edges", "--lengths",
+                                help="edges (the paper's: every request charged at its bin's upper edges) or mean "
+                                     "(also show the bins rescaled to their requests' mean lengths by the fit of the "
+                                     "table's cells: a model-based correction; edges overcharge, RESULTS section 11)."),
     reference: Optional[str] = typer.Option(None, "--reference",
                                             help="Estimate from a shipped reference table measured elsewhere "
                                                  "instead of --db ('list' shows them)."),
@@ -276,6 +280,9 @@ def estimate_cmd(
     from tokenjoule.analysis.rounding import check_rounding
 
     check_rounding(rounding)
+    from tokenjoule.analysis.lengths import check_lengths
+
+    check_lengths(lengths)
     if input_bins is not None or output_bins is not None:
         _binning(input_bins, output_bins)  # a bad edge list is reported before the store is opened
     setups = [_setup(e, mode, decoding) for e in engine]
@@ -308,6 +315,7 @@ def estimate_cmd(
                                                decoding=s.decoding, gpu_name=gpu_name, rounding=rounding))
         refusals = _predict(results, store, predict_batch) if predict else []
         estimated = [_uses_estimates(r, store) for r in results]
+        at_mean = [_at_mean_lengths(r, store, gpu_name) for r in results] if lengths == "mean" else []
     complete = [r for r in results if r.complete]
     comparisons = []
     if compare_theory and complete:
@@ -319,16 +327,20 @@ def estimate_cmd(
     console = _console(stderr=as_json)
     if as_json:
         doc = {"bins_used": {**bins.to_dict(), "source": bins_source}, "footprint": footprint.to_dict(),
-               "estimates": [{**r.to_dict(), "footprint": footprint.of_energy_j(r.total_energy_j)} for r in results],
+               "estimates": [{**r.to_dict(), "footprint": footprint.of_energy_j(r.total_energy_j),
+                              **({"at_mean_lengths": at_mean[k].to_dict()} if at_mean else {})}
+                             for k, r in enumerate(results)],
                "theory": [{**c.to_dict(), "binned_is_estimate": est} for c, est in comparisons],
                "missing_cells": [c for r in results for c in r.missing_cells(batch_value)]}
         if table is not None:
             doc["reference"] = {**table.summary(), "label": table.label}
         typer.echo(json.dumps(doc, indent=2))
     else:
-        for res in results:
+        for k, res in enumerate(results):
             console.print(_estimate_table(res))
             _print_summary(console, res, footprint)
+            if at_mean:
+                _print_at_mean(console, at_mean[k], res)
             if table is not None:
                 console.print(f"[yellow]{table.label}[/]")
         console.print(bins_line(bins, bins_source), soft_wrap=True)
@@ -351,6 +363,26 @@ def estimate_cmd(
         _report_missing(console, results, emit_sweep, batch_value)
         if any(not r.predicted_complete for r in results if not r.complete):
             raise typer.Exit(code=1)
+
+
+def _at_mean_lengths(res, store, gpu_name: Optional[str]):
+    from tokenjoule.analysis.lengths import at_mean_lengths
+    from tokenjoule.errors import TokenjouleError
+
+    try:
+        return at_mean_lengths(res, store, gpu_name=gpu_name)
+    except TokenjouleError as exc:
+        raise TokenjouleError(f"--lengths mean for {res.engine}/{res.mode}: {exc}; valid without it: --lengths edges") \
+            from None
+
+
+def _print_at_mean(console: Console, corr, res) -> None:
+    """The measured bins at their requests' mean lengths, next to the same bins at the edges."""
+    part = "" if res.complete else " (the measured bins only)"
+    console.print(f"at the requests' mean lengths{part}: {_j(corr.mean_energy_j)} vs {_j(corr.edges_energy_j)} at "
+                  f"the bin edges ({100 * corr.change:+.1f}%), N/B batches; {corr.label}; {corr.fit_note}"
+                  + ("; hf batches statically, and a deployment that pads each batch to its longest request lies "
+                     "between the two" if res.engine == "hf" else ""), soft_wrap=True)
 
 
 def _list_references(as_json: bool) -> None:

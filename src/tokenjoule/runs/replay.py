@@ -203,6 +203,7 @@ def fit_corrected_j(estimate, plan: list[PlannedBatch], store, config: ReplayCon
 
         hf:   per planned batch  E_batch x Ê(longest I, longest O, rows) / Ê(I*, O*, B)
         vllm: per bin            N/B x E_batch x Ê(mean I, mean O, B) / Ê(I*, O*, B)
+                                 (analysis.lengths, what `estimate --lengths mean` charges)
 
     If this agrees with the replay while `paper`/`ceil` do not, the gap comes from the lengths
     (real below the edges, padding) and partial batches, not from the per-bin measurements.
@@ -230,15 +231,10 @@ def fit_corrected_j(estimate, plan: list[PlannedBatch], store, config: ReplayCon
             if value is None:
                 return None, f"the fit predicts no energy at bin {batch.bin}"
             total += value
-    else:
-        binned = estimate.binned
-        for (i, o), row in rows.items():
-            mask = (binned.binned_input_tokens == i) & (binned.binned_output_tokens == o)
-            value = scaled(row, float(binned.real_input_tokens[mask].mean()),
-                           float(binned.real_output_tokens[mask].mean()), row.batch_size)
-            if value is None:
-                return None, f"the fit predicts no energy at bin {(i, o)}"
-            total += row.n_requests / row.batch_size * value
+    else:  # one continuous batch at the requests' own lengths: the bins at their mean lengths
+        from tokenjoule.analysis.lengths import at_mean_lengths
+
+        total = at_mean_lengths(estimate, store, gpu_name=config.gpu_name).mean_energy_j
     return total, (f"fit {fit.n_cells} cells, LOO error median {100 * fit.loo_median_rel_error:.1f}%, "
                    f"max {100 * fit.loo_max_rel_error:.1f}%")
 
