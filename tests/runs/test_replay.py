@@ -239,3 +239,52 @@ def test_within_tables_result_is_labelled_and_whole_trace_spec_unchanged(store, 
     # A whole-trace replay's spec has no within_tables key: its resume key is the one it always had.
     assert "within_tables" not in ReplayConfig(trace="t", model="m").to_dict()
     assert ReplayConfig(trace="t", model="m").hash() != cfg.hash()
+
+
+class DyingEngine(ScriptedEngine):
+    """Raises on its n-th generate call, as a replay killed mid-way would stop."""
+
+    def __init__(self, clock, die_at: int):
+        super().__init__(clock)
+        self.die_at = die_at
+
+    def generate_requests(self, lengths, seed: int = 0):
+        if len(self.calls) + 1 == self.die_at:
+            raise RuntimeError("killed")
+        return super().generate_requests(lengths, seed)
+
+
+def test_an_interrupted_replay_resumes_after_its_last_finished_batch(store, tmp_path):
+    plant_table(store, SIZES)
+    pairs = [(16, 4)] * 8 + [(32, 8)] * 4  # 2 + 2 batches
+    cfg = ReplayConfig(trace=write_trace(tmp_path, pairs), model="m", n=len(pairs), bins=BINS, warmup=1)
+    clock = FakeClock()
+    meter = SimulatedMeter(power_w=POWER_W, idle_power_w=None, clock=clock)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_replay(cfg, store, meter=meter, engine=DyingEngine(clock, die_at=4))  # warm-up + 2 batches, then dies
+    partial = store.find(status="partial", kind="replay")
+    assert partial and partial[-1].metrics == {"batches_done": 2, "batches_planned": 4}
+    assert not store.find(status="ok", kind="replay")
+    engine = ScriptedEngine(clock)
+    result = run_replay(cfg, store, meter=meter, engine=engine)
+    assert [len(c) for c in engine.calls] == [4, 2, 2]  # warm-up, then only the 2 batches not yet measured
+    assert len(result.batches) == 4 and any(n.startswith("resumed: 2 of 4") for n in result.notes)
+    whole, _ = run(store, write_trace(tmp_path, pairs), n=len(pairs))  # same requests, never interrupted
+    assert result.measured_energy_j == pytest.approx(whole.measured_energy_j)
+
+
+def test_a_later_replay_of_the_same_sample_keeps_the_first_ones_pool(store, tmp_path):
+    """The tables grow between sessions; the other setup must still replay the same requests."""
+    plant_table(store, {(16, 4): 4})
+    pairs = [(10, 3), (30, 2), (16, 4), (12, 2)]
+    trace = write_trace(tmp_path, pairs)
+    first = ReplayConfig(trace=trace, model="m", n=2, bins=BINS, within_tables=("hf:eager",))
+    clock = FakeClock()
+    run_replay(first, store, meter=SimulatedMeter(power_w=POWER_W, idle_power_w=None, clock=clock),
+               engine=ScriptedEngine(clock))
+    plant_table(store, {(32, 4): 3})  # the table gains a bin that holds (30, 2)
+    sample, binned, _, _ = prepare(first, store)
+    assert set(binned.counts) == {(16, 4)}
+    assert sample.provenance["within_tables"]["pool_from"] == "an earlier replay of this sample"
+    fresh = ReplayConfig(trace=trace, model="m", n=2, seed=1, bins=BINS, within_tables=("hf:eager",))
+    assert prepare(fresh, store)[0].provenance["within_tables"]["n_pool"] == 4  # another seed: a new pool

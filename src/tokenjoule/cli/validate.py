@@ -46,7 +46,10 @@ def validate_cmd(
     within_table: Optional[list[str]] = typer.Option(
         None, "--within-table", help="Draw the sample only from requests in bins that this table (engine:mode) "
                                      "has measured; repeat to require several (the same sample for both setups). "
-                                     "For a partly measured table; the result is labelled a conditional sample."),
+                                     "For a partly measured table; the result is labelled a conditional sample. "
+                                     "The pool is fixed by the first replay of the same trace, --n, --seed and "
+                                     "tables (the tables grow; the setups must replay the same requests); another "
+                                     "--seed draws anew. An interrupted replay resumes after its last batch."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Replay a seeded trace sample for real and compare it with its binned estimate."""

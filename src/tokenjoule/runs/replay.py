@@ -142,19 +142,41 @@ def redraw_sample(config: dict[str, Any], within: dict[str, Any] | None = None) 
     return bin_workload(draw_sample(workload, int(config["n"]), int(config["seed"])), bins, overflow)
 
 
+SAMPLE_KEYS = ("trace", "model", "n", "seed", "bins", "overflow", "gpu_name", "within_tables")
+
+
+def frozen_pool_bins(store, config: ReplayConfig) -> set[tuple[int, int]] | None:
+    """The pool bins of the first stored replay (finished or partial, any setup) of the same
+    sample: the tables grow between sessions, and without this a later replay of the other setup
+    would draw from more bins, i.e. other requests. None when no such replay exists."""
+    mine = config.to_dict()
+    first = None
+    for rec in store.find(status=None, kind="replay"):
+        other = rec.spec.get("replay") or {}
+        if all(other.get(k) == mine.get(k) for k in SAMPLE_KEYS):
+            within = (rec.measurement or {}).get("within_tables")
+            if within and (first is None or (rec.id or 0) < (first[0] or 0)):
+                first = (rec.id, within)
+    if first is None:
+        return None
+    return {(int(i), int(o)) for i, o in first[1]["bins"]}
+
+
 def sample_pool(workload: Workload, config: ReplayConfig, store) -> Workload:
     """The requests a sample is drawn from: the whole trace, or with `within_tables` those whose
     bins every named table covers (in trace order; provenance says which bins and what share)."""
     if not config.within_tables:
         return workload
-    keep = covered_bins(store, config)
+    frozen = frozen_pool_bins(store, config)
+    keep = frozen if frozen is not None else covered_bins(store, config)
     pool = requests_in_bins(workload, config.bins, config.overflow, keep)
     tables = ", ".join(config.within_tables)
     if not pool:
         raise TokenjouleError(f"no request of {workload.name} falls in a bin measured by every table of "
                               f"{tables} ({config.model}); measure a bin of the trace first or drop --within-table")
     within = {"tables": list(config.within_tables), "bins": [list(b) for b in sorted(keep)], "n_pool": len(pool),
-              "n_trace": len(workload), "share_of_trace": len(pool) / len(workload)}
+              "n_trace": len(workload), "share_of_trace": len(pool) / len(workload),
+              "pool_from": "an earlier replay of this sample" if frozen is not None else "the tables' measured bins"}
     return Workload(name=workload.name, requests=pool, provenance=dict(workload.provenance, within_tables=within))
 
 
@@ -164,8 +186,10 @@ def pool_note(sample: Workload) -> str | None:
     if not within:
         return None
     return (f"conditional sample: drawn from the {within['n_pool']:,} requests ({100 * within['share_of_trace']:.1f}% "
-            f"of {within['n_trace']:,}) in the {len(within['bins'])} bins measured by {', '.join(within['tables'])}; "
-            "the comparison holds for those bins, not for the whole trace")
+            f"of {within['n_trace']:,}) in the {len(within['bins'])} bins measured by {', '.join(within['tables'])}"
+            + (" (the bins of an earlier replay of this sample, so every setup runs the same requests)"
+               if within.get("pool_from") == "an earlier replay of this sample" else "")
+            + "; the comparison holds for those bins, not for the whole trace")
 
 
 def plan_batches(binned: BinnedWorkload, batch_sizes: dict[tuple[int, int], int], engine: str) -> list[PlannedBatch]:
@@ -338,13 +362,18 @@ def run_replay(config: ReplayConfig, store, *, meter=None, meter_kind: str = "au
             from tokenjoule.energy import make_meter
 
             meter = make_meter(meter_kind, devices=engine.device_indices())
+        batches = resumed_batches(store, config, plan) if save else []
+        n_resumed = len(batches)
+        methods = {b["method"] for b in batches if b.get("method")}
+        flags = {f for b in batches for f in b.get("flags", [])}
         warm = plan[0].lengths[: max(1, min(len(plan[0].lengths), 8))]
-        for k in range(config.warmup):  # warm-up by name: never inside a window
+        for k in range(config.warmup if len(batches) < len(plan) else 0):  # warm-up by name: never in a window
             engine.generate_requests(warm, seed=config.seed + 1 + k)
             if on_progress:
                 on_progress("warmup", k + 1, config.warmup)
-        batches, methods, flags = [], set(), set()
         for k, batch in enumerate(plan):
+            if k < len(batches):
+                continue  # measured by an earlier, interrupted run of this replay
             with meter.window(sync=engine.synchronize) as window:
                 gen = engine.generate_requests(batch.lengths, seed=config.seed)
             m = window.result
@@ -355,7 +384,10 @@ def run_replay(config: ReplayConfig, store, *, meter=None, meter_kind: str = "au
                             "duration_s": m.duration_s, "useful_input_tokens": sum(a for a, _ in batch.lengths),
                             "useful_output_tokens": sum(b for _, b in batch.lengths),
                             "computed_input_tokens": gen.extra.get("computed_input_tokens", sum(gen.input_tokens)),
-                            "computed_output_tokens": gen.extra.get("computed_output_tokens", sum(gen.output_tokens))})
+                            "computed_output_tokens": gen.extra.get("computed_output_tokens", sum(gen.output_tokens)),
+                            "method": m.method, "flags": sorted(m.flags)})
+            if save and k + 1 < len(plan):  # a killed replay resumes after its last finished batch
+                store.add(partial_record(config, batches, len(plan)))
             if on_progress:
                 on_progress("replay", k + 1, len(plan))
         from tokenjoule.records import base_provenance
@@ -367,10 +399,39 @@ def run_replay(config: ReplayConfig, store, *, meter=None, meter_kind: str = "au
             meter.close()
     result = _result(config, sample, binned, est, estimates_by_rounding(binned, store, config), batches, methods,
                      flags)
+    if n_resumed:
+        result.notes.append(f"resumed: {n_resumed} of {len(plan)} batches were measured by an earlier, interrupted "
+                            "run of this replay (same sample and plan)")
     result.fit_corrected_j, result.fit_note = fit_corrected_j(est, plan, store, config)
     if save:
         result.record_id = store.add(replay_record(result, provenance))
     return result
+
+
+def partial_record(config: ReplayConfig, batches: list[dict[str, Any]], planned: int):
+    """The progress of an unfinished replay: kind replay, status partial (never read as a result)."""
+    from tokenjoule.records import CellRecord, base_provenance, utc_now
+
+    spec = config.record_spec()
+    return CellRecord(spec=spec, spec_hash=config.hash(), kind="replay", status="partial",
+                      metrics={"batches_done": len(batches), "batches_planned": planned},
+                      measurement={"batches": batches}, provenance={**base_provenance(), "time_utc": utc_now()})
+
+
+def resumed_batches(store, config: ReplayConfig, plan: list[PlannedBatch]) -> list[dict[str, Any]]:
+    """The batches an interrupted run of this replay finished, when they are the plan's first ones
+    (same bins and request counts); [] otherwise (then the replay starts over)."""
+    latest = None
+    for rec in store.find(status="partial", kind="replay"):
+        if rec.spec_hash == config.hash() and (latest is None or (rec.id or 0) > (latest.id or 0)):
+            latest = rec
+    if latest is None:
+        return []
+    done = list((latest.measurement or {}).get("batches") or [])
+    for b, planned in zip(done, plan):
+        if b.get("requests") != len(planned.lengths) or b.get("bin") != (list(planned.bin) if planned.bin else None):
+            return []
+    return done[: len(plan)]
 
 
 def _safe(fn) -> dict[str, Any]:
