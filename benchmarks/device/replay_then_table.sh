@@ -8,8 +8,9 @@
 #   bash benchmarks/device/replay_then_table.sh vllm-graphs 3 540
 #
 # The store lives in /tmp/bt (seeded from the committed one) and is copied to $OUT after each step,
-# so a call killed at its limit still returns what it measured. Set REPLAY=0 to skip the replay
-# (a later call of the same setup that already returned its replay should pass REPLAY=0).
+# so a call killed at its limit still returns what it measured. A replay already in the store is
+# shown, not repeated (validate without --again), and an interrupted one resumes after its last
+# finished batch, so the same command serves every session; REPLAY=0 skips the replay step.
 set -u
 table="$1"; call="$2"; limit_s="${3:-540}"
 case "$table" in hf-eager) setup=hf:eager ;; vllm-graphs) setup=vllm:graphs ;;

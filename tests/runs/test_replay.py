@@ -288,3 +288,26 @@ def test_a_later_replay_of_the_same_sample_keeps_the_first_ones_pool(store, tmp_
     assert sample.provenance["within_tables"]["pool_from"] == "an earlier replay of this sample"
     fresh = ReplayConfig(trace=trace, model="m", n=2, seed=1, bins=BINS, within_tables=("hf:eager",))
     assert prepare(fresh, store)[0].provenance["within_tables"]["n_pool"] == 4  # another seed: a new pool
+
+
+def test_validate_shows_a_finished_replay_instead_of_repeating_it(tmp_path):
+    from tokenjoule.cli.main import app
+    from tokenjoule.store.db import ResultStore
+
+    db = tmp_path / "t.db"
+    trace = write_trace(tmp_path, [(12, 4), (16, 3)])
+    cfg = ReplayConfig(trace=trace, model="tiny", n=2, bins=Bins((16,), (4,)), device="cpu", dtype="float32")
+    with ResultStore(db) as store:
+        spec = cfg.record_spec()
+        from tokenjoule.store.db import CellRecord
+
+        rid = store.add(CellRecord.replay(spec, {"energy_j": 5.0, "n_kept": 2, "difference_paper": 0.04}, {},
+                                          {"time_utc": "2026-12-03T12:00:00"}))
+    args = ["validate", "--trace", trace, "--model", "tiny", "--n", "2", "--db", str(db), "--device", "cpu",
+            "--dtype", "float32", "--input-bins", "16", "--output-bins", "4"]
+    out = CliRunner().invoke(app, args + ["--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["already_done"] is True and doc["record_id"] == rid
+    text = CliRunner().invoke(app, args)
+    assert "already replayed: record" in text.stdout and "paper +4.0%" in text.stdout and "--again" in text.stdout

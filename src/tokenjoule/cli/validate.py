@@ -51,6 +51,8 @@ def validate_cmd(
                                      "tables (the tables grow; the setups must replay the same requests); another "
                                      "--seed draws anew. An interrupted replay resumes after its last batch."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    again: bool = typer.Option(False, "--again", help="Replay even when the store already holds this replay "
+                                                      "(by default a finished replay is shown, not repeated)."),
 ) -> None:
     """Replay a seeded trace sample for real and compare it with its binned estimate."""
     from tokenjoule.analysis.savings import parse_setup
@@ -78,12 +80,29 @@ def validate_cmd(
     from tokenjoule.cli.measure import RichProgress
     from tokenjoule.cli.options import StdoutToStderr
 
+    with ResultStore(db) as store:
+        done = [r for r in store.find(status="ok", kind="replay") if r.spec_hash == config.hash()]
+    if done and not again:  # a finished replay is a result, like a finished cell: never repeated silently
+        _print_done(done[-1], as_json)
+        return
     with StdoutToStderr(as_json), ResultStore(db) as store, RichProgress(Console(stderr=True)) as progress:
         result = run_replay(config, store, meter_kind=meter, on_progress=progress)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     print_result(Console(), result)
+
+
+def _print_done(record, as_json: bool) -> None:
+    m = record.metrics
+    if as_json:
+        typer.echo(json.dumps({"kind": "replay", "already_done": True, "record_id": record.id, "metrics": m,
+                               "notes": (record.measurement or {}).get("notes", [])}, indent=2))
+        return
+    diffs = ", ".join(f"{k.removeprefix('difference_')} {_pct(v)}" for k, v in m.items() if k.startswith("difference_"))
+    Console().print(f"already replayed: record {record.id} ({record.provenance.get('time_utc', '?')}): measured "
+                    f"{_j(m.get('energy_j'))} for {m.get('n_kept', '?'):,} requests; estimate vs replay: {diffs}. "
+                    "Pass --again to replay anew.", soft_wrap=True)
 
 
 def print_result(console: Console, result) -> None:
