@@ -87,3 +87,29 @@ def test_cli_reference_list_and_estimate_labelled(capsys):
     assert main(["estimate", "--reference", "h200-nothing", "--trace", "azure-conv-2023"]) == 2
     err = capsys.readouterr().err
     assert "valid: h100-llama-3.1-8b" in err and "Traceback" not in err
+
+
+def test_h200_table_ships_its_direct_replays_rebuilt_from_the_evidence(tmp_path):
+    """The replays that check the H200 table travel with it, rebuilt from the committed store, and
+    the demo says what they found (the estimate vs the same requests run for real)."""
+    import shutil
+
+    from tokenjoule.cli.demo import replay_lines
+
+    db = tmp_path / "bt.db"
+    shutil.copyfile(ROOT / "benchmarks/results/bin_table_h200/bin_table.db", db)
+    spec = importlib.util.spec_from_file_location("build_reference", ROOT / "benchmarks/build_reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rebuilt = mod.build(db, "h200-llama-3.1-8b", "llama-3.1-8b", ["hf:eager", "vllm:graphs"], "c", "t")
+    shipped = load_reference("h200-llama-3.1-8b")
+    assert rebuilt["replays"] == list(shipped.replays) and shipped.replays
+    with ResultStore(db, create=False, read_only=True) as store:
+        stored = {r.id: r for r in store.find(status="ok", kind="replay")}
+    for r in shipped.replays:
+        assert r["energy_j"] == stored[r["source_record_id"]].metrics["energy_j"]
+    lines = replay_lines(shipped)
+    assert len(lines) == len(shipped.replays) and "checked against a direct replay on NVIDIA H200" in lines[0]
+    assert f"{100 * shipped.replays[0]['difference_paper']:+.1f}% (paper rounding)" in lines[0]
+    only_hf = mod.build(db, "x", "llama-3.1-8b", ["hf:eager"], "c", "t")
+    assert all(r["engine"] == "hf" for r in only_hf.get("replays", []))

@@ -76,6 +76,7 @@ def build_table(db: Path, name: str, model: str, setups: list[str], coverage: st
                                   "flags": list(m.get("flags") or []),
                                   "dtype": prov.get("dtype") or rec.spec.get("dtype"),
                                   "source_cell_id": rec.id, "created_at": rec.created_at})
+        replays = replay_summaries(store, model, setups)
     if not cells:
         raise TokenjouleError(f"no ok offline cells of {model} for {', '.join(setups)} in {db}")
     if len(cards) != 1:
@@ -87,4 +88,28 @@ def build_table(db: Path, name: str, model: str, setups: list[str], coverage: st
             "date": max(dates)[:10], "model": model, "coverage": coverage,
             "source": _relative(db), "built_by": command,
             "commands": sorted(commands) or [FALLBACK_COMMAND],
-            "versions": versions, "cells": cells}
+            "versions": versions, "cells": cells, **({"replays": replays} if replays else {})}
+
+
+REPLAY_METRICS = ("energy_j", "duration_s", "n_kept", "estimate_paper_j", "estimate_ceil_j", "estimate_measured_j",
+                  "difference_paper", "difference_ceil", "difference_measured", "fit_corrected_j",
+                  "useful_input_tokens", "useful_output_tokens")
+
+
+def replay_summaries(store, model: str, setups: list[str]) -> list[dict]:
+    """The finished direct replays (tokenjoule validate) of the table's setups: what checks the
+    table against the requests it stands for, shipped with it (newest of each sample and setup)."""
+    wanted = {(parse_setup(t).engine, parse_setup(t).mode) for t in setups}
+    latest: dict[str, dict] = {}
+    for rec in sorted(store.find(status="ok", kind="replay", model=model), key=lambda r: r.id or 0):
+        cfg = rec.spec.get("replay") or {}
+        if (cfg.get("engine"), cfg.get("mode")) not in wanted:
+            continue
+        within = (rec.measurement or {}).get("within_tables")
+        latest[rec.spec_hash] = {
+            "engine": cfg["engine"], "mode": cfg["mode"], "trace": cfg.get("trace"), "n": cfg.get("n"),
+            "seed": cfg.get("seed"), **{k: rec.metrics.get(k) for k in REPLAY_METRICS},
+            "conditional_pool": None if not within else {k: within.get(k) for k in ("tables", "bins", "n_pool",
+                                                                                     "share_of_trace")},
+            "date": str(rec.provenance.get("time_utc") or rec.created_at or "")[:10], "source_record_id": rec.id}
+    return list(latest.values())

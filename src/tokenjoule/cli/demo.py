@@ -226,6 +226,25 @@ def case_study_table(study, title: str) -> Table:
     return table
 
 
+def replay_lines(ref) -> list[str]:
+    """One line per direct replay shipped with a reference table: the estimate checked against
+    the same requests run for real (tokenjoule validate), as measured on the table's card."""
+    lines = []
+    for r in ref.replays:
+        if not r.get("energy_j") or not r.get("n_kept"):
+            continue
+        pool = r.get("conditional_pool")
+        where = (f" in the {len(pool['bins'])} bins both tables measured ({100 * pool['share_of_trace']:.0f}% of "
+                 "the trace)" if pool else "")
+        mean = r.get("fit_corrected_j")
+        at_mean = f", {100 * (mean / r['energy_j'] - 1):+.1f}% at the requests' mean lengths" if mean else ""
+        lines.append(f"checked against a direct replay on {ref.card}, {r['date']}: {r['engine']} {r['mode']}, "
+                     f"{r['n_kept']:,} requests of {r['trace']}{where}: measured {r['energy_j'] / 1e3:,.1f} kJ; "
+                     f"binned estimate {100 * r['difference_paper']:+.1f}% (paper rounding){at_mean} "
+                     "(tokenjoule validate; docs/RESULTS.md section 11)")
+    return lines
+
+
 def reference_step(ctx: DemoContext) -> None:
     from tokenjoule.analysis.case_study import case_study
     from tokenjoule.reference import list_references, load_reference, reference_store
@@ -238,6 +257,8 @@ def reference_step(ctx: DemoContext) -> None:
         ctx.console.print(case_study_table(study, f"case study: {ref.model}, hf eager vs vllm graphs, on {ref.card}, "
                                                   f"measured {ref.date}"))
         ctx.console.print(f"[yellow]{ref.label}[/]")
+        for line in replay_lines(ref):
+            ctx.console.print(line, soft_wrap=True)
         ctx.console.print("≥: some bins unmeasured, so only the measured part (not a total), no theory; "
                           "†: savings on the bins both setups measured only (in brackets: their share of the "
                           "workload's requests), not the workload's savings; "

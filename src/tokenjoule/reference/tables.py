@@ -43,6 +43,7 @@ class ReferenceTable:
     cells: tuple[dict[str, Any], ...]
     format_version: int = FORMAT_VERSION
     notes: tuple[str, ...] = field(default_factory=tuple)
+    replays: tuple[dict[str, Any], ...] = field(default_factory=tuple)  # direct replays checking the table
 
     @property
     def label(self) -> str:
@@ -81,7 +82,7 @@ def parse_reference(data: dict[str, Any], source: str = "reference") -> Referenc
         date=data["date"], model=data["model"], coverage=data["coverage"], source=data.get("source", ""),
         built_by=data["built_by"], commands=tuple(data.get("commands", ())), versions=dict(data["versions"]),
         cells=tuple(data["cells"]), format_version=int(data.get("format_version", FORMAT_VERSION)),
-        notes=tuple(data.get("notes", ())),
+        notes=tuple(data.get("notes", ())), replays=tuple(data.get("replays", ())),
     )
 
 
