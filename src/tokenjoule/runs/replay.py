@@ -258,7 +258,10 @@ def fit_corrected_j(estimate, plan: list[PlannedBatch], store, config: ReplayCon
     else:  # one continuous batch at the requests' own lengths: the bins at their mean lengths
         from tokenjoule.analysis.lengths import at_mean_lengths
 
-        total = at_mean_lengths(estimate, store, gpu_name=config.gpu_name).mean_energy_j
+        try:  # a diagnostic must never fail a finished replay
+            total = at_mean_lengths(estimate, store, gpu_name=config.gpu_name).mean_energy_j
+        except TokenjouleError as exc:
+            return None, str(exc)
     return total, (f"fit {fit.n_cells} cells, LOO error median {100 * fit.loo_median_rel_error:.1f}%, "
                    f"max {100 * fit.loo_max_rel_error:.1f}%")
 
