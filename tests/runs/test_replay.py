@@ -311,3 +311,13 @@ def test_validate_shows_a_finished_replay_instead_of_repeating_it(tmp_path):
     assert doc["already_done"] is True and doc["record_id"] == rid
     text = CliRunner().invoke(app, args)
     assert "already replayed: record" in text.stdout and "paper +4.0%" in text.stdout and "--again" in text.stdout
+
+
+def test_progress_of_a_finished_replay_is_not_resumed_by_a_new_run(store, tmp_path):
+    plant_table(store, SIZES)
+    pairs = [(16, 4)] * 8
+    trace = write_trace(tmp_path, pairs)
+    first, _ = run(store, trace, n=len(pairs))
+    assert store.find(status="partial", kind="replay")  # progress of its first batch
+    again, engine = run(store, trace, n=len(pairs))  # validate --again: every batch measured anew
+    assert [len(c) for c in engine.calls] == [4, 4, 4] and not any(n.startswith("resumed") for n in again.notes)

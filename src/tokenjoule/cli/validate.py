@@ -93,6 +93,10 @@ def validate_cmd(
     print_result(Console(), result)
 
 
+def _count(n) -> str:
+    return "?" if n is None else f"{int(n):,}"
+
+
 def _print_done(record, as_json: bool) -> None:
     m = record.metrics
     if as_json:
@@ -101,7 +105,7 @@ def _print_done(record, as_json: bool) -> None:
         return
     diffs = ", ".join(f"{k.removeprefix('difference_')} {_pct(v)}" for k, v in m.items() if k.startswith("difference_"))
     Console().print(f"already replayed: record {record.id} ({record.provenance.get('time_utc', '?')}): measured "
-                    f"{_j(m.get('energy_j'))} for {m.get('n_kept', '?'):,} requests; estimate vs replay: {diffs}. "
+                    f"{_j(m.get('energy_j'))} for {_count(m.get('n_kept'))} requests; estimate vs replay: {diffs}. "
                     "Pass --again to replay anew.", soft_wrap=True)
 
 

@@ -424,9 +424,12 @@ def partial_record(config: ReplayConfig, batches: list[dict[str, Any]], planned:
 def resumed_batches(store, config: ReplayConfig, plan: list[PlannedBatch]) -> list[dict[str, Any]]:
     """The batches an interrupted run of this replay finished, when they are the plan's first ones
     (same bins and request counts); [] otherwise (then the replay starts over)."""
+    # progress left by a run that later finished is not resumable (validate --again replays anew)
+    finished = max((r.id or 0 for r in store.find(status="ok", kind="replay") if r.spec_hash == config.hash()),
+                   default=0)
     latest = None
     for rec in store.find(status="partial", kind="replay"):
-        if rec.spec_hash == config.hash() and (latest is None or (rec.id or 0) > (latest.id or 0)):
+        if rec.spec_hash == config.hash() and (rec.id or 0) > finished and (latest is None or rec.id > latest.id):
             latest = rec
     if latest is None:
         return []
