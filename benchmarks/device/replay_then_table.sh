@@ -11,6 +11,9 @@
 # so a call killed at its limit still returns what it measured. A replay already in the store is
 # shown, not repeated (validate without --again), and an interrupted one resumes after its last
 # finished batch, so the same command serves every session; REPLAY=0 skips the replay step.
+# FAITH=IxO,... re-measures those bins with the old protocol as the table reaches them (the
+# faithfulness check of benchmarks/bin_table.py; measured bins come first, most requested first),
+# e.g. FAITH=256x128,2048x16,4096x16,4096x64,2048x128.
 set -u
 table="$1"; call="$2"; limit_s="${3:-540}"
 case "$table" in hf-eager) setup=hf:eager ;; vllm-graphs) setup=vllm:graphs ;;
@@ -31,7 +34,7 @@ left_s=$((limit_s - (SECONDS - start)))
 if [ "$left_s" -gt 120 ]; then
   budget=$(python3 -c "print(round(($left_s - 25) / 60, 1))")
   timeout "$left_s" python benchmarks/bin_table.py --tables "$table" --db "$db" --out "$OUT/t" \
-    --budget-minutes "$budget" > "$OUT/${tag}.log" 2>&1
+    --budget-minutes "$budget" ${FAITH:+--faithfulness-bins "$FAITH"} > "$OUT/${tag}.log" 2>&1
   echo "table $table rc=$? budget ${budget} min"
   tail -3 "$OUT/${tag}.log"
   cp "$db" "$OUT/bin_table.db"
