@@ -52,7 +52,11 @@ def build_table(db: Path, name: str, model: str, setups: list[str], coverage: st
                 command: str = "python benchmarks/build_reference.py") -> dict:
     """The reference-table dict of the ok offline cells of `model` for `setups` in `db` (see
     tables.py for the format): every usable candidate cell of each bin (analysis.selection)."""
-    cells, versions, dates, cards, commands = [], {}, [], set(), set()
+    cells: list[dict] = []
+    versions: dict = {}
+    dates: list[str] = []
+    cards: set[str] = set()
+    commands: set[str] = set()
     with ResultStore(db, create=False, read_only=True) as store:  # building a table never rewrites its evidence
         for text in setups:
             s = parse_setup(text)
