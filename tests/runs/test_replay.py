@@ -321,3 +321,25 @@ def test_progress_of_a_finished_replay_is_not_resumed_by_a_new_run(store, tmp_pa
     assert store.find(status="partial", kind="replay")  # progress of its first batch
     again, engine = run(store, trace, n=len(pairs))  # validate --again: every batch measured anew
     assert [len(c) for c in engine.calls] == [4, 4, 4] and not any(n.startswith("resumed") for n in again.notes)
+
+
+def test_validate_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
+    from tokenjoule.cli.main import app
+    from tokenjoule.store.db import ResultStore
+
+    db = tmp_path / "t.db"
+    with ResultStore(db) as store:
+        for (i, o), b in SIZES.items():
+            spec = {"model": "m", "engine": "hf", "mode": "eager", "decoding": {"strategy": "greedy"},
+                    "batch_size": b, "input_tokens": i, "output_tokens": o}
+            store.add(CellRecord(spec=spec, spec_hash=f"{i}-{o}", kind="offline",
+                                 metrics={"energy_j": 10.0, "duration_s": 2.0}))
+    trace = write_trace(tmp_path, [(16, 4)] * 5 + [(30, 8)])
+    out = CliRunner().invoke(app, ["validate", "--trace", trace, "--model", "m", "--n", "6", "--db", str(db),
+                                   "--input-bins", "16,32", "--output-bins", "4,8", "--dry-run", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert [b["requests"] for b in doc["batches"]] == [4, 1, 1]  # (16,4) at batch 4: one full + one partial
+    assert doc["predicted_replay_s"] == pytest.approx(3 * 2.0)  # hf: ceil(N/B) batches x the cell's time
+    with ResultStore(db) as store:
+        assert not store.find(status=None, kind="replay")

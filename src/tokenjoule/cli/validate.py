@@ -53,6 +53,8 @@ def validate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     again: bool = typer.Option(False, "--again", help="Replay even when the store already holds this replay "
                                                       "(by default a finished replay is shown, not repeated)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sample, its batches, the binned estimate and "
+                                                          "the predicted replay time; run nothing."),
 ) -> None:
     """Replay a seeded trace sample for real and compare it with its binned estimate."""
     from tokenjoule.analysis.savings import parse_setup
@@ -80,6 +82,10 @@ def validate_cmd(
     from tokenjoule.cli.measure import RichProgress
     from tokenjoule.cli.options import StdoutToStderr
 
+    if dry_run:
+        with ResultStore(db, create=False, read_only=True) as store:
+            _print_plan(config, store, as_json)
+        return
     with ResultStore(db) as store:
         done = [r for r in store.find(status="ok", kind="replay") if r.spec_hash == config.hash()]
     if done and not again:  # a finished replay is a result, like a finished cell: never repeated silently
@@ -91,6 +97,39 @@ def validate_cmd(
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     print_result(Console(), result)
+
+
+def _print_plan(config, store, as_json: bool) -> None:
+    """The replay without running it: what `prepare` would hand the engine, and how long the
+    table's own batch times predict it takes (a prediction, labelled)."""
+    from tokenjoule.runs.case_study import replay_seconds
+    from tokenjoule.runs.replay import pool_note, prepare, resumed_batches
+
+    sample, binned, est, plan = prepare(config, store)
+    predicted_s = replay_seconds(est, config.engine)
+    resumed = resumed_batches(store, config, plan)
+    doc = {"dry_run": True, "n_kept": binned.n_kept, "n_dropped": binned.n_dropped,
+           "batches": [{"bin": list(b.bin) if b.bin else None, "requests": len(b.lengths),
+                        "table_batch_size": b.table_batch_size} for b in plan],
+           "batches_already_measured": len(resumed), "estimate_paper_j": est.total_energy_j,
+           "predicted_replay_s": predicted_s, "note": pool_note(sample)}
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    console = Console()
+    console.print(f"dry run (nothing measured): {binned.n_kept:,} requests of {config.trace} "
+                  f"({binned.n_dropped:,} dropped beyond the largest bins), {len(plan)} batch(es) on "
+                  f"{config.engine}/{config.mode}" + (f", {len(resumed)} already measured by an interrupted run"
+                                                      if resumed else ""), soft_wrap=True)
+    if doc["note"]:
+        console.print(doc["note"], soft_wrap=True)
+    for b in plan:
+        where = f"bin {b.bin[0]}/{b.bin[1]}, table batch {b.table_batch_size}" if b.bin else "one generate call"
+        console.print(f"  {len(b.lengths):,} requests ({where})")
+    console.print(f"binned estimate (paper rounding): {_j(est.total_energy_j)}")
+    console.print("predicted replay time: " + ("n/a (a cell has no duration)" if predicted_s is None else
+                  f"{predicted_s:,.0f} s, a PREDICTION from the cells' batch times (padded hf batches can take "
+                  "longer than the cells they are predicted from: docs/RESULTS.md section 11)"), soft_wrap=True)
 
 
 def _count(n) -> str:
