@@ -51,6 +51,9 @@ sys.path.insert(0, str(ROOT / "src"))
 TRACES = ("azure-conv-2023", "azure-code-2023")
 TABLES = {"hf-eager": ("hf", "eager"), "vllm-graphs": ("vllm", "graphs")}
 FULL_WARMUP, FULL_REPEATS = 3, 3  # the old protocol the faithfulness check compares against
+# A dry run's guess of the full search's probes on hf (doubling to the limit, then bisection);
+# the real count is stored with each searched bin.
+SEARCH_PROBES_GUESS = 10
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -470,12 +473,20 @@ def dry_run(args: argparse.Namespace, tables: list[str], bins: list[Bin], store:
         predictor = StoredBatchPredictor(store, holder.spec(Bin(1, 1, 0), "adaptive"), gpu_name, args.max_batch_cap)
         estimator = CellTimeEstimator(store, gpu_name, max_batch_method="predict", max_batch_cap=args.max_batch_cap)
         holder.estimator = estimator
-        left, total_s, fits = [], GUESS_LOAD_S, 0
+        left, faithful, total_s, fits = [], [], GUESS_LOAD_S, 0
         done = 0
-        for b in bins:
+        for index, b in enumerate(bins):
             spec = holder.spec(b, "adaptive")
             batch, how = predictor.predict(spec)
             sized = spec.model_copy(update={"batch_size": batch or 1})
+            if index in holder.picks and batch is not None:  # the old protocol follows its bin
+                full = holder.spec(b, "full", batch)
+                if not store.has_success(full.spec_hash()):
+                    probes = 0 if holder.engine_name == "vllm" else SEARCH_PROBES_GUESS  # vLLM's search is arithmetic
+                    full_s = holder.predicted_s(full, probes)
+                    total_s += full_s
+                    faithful.append({"input_tokens": b.input_tokens, "output_tokens": b.output_tokens,
+                                     "batch_size": batch, "predicted_s": full_s, "search_probes_guessed": probes})
             if batch is not None and store.has_success(sized.spec_hash()):
                 done += 1
                 continue
@@ -489,7 +500,8 @@ def dry_run(args: argparse.Namespace, tables: list[str], bins: list[Bin], store:
                          "n_requests": b.n_requests, "batch_size": batch, "batch_from": how,
                          "predicted_s": seconds})
         plan["tables"][table] = {"bins_done": done, "bins_left": len(left), "predicted_minutes": total_s / 60,
-                                 "load_guess_s": GUESS_LOAD_S, "bins_within_budget": fits, "bins": left}
+                                 "load_guess_s": GUESS_LOAD_S, "bins_within_budget": fits, "bins": left,
+                                 "faithfulness": faithful}
     return plan
 
 
@@ -506,6 +518,9 @@ def print_plan(plan: dict) -> dict:
                   f"{b['batch_size'] or '?'} ({b['batch_from']}), {secs}")
         if len(t["bins"]) > 8:
             print(f"    ... {len(t['bins']) - 8} more")
+        for f in t.get("faithfulness", []):
+            print(f"    faithfulness {f['input_tokens']}/{f['output_tokens']}: old protocol at about batch "
+                  f"{f['batch_size']}, {f['predicted_s']:.0f} s (search probes guessed: {f['search_probes_guessed']})")
     return plan
 
 

@@ -157,3 +157,17 @@ def test_coverage_keeps_the_most_requested_bins_up_to_the_share(bench):
     assert len(bench.bins_covering(bins, 1.0)) == 4
     with pytest.raises(SystemExit, match="coverage"):
         bench.bins_covering(bins, 0)
+
+
+def test_dry_run_counts_the_faithfulness_re_measurements_it_would_make(bench, tmp_path, monkeypatch):
+    _run(bench, tmp_path, monkeypatch)  # measures the fast bins only
+    more = [bench.Bin(256, 64, 900), bench.Bin(512, 128, 40)]
+    args = ["--out", str(tmp_path), "--tables", "hf-eager", "--model", "tiny", "--device", "cpu",
+            "--max-batch-cap", "4096", "--dry-run"]
+    plain = bench.main(args, bins=more)["tables"]["hf-eager"]
+    checked = bench.main(args + ["--faithfulness-bins", "256x64"], bins=more)["tables"]["hf-eager"]
+    assert plain["faithfulness"] == []
+    (f,) = checked["faithfulness"]
+    assert (f["input_tokens"], f["output_tokens"]) == (256, 64) and f["predicted_s"] > 0
+    assert f["search_probes_guessed"] == bench.SEARCH_PROBES_GUESS
+    assert checked["predicted_minutes"] == pytest.approx(plain["predicted_minutes"] + f["predicted_s"] / 60)
