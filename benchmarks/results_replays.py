@@ -18,20 +18,17 @@ SETUP_LABELS = {("hf", "eager"): "hf eager", ("vllm", "graphs"): "vllm graphs"}
 
 
 def read_replays(db: Path) -> list[Any]:
-    """The store's ok replay records, oldest first (the latest of each setup and sample wins)."""
+    """The store's finished replays (runs.replay.finished_replays: the newest of each config)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from tokenjoule.runs.replay import finished_replays
     from tokenjoule.store.db import ResultStore
 
     if not db.is_file():
         return []
     with ResultStore(db, create=False, read_only=True) as store:
-        records = store.find(status="ok", kind="replay")
-    latest: dict[str, Any] = {}
-    for rec in sorted(records, key=lambda r: r.id):
-        latest[rec.spec_hash] = rec
-    return sorted(latest.values(), key=lambda r: r.id)
+        return finished_replays(store)
 
 
 def _pct(q, x) -> str:
@@ -64,7 +61,9 @@ def section(q, db: Path) -> str:
                   f"({q.q(100 * within['share_of_trace'], '{:.1f}')}% of {q.q(within['n_trace'], '{:,}')}) of "
                   f"{q.q(cfg['trace'])} in the bins that both tables measured ({q.q(len(within['bins']))}); every setup replays the same requests. "
                   "The comparison holds for those bins, not for the whole trace.", ""]
-    modes = list(first.metrics.get("estimate_paper_j") is not None and ["paper", "ceil", "measured"] or [])
+    from tokenjoule.analysis.rounding import ROUNDINGS
+
+    modes = [mode for mode in ROUNDINGS if f"estimate_{mode}_j" in first.metrics]
     lines += ["| setup | requests | replay, measured | J per request | "
               + " | ".join(f"estimate `{m}` (vs replay)" for m in modes) + " | fit-rescaled diagnostic | replay time |",
               "|---|---|---|---|" + "---|" * len(modes) + "---|---|"]
@@ -94,19 +93,19 @@ def section(q, db: Path) -> str:
                if hf.metrics.get(f"estimate_{mode}_j") and vllm.metrics.get(f"estimate_{mode}_j")]
         lines.append(f"On the same requests vllm graphs saves {q.q(100 * measured, '{:.1f}')}% measured"
                      + (f" and {q.q(100 * est[0], '{:.1f}')}% by the binned estimate (`paper` rounding)." if est else "."))
-    lines += lengths_note(q, replays)
-    lines += hf_diagnostic(q, db.parent, replays, db)
+    from tokenjoule.runs.replay import redraw_sample
+
+    last = replays[-1]  # its sample, drawn again from the stored seed, for both notes below
+    binned = redraw_sample(last.spec["replay"], (last.measurement or {}).get("within_tables"))
+    lines += lengths_note(q, last, binned)
+    lines += hf_diagnostic(q, db, replays, binned)
     lines += ["", "Within the target means within 10% of the replay (the case-study issue's target)."]
     return "\n".join(lines) + "\n"
 
 
-def lengths_note(q, replays: list[Any]) -> list[str]:
+def lengths_note(q, rec: Any, binned: Any) -> list[str]:
     """Why `paper` and the replay differ: the bins charge every request at its bin's upper edges.
-    The sample is drawn again from its stored seed (checked against the stored useful tokens)."""
-    from tokenjoule.runs.replay import redraw_sample
-
-    rec = replays[-1]
-    binned = redraw_sample(rec.spec["replay"], (rec.measurement or {}).get("within_tables"))
+    `binned` is the replay's sample drawn again (checked here against the stored useful tokens)."""
     real_in, real_out = int(binned.real_input_tokens.sum()), int(binned.real_output_tokens.sum())
     if (real_in, real_out) != (rec.metrics.get("useful_input_tokens"), rec.metrics.get("useful_output_tokens")):
         return ["", "(The sample drawn again from its stored seed does not match the stored token counts: no "
@@ -129,20 +128,18 @@ def lengths_note(q, replays: list[Any]) -> list[str]:
 DIAG_LINE = re.compile(r"^replay: (?P<k>\d+)/(?P<n>\d+) \((?P<t>\d+) s\)$", re.M)
 
 
-def hf_diagnostic(q, folder: Path, replays: list[Any], db: Path) -> list[str]:
-    """The hf eager replay of the same sample, killed at its limit before it finished (so no record):
-    its progress log gives each padded batch's wall time, next to the table cell of the batch's bin."""
-    log = folder / "replay_hf_eager_diag.log"
+def hf_diagnostic(q, db: Path, replays: list[Any], binned: Any) -> list[str]:
+    """The hf eager replay of the same sample (`binned`), killed at its limit before it finished (so
+    no record): its progress log gives each padded batch's wall time, next to the bin's table cell."""
+    log = db.parent / "replay_hf_eager_diag.log"
     if not log.is_file() or any(r.spec["replay"]["engine"] == "hf" for r in replays):
         return []
     marks = [(int(m["k"]), int(m["t"])) for m in DIAG_LINE.finditer(log.read_text())]
     if not marks:
         return []
-    from tokenjoule.runs.replay import plan_batches, redraw_sample
+    from tokenjoule.runs.replay import plan_batches
     from tokenjoule.store.db import ResultStore
 
-    rec = replays[-1]
-    binned = redraw_sample(rec.spec["replay"], (rec.measurement or {}).get("within_tables"))
     with ResultStore(db, create=False, read_only=True) as store:
         cells = {(int(c.spec["input_tokens"]), int(c.spec["output_tokens"])): c
                  for c in store.find(status="ok", kind="offline", engine="hf")}

@@ -103,17 +103,19 @@ REPLAY_METRICS = ("energy_j", "duration_s", "n_kept", "estimate_paper_j", "estim
 def replay_summaries(store, model: str, setups: list[str]) -> list[dict]:
     """The finished direct replays (tokenjoule validate) of the table's setups: what checks the
     table against the requests it stands for, shipped with it (newest of each sample and setup)."""
+    from tokenjoule.runs.replay import finished_replays
+
     wanted = {(parse_setup(t).engine, parse_setup(t).mode) for t in setups}
-    latest: dict[str, dict] = {}
-    for rec in sorted(store.find(status="ok", kind="replay", model=model), key=lambda r: r.id or 0):
+    out = []
+    for rec in finished_replays(store, model=model):
         cfg = rec.spec.get("replay") or {}
         if (cfg.get("engine"), cfg.get("mode")) not in wanted:
             continue
         within = (rec.measurement or {}).get("within_tables")
-        latest[rec.spec_hash] = {
+        out.append({
             "engine": cfg["engine"], "mode": cfg["mode"], "trace": cfg.get("trace"), "n": cfg.get("n"),
             "seed": cfg.get("seed"), **{k: rec.metrics.get(k) for k in REPLAY_METRICS},
             "conditional_pool": None if not within else {k: within.get(k) for k in ("tables", "bins", "n_pool",
                                                                                      "share_of_trace")},
-            "date": str(rec.provenance.get("time_utc") or rec.created_at or "")[:10], "source_record_id": rec.id}
-    return list(latest.values())
+            "date": str(rec.provenance.get("time_utc") or rec.created_at or "")[:10], "source_record_id": rec.id})
+    return out

@@ -236,8 +236,9 @@ def replay_lines(ref) -> list[str]:
         pool = r.get("conditional_pool")
         where = (f" in the {len(pool['bins'])} bins both tables measured ({100 * pool['share_of_trace']:.0f}% of "
                  "the trace)" if pool else "")
-        mean = r.get("fit_corrected_j")
-        at_mean = f", {100 * (mean / r['energy_j'] - 1):+.1f}% at the requests' mean lengths" if mean else ""
+        fitted = r.get("fit_corrected_j")  # vllm: bins at their mean lengths; hf: rescaled to the batches run
+        what = "at the requests' mean lengths" if r["engine"] != "hf" else "rescaled by the fit to the batches run"
+        at_mean = f", {100 * (fitted / r['energy_j'] - 1):+.1f}% {what}" if fitted else ""
         lines.append(f"checked against a direct replay on {ref.card}, {r['date']}: {r['engine']} {r['mode']}, "
                      f"{r['n_kept']:,} requests of {r['trace']}{where}: measured {r['energy_j'] / 1e3:,.1f} kJ; "
                      f"binned estimate {100 * r['difference_paper']:+.1f}% (paper rounding){at_mean} "

@@ -68,6 +68,7 @@ class RichProgress:
                                  TimeElapsedColumn(), console=console or Console(stderr=True), transient=True,
                                  auto_refresh=auto_refresh)
         self._tasks: dict[str, Any] = {}
+        self._started_s: float | None = None  # first step's time, for the plain lines of a non-terminal
 
     def __enter__(self) -> "RichProgress":
         self.progress.start()
@@ -84,9 +85,10 @@ class RichProgress:
             # so a long run's log says how far it got (and where it stopped, if it was killed).
             import time
 
-            self._started = getattr(self, "_started", None) or time.monotonic()
+            if self._started_s is None:
+                self._started_s = time.monotonic()
             label = f"{self.prefix}{PHASE_LABELS.get(phase, phase)}"
-            console.print(f"{label}: {done}/{total} ({time.monotonic() - self._started:.0f} s)", markup=False,
+            console.print(f"{label}: {done}/{total} ({time.monotonic() - self._started_s:.0f} s)", markup=False,
                           highlight=False, soft_wrap=True)
             console.file.flush()
             return

@@ -87,9 +87,9 @@ def validate_cmd(
             _print_plan(config, store, as_json)
         return
     with ResultStore(db) as store:
-        done = [r for r in store.find(status="ok", kind="replay") if r.spec_hash == config.hash()]
-    if done and not again:  # a finished replay is a result, like a finished cell: never repeated silently
-        _print_done(done[-1], as_json)
+        done = store.latest(config.hash())
+    if done is not None and not again:  # a finished replay is a result, like a finished cell: never repeated silently
+        _print_done(done, as_json)
         return
     with StdoutToStderr(as_json), ResultStore(db) as store, RichProgress(Console(stderr=True)) as progress:
         result = run_replay(config, store, meter_kind=meter, on_progress=progress)

@@ -424,14 +424,10 @@ def partial_record(config: ReplayConfig, batches: list[dict[str, Any]], planned:
 def resumed_batches(store, config: ReplayConfig, plan: list[PlannedBatch]) -> list[dict[str, Any]]:
     """The batches an interrupted run of this replay finished, when they are the plan's first ones
     (same bins and request counts); [] otherwise (then the replay starts over)."""
+    latest = store.latest(config.hash(), status="partial")
+    finished = store.latest(config.hash())
     # progress left by a run that later finished is not resumable (validate --again replays anew)
-    finished = max((r.id or 0 for r in store.find(status="ok", kind="replay") if r.spec_hash == config.hash()),
-                   default=0)
-    latest = None
-    for rec in store.find(status="partial", kind="replay"):
-        if rec.spec_hash == config.hash() and (rec.id or 0) > finished and (latest is None or rec.id > latest.id):
-            latest = rec
-    if latest is None:
+    if latest is None or (finished is not None and (finished.id or 0) > (latest.id or 0)):
         return []
     done = list((latest.measurement or {}).get("batches") or [])
     for b, planned in zip(done, plan):
@@ -502,3 +498,9 @@ def replay_record(result: ReplayResult, provenance: dict[str, Any]):
 def expected_batches(binned: BinnedWorkload, batch_sizes: dict[tuple[int, int], int]) -> int:
     """sum over bins of ceil(N_b / B_b): the hf replay runs exactly this many batches."""
     return sum(math.ceil(n / batch_sizes[key]) for key, n in binned.counts.items())
+
+
+def finished_replays(store, **columns: Any) -> list[Any]:
+    """The store's finished replays, the newest of each config (spec hash), oldest first."""
+    latest = {rec.spec_hash: rec for rec in store.find(status="ok", kind="replay", **columns)}  # find: oldest first
+    return sorted(latest.values(), key=lambda r: r.id or 0)
