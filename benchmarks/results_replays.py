@@ -18,11 +18,11 @@ SETUP_LABELS = {("hf", "eager"): "hf eager", ("vllm", "graphs"): "vllm graphs"}
 
 
 def read_replays(db: Path) -> list[Any]:
-    """The store's finished replays (runs.replay.finished_replays: the newest of each config)."""
+    """The store's finished replays (records.finished_replays: the newest of each config)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from tokenjoule.runs.replay import finished_replays
+    from tokenjoule.records import finished_replays
     from tokenjoule.store.db import ResultStore
 
     if not db.is_file():

@@ -312,3 +312,9 @@ def settled_figures(stop_reason: str | None, windows: Sequence[dict]) -> dict | 
             "energy_j_all_windows": sum(e for e, _ in per) / len(per),
             "used_energies_j": [e for e, _ in used], "settling_energies_j": [e for e, _ in early],
             "settling_durations_s": [d for _, d in early]}
+
+
+def finished_replays(store, **columns: Any) -> list["CellRecord"]:
+    """The store's finished replays, the newest of each config (spec hash), oldest first."""
+    latest = {rec.spec_hash: rec for rec in store.find(status="ok", kind="replay", **columns)}  # find: oldest first
+    return sorted(latest.values(), key=lambda r: r.id or 0)

@@ -103,7 +103,7 @@ REPLAY_METRICS = ("energy_j", "duration_s", "n_kept", "estimate_paper_j", "estim
 def replay_summaries(store, model: str, setups: list[str]) -> list[dict]:
     """The finished direct replays (tokenjoule validate) of the table's setups: what checks the
     table against the requests it stands for, shipped with it (newest of each sample and setup)."""
-    from tokenjoule.runs.replay import finished_replays
+    from tokenjoule.records import finished_replays
 
     wanted = {(parse_setup(t).engine, parse_setup(t).mode) for t in setups}
     out = []

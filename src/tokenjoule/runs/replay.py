@@ -498,9 +498,3 @@ def replay_record(result: ReplayResult, provenance: dict[str, Any]):
 def expected_batches(binned: BinnedWorkload, batch_sizes: dict[tuple[int, int], int]) -> int:
     """sum over bins of ceil(N_b / B_b): the hf replay runs exactly this many batches."""
     return sum(math.ceil(n / batch_sizes[key]) for key, n in binned.counts.items())
-
-
-def finished_replays(store, **columns: Any) -> list[Any]:
-    """The store's finished replays, the newest of each config (spec hash), oldest first."""
-    latest = {rec.spec_hash: rec for rec in store.find(status="ok", kind="replay", **columns)}  # find: oldest first
-    return sorted(latest.values(), key=lambda r: r.id or 0)
