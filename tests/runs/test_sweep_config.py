@@ -91,7 +91,7 @@ def test_override_device_reaches_every_cell():
 # -- presets: documented cell counts (see PRESET_HELP) ---------------------------------------
 @pytest.mark.parametrize("name, quick, cells", [
     ("paper-lengths", False, 162), ("paper-lengths", True, 28),
-    ("paper-decoding", False, 32), ("paper-decoding", True, 12),
+    ("paper-decoding", False, 25), ("paper-decoding", True, 10),
     ("paper-moe", False, 6), ("paper-moe", True, 6),
     ("paper-frameworks", False, 36), ("paper-frameworks", True, 9),
 ])
@@ -109,6 +109,7 @@ def test_preset_details():
     decoding = build_preset("paper-decoding").expand()
     spec = [p.spec for p in decoding if p.spec.decoding.strategy == "speculative"]
     assert {s.decoding.draft_model for s in spec} == {"llama-3.2-1b"} and {s.decoding.lookahead_tokens for s in spec} == {4}
+    assert {s.batch_size for s in spec} == {1}  # transformers' assisted generation: batch 1 only
     assert {p.spec.batch_size for p in decoding} == {1, 2, 4, 8, 16, 32, 64, 128}
     # A model without a known draft keeps the other three strategies.
     assert len(build_preset("paper-decoding", model="olmo-7b").expand()) == 24
