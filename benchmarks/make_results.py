@@ -12,7 +12,8 @@ a number that did not come from evidence (a number typed into a template drifts 
 Sections: `h200-reference` (benchmarks/results/reference_*_h200.json, overhead_*_h200.json),
 `h200-bin-tables` (benchmarks/results/bin_table_h200/, see benchmarks/results_bin_tables.py),
 `h200-host-noise` (benchmarks/results/host_noise_h200.json), `h200-case-study` (the shipped H200
-reference table), `h200-replays` (the replay records of bin_table.db, see benchmarks/results_replays.py).
+reference table), `h200-replays` (the replay records of bin_table.db, see benchmarks/results_replays.py),
+`h200-paper-figures` (benchmarks/results/paper_figures_h200/, see benchmarks/results_paper_figures.py).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Quotes:
 def verify(section: str, quotes: Quotes) -> None:
     # markers, file names and the section's own heading numbers are not quotes
     body = re.sub(r"<!--.*?-->|`[^`]*`", "", section)
+    body = re.sub(r"\bsections? \d+(?:(?:, | and )\d+)*", "", body)  # references to RESULTS sections
     body = "\n".join(line for line in body.splitlines() if not line.startswith("#"))
     stray = sorted({n for n in NUMBER.findall(body) if n not in quotes.seen and n not in METHOD_CONSTANTS})
     if stray:
@@ -355,6 +357,16 @@ def section_h200_replays(results: Path = RESULTS) -> str:
     return text
 
 
+def section_h200_paper_figures(results: Path = RESULTS) -> str:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import results_paper_figures
+
+    q = Quotes()
+    text = results_paper_figures.section(q, results / "paper_figures_h200" / "paper_figures.db")
+    verify(text, q)
+    return text
+
+
 def render(doc: str, name: str, section: str) -> str:
     begin, end = f"<!-- generated:{name} begin -->", f"<!-- generated:{name} end -->"
     block = f"{begin}\n{section.rstrip()}\n{end}"
@@ -376,6 +388,9 @@ def main(argv=None) -> int:
     replays = section_h200_replays()
     if replays:  # no section before the first replay is committed
         new = render(new, "h200-replays", replays)
+    figures = section_h200_paper_figures()
+    if figures:  # no section before the first paper-figures cell is committed
+        new = render(new, "h200-paper-figures", figures)
     if args.check:
         if new != doc:
             print("docs/RESULTS.md is out of date: run python benchmarks/make_results.py", file=sys.stderr)

@@ -10,7 +10,6 @@ through `Quotes.q` of make_results.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +94,12 @@ def section(q, db: Path) -> str:
                      + (f" and {q.q(100 * est[0], '{:.1f}')}% by the binned estimate (`paper` rounding)." if est else "."))
     from tokenjoule.runs.replay import redraw_sample
 
-    last = replays[-1]  # its sample, drawn again from the stored seed, for both notes below
-    binned = redraw_sample(last.spec["replay"], (last.measurement or {}).get("within_tables"))
-    lines += lengths_note(q, last, binned)
-    lines += hf_diagnostic(q, db, replays, binned)
+    anchor = vllm or replays[-1]  # its sample, drawn again from the stored seed, for the lengths note
+    binned = redraw_sample(anchor.spec["replay"], (anchor.measurement or {}).get("within_tables"))
+    if vllm is not None:
+        lines += lengths_note(q, vllm, binned)
+    if hf is not None:
+        lines += padding_note(q, db, hf)
     lines += ["", "Within the target means within 10% of the replay (the case-study issue's target)."]
     return "\n".join(lines) + "\n"
 
@@ -113,7 +114,7 @@ def lengths_note(q, rec: Any, binned: Any) -> list[str]:
     edge_in, edge_out = int(binned.binned_input_tokens.sum()), int(binned.binned_output_tokens.sum())
     fit, measured = rec.metrics.get("fit_corrected_j"), rec.metrics.get("energy_j")
     fit_diff = None if fit is None or not measured else fit / measured - 1
-    return ["", f"Why the bins overcharge: the binned estimate charges each request at its bin's upper edges, "
+    return ["", f"vllm graphs, why the bins overcharge: the binned estimate charges each request at its bin's upper edges, "
                 f"{q.q(edge_in, '{:,}')} input and {q.q(edge_out, '{:,}')} output tokens for this sample, whose real "
                 f"lengths sum to {q.q(real_in, '{:,}')} and {q.q(real_out, '{:,}')} "
                 f"({q.q(100 * (edge_in / real_in - 1), '{:+.0f}')}% and {q.q(100 * (edge_out / real_out - 1), '{:+.0f}')}%; "
@@ -125,49 +126,60 @@ def lengths_note(q, rec: Any, binned: Any) -> list[str]:
                    f"at {_pct(q, fit_diff)}, outside the target: the lengths do not explain the whole gap.")]
 
 
-DIAG_LINE = re.compile(r"^replay: (?P<k>\d+)/(?P<n>\d+) \((?P<t>\d+) s\)$", re.M)
-
-
-def hf_diagnostic(q, db: Path, replays: list[Any], binned: Any) -> list[str]:
-    """The hf eager replay of the same sample (`binned`), killed at its limit before it finished (so
-    no record): its progress log gives each padded batch's wall time, next to the bin's table cell."""
-    log = db.parent / "replay_hf_eager_diag.log"
-    if not log.is_file() or any(r.spec["replay"]["engine"] == "hf" for r in replays):
-        return []
-    marks = [(int(m["k"]), int(m["t"])) for m in DIAG_LINE.finditer(log.read_text())]
-    if not marks:
-        return []
-    from tokenjoule.runs.replay import plan_batches
+def padding_note(q, db: Path, rec: Any) -> list[str]:
+    """Why the hf eager replay costs more than its bins: each padded batch next to the table cell of
+    its bin (the cell holds as many or more rows, every row at the bin's upper-edge lengths)."""
     from tokenjoule.store.db import ResultStore
 
+    batches = (rec.measurement or {}).get("batches") or []
     with ResultStore(db, create=False, read_only=True) as store:
-        cells = {(int(c.spec["input_tokens"]), int(c.spec["output_tokens"])): c
-                 for c in store.find(status="ok", kind="offline", engine="hf")}
-    plan = plan_batches(binned, {k: int(c.spec["batch_size"]) for k, c in cells.items()}, "hf")
-    rows = ["", f"hf eager, the same {q.q(binned.n_kept, '{:,}')} requests: not finished. Its replay "
-                f"({q.q(len(plan))} padded batches) was stopped at the call's limit (`benchmarks/results/bin_table_h200/"
-                "replay_hf_eager_diag.log`, GPU samples in `replay_hf_eager_diag_smi.csv`), so there is no stored "
-                "record. The batches it finished, next to the table's full, unpadded batches of the same bins:", "",
-            "| bin (input/output edge) | replay batch: requests, longest input/output | wall time | table cell: batch | cell time per batch | batch time, replay / cell |",
-            "|---|---|---|---|---|---|"]
-    previous_s, ratios = 0, []
-    for k, elapsed_s in marks:
-        batch = plan[k - 1]
-        cell = cells[batch.bin]
-        longest_in, longest_out = max(a for a, _ in batch.lengths), max(b for _, b in batch.lengths)
-        ratio = (elapsed_s - previous_s) / cell.metrics["duration_s"]
+        cells = {(int(c.spec["input_tokens"]), int(c.spec["output_tokens"]), int(c.spec["batch_size"])): c
+                 for c in store.find(status="ok", kind="offline", engine="hf", mode="eager")}
+    rows = ["", "hf eager, why the bins undercharge: every padded batch of the replay next to its bin's table cell, "
+                "which holds as many or more rows, each at the bin's upper-edge lengths (no padding):", "",
+            "| bin (input/output edge) | replay batch: requests, longest input/output | energy, time | "
+            "table cell: batch, energy, time | batch energy, replay / cell |", "|---|---|---|---|---|"]
+    full_ratios, ratios, within_edges = [], [], True
+    for b in batches:
+        cell = cells.get((b["bin"][0], b["bin"][1], b["table_batch_size"]))
+        if cell is None or not b.get("energy_j") or not cell.metrics.get("energy_j"):
+            continue
+        n = b["requests"]
+        ratio = b["energy_j"] / cell.metrics["energy_j"]
+        within_edges &= (b["computed_input_tokens"] <= n * b["bin"][0] and b["computed_output_tokens"] <= n * b["bin"][1])
         ratios.append(ratio)
-        rows.append(f"| {q.q(batch.bin[0])}/{q.q(batch.bin[1])} | {q.q(len(batch.lengths))}, "
-                    f"{q.q(longest_in)}/{q.q(longest_out)} | {q.q(elapsed_s - previous_s)} s | "
-                    f"{q.q(int(cell.spec['batch_size']))} | {q.q(cell.metrics['duration_s'], '{:.1f}')} s | "
-                    f"{q.q(ratio, '{:.1f}')}x |")
-        previous_s = elapsed_s
-    rows += ["", f"With fewer rows and no more decode steps than the cells, the padded batches took "
-                 f"{q.q(min(ratios), '{:.1f}')}x to {q.q(max(ratios), '{:.1f}')}x as long as the full unpadded ones. "
-                 "The likely cause, not measured here: static batching pads, so transformers passes an attention "
-                 "mask, and PyTorch's SDPA then leaves its FlashAttention kernel for a slower one with a mask, on "
-                 "every layer of every decode step (reported upstream, `huggingface/transformers#36584`). The "
-                 "table's cells hold one length per batch and pass no padding, so for hf eager the binned estimate "
-                 "would UNDERcharge a padded deployment; by how much needs the finished replay. Wall times are "
-                 "the progress log's whole seconds and include building each batch's prompts."]
-    return rows
+        if n == b["table_batch_size"]:
+            full_ratios.append(ratio)
+        rows.append(f"| {q.q(b['bin'][0])}/{q.q(b['bin'][1])} | {q.q(n)}, "
+                    f"{q.q(round(b['computed_input_tokens'] / n))}/{q.q(round(b['computed_output_tokens'] / n))} | "
+                    f"{q.q(b['energy_j'] / 1e3, '{:.1f}')} kJ, {q.q(b['duration_s'], '{:.0f}')} s | "
+                    f"{q.q(b['table_batch_size'])}, {q.q(cell.metrics['energy_j'] / 1e3, '{:.1f}')} kJ, "
+                    f"{q.q(cell.metrics['duration_s'], '{:.0f}')} s | {q.q(ratio, '{:.2f}')}x |")
+    if not ratios:
+        return []
+    from tokenjoule.models.registry import load_preset_config
+
+    model = rec.spec["replay"]["model"]
+    heads = load_preset_config(model)
+    text = (f"The padded batches drew {q.q(min(ratios), '{:.2f}')}x to {q.q(max(ratios), '{:.2f}')}x the energy of "
+            "the bin's full unpadded batch" + (", although no row computed more tokens than the cell's rows do"
+                                                if within_edges else ""))
+    if full_ratios:
+        text += (f"; where a padded batch holds exactly the cell's rows, it drew {q.q(min(full_ratios), '{:.2f}')}x"
+                 + ("" if len(full_ratios) == 1 else f" to {q.q(max(full_ratios), '{:.2f}')}x")
+                 + " the cell's energy at shorter lengths")
+    text += "."
+    if within_edges and full_ratios and min(full_ratios) > 1:
+        text += (" So the gap is neither the lengths (the edges charge more tokens than the padded batches compute) "
+                 "nor only the partly filled batches: padding itself changes what a batch costs.")
+    text += (" The suspected cause, "
+             "not yet measured on the GPU: a table cell has one length per batch, so transformers drops its "
+             "all-ones attention mask and SDPA runs the grouped-query kernel; with any padding the mask stays, and "
+             "on CUDA transformers then leaves that kernel (`use_gqa_in_sdpa` requires `attention_mask is None`; "
+             f"`huggingface/transformers#39412`), repeating or packing the {q.q(heads['num_key_value_heads'])} "
+             f"key-value heads for the {q.q(heads['num_attention_heads'])} query heads of {q.q(model)} (its preset) "
+             "with a masked kernel on every layer of every step. `benchmarks/padding_check.py` "
+             "measures exactly that (the same batch with and without one pad token, and which path each took). "
+             "Until then, for a padded hf deployment the binned estimate is a lower bound, "
+             f"{_pct(q, rec.metrics.get('difference_paper'))} on this sample.")
+    return rows + ["", text]

@@ -151,3 +151,83 @@ def test_replay_section_reads_the_stores_replay_records(tmp_path):
     gen.verify(text, q)
     assert "NVIDIA H200, 2026-12-03" in text and "2.0000 kWh" in text and "+10.0%" in text
     assert "conditional sample" in text.lower() and "13,712 requests (70.8% of 19,366)" in text
+
+
+def test_replay_padding_note_sets_each_padded_batch_beside_its_table_cell(tmp_path):
+    """An hf replay with its batches and the table cell of their bin: the note quotes each batch's
+    energy over the cell's, and the full-batch ratio, only when no row exceeds the bin's edges."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "tests"))
+    import results_replays
+    from fakes.planted_store import offline_record
+    from tokenjoule.store.db import CellRecord, ResultStore
+
+    gen = _gen()
+    db = tmp_path / "bt.db"
+    cell = offline_record("llama-3.1-8b", "hf", "eager", "greedy", 8, 512, 64)
+    cell_j = cell.metrics["energy_j"]
+    batches = [{"bin": [512, 64], "requests": 8, "table_batch_size": 8, "energy_j": 3 * cell_j, "duration_s": 9.0,
+                "computed_input_tokens": 8 * 500, "computed_output_tokens": 8 * 60},
+               {"bin": [512, 64], "requests": 3, "table_batch_size": 8, "energy_j": 0.5 * cell_j, "duration_s": 4.0,
+                "computed_input_tokens": 3 * 400, "computed_output_tokens": 3 * 64}]
+    spec = {"model": "llama-3.1-8b", "engine": "hf", "mode": "eager", "decoding": {"strategy": "greedy"},
+            "replay": {"trace": "azure-conv-2023", "n": 11, "seed": 0, "engine": "hf", "mode": "eager",
+                       "model": "llama-3.1-8b"}}
+    metrics = {"energy_j": 3.5 * cell_j, "duration_s": 13.0, "n_kept": 11, "difference_paper": -0.6}
+    with ResultStore(db) as store:
+        store.add(cell)
+        store.add(CellRecord.replay(spec, metrics, {"batches": batches}, {"time_utc": "2026-12-03T12:00:00"}))
+        rec = results_replays.read_replays(db)[0]
+    q = gen.Quotes()
+    text = "\n".join(results_replays.padding_note(q, db, rec))
+    gen.verify(text, q)
+    assert "| 512/64 | 8, 500/60 |" in text and "| 3.00x |" in text and "| 0.50x |" in text
+    assert "0.50x to 3.00x" in text and "exactly the cell's rows, it drew 3.00x" in text
+    assert "So the gap is neither the lengths" in text and "-60.0% on this sample" in text
+    assert "8 key-value heads for the 32 query heads" in text  # from the model's preset
+
+    # a batch whose rows ran past the bin's edges: no claim that the cell's rows compute more
+    batches[1]["computed_input_tokens"] = 3 * 600
+    with ResultStore(db) as store:
+        store.add(CellRecord.replay(spec, metrics, {"batches": batches}, {"time_utc": "2026-12-03T12:05:00"}))
+        rec = results_replays.read_replays(db)[0]
+    text = "\n".join(results_replays.padding_note(gen.Quotes(), db, rec))
+    assert "no row computed more tokens" not in text and "So the gap is neither" not in text
+
+
+def test_paper_figures_section_lists_cells_brackets_and_findings(tmp_path):
+    """A planted store with a greedy cell and both speculative brackets at batch 1: the section
+    quotes each cell, the brackets against greedy, and every figure's finding (unmeasured ones
+    say so); an empty store gives no section."""
+    import dataclasses
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "tests"))
+    import results_paper_figures
+    from fakes.planted_store import offline_record
+    from tokenjoule.store.db import ResultStore
+
+    gen = _gen()
+    db = tmp_path / "pf.db"
+    assert results_paper_figures.section(gen.Quotes(), db) == ""
+    greedy = offline_record("llama-3.1-8b", "hf", "eager", "greedy", 1, 512, 64)
+    spec = offline_record("llama-3.1-8b", "hf", "eager", "speculative", 1, 512, 64)
+    low = dataclasses.replace(spec, metrics={**spec.metrics, "acceptance_rate": 0.0,
+                                             "energy_per_output_token_j": 3 * greedy.energy_per_output_token_j})
+    high_spec = {**spec.spec, "decoding": {**spec.spec["decoding"], "draft_model": "self"}}
+    high = dataclasses.replace(spec, spec=high_spec, spec_hash=spec.spec_hash + "s",
+                               metrics={**spec.metrics, "acceptance_rate": 0.9,
+                                        "energy_per_output_token_j": 1.1 * greedy.energy_per_output_token_j})
+    with ResultStore(db) as store:
+        for rec in (greedy, low, high):
+            store.add(rec)
+    q = gen.Quotes()
+    text = results_paper_figures.section(q, db)
+    gen.verify(text, q)
+    assert "speculative, draft llama-3.2-1b, look-ahead 4" in text and "draft the target itself" in text
+    assert "0.00 (llama-3.2-1b)" in text and "+200.0%" in text and "0.90 (self)" in text and "+10.0%" in text
+    assert text.count("Store shows it:") == 5 and "**not measured yet**" in text
+    assert "interpolated, not measured" in text
