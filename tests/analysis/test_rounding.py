@@ -48,7 +48,12 @@ def test_missing_remainder_is_predicted_and_labelled():
     assert between.predicted and between.energy_j == pytest.approx(40.0 + 40.0 * 2 / 6)
     # below the smallest stored batch the line is extrapolated but kept within [r/B x E, E]
     low = remainder_energy(1, 8, 80.0, {4: (79.0, 1), 8: (80.0, 2)})
-    assert 10.0 <= low.energy_j <= 80.0
+    assert 10.0 <= low.energy_j <= 80.0 and low.energy_j == pytest.approx(79.0 - 0.25 * 3)
+    # two close batches (a cell and its re-measurement): their slope is noise, so far below them
+    # E(r) is the nearest one's linear share, whichever way the noise tilts the pair
+    for e_440 in (15065.0, 15250.0):
+        far = remainder_energy(100, 442, 15152.0, {440: (e_440, 1), 442: (15152.0, 2)})
+        assert far.predicted and far.energy_j == pytest.approx(100 / 440 * e_440) and "too close" in far.basis
 
 
 def test_unknown_rounding_is_a_one_line_error():

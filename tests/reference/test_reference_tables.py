@@ -94,7 +94,7 @@ def test_h200_table_ships_its_direct_replays_rebuilt_from_the_evidence(tmp_path)
     the demo says what they found (the estimate vs the same requests run for real)."""
     import shutil
 
-    from tokenjoule.cli.demo import replay_lines
+    from tokenjoule.reference.replays import replay_lines
 
     db = tmp_path / "bt.db"
     shutil.copyfile(ROOT / "benchmarks/results/bin_table_h200/bin_table.db", db)
@@ -115,3 +115,21 @@ def test_h200_table_ships_its_direct_replays_rebuilt_from_the_evidence(tmp_path)
         assert ("pads its static batches" in line) == (r["engine"] == "hf" and r["difference_paper"] < -0.10)
     only_hf = mod.build(db, "x", "llama-3.1-8b", ["hf:eager"], "c", "t")
     assert all(r["engine"] == "hf" for r in only_hf.get("replays", []))
+
+
+def test_estimate_from_a_reference_shows_its_replay_check_for_that_setup():
+    """estimate --reference prints (and puts in --json) the table's direct replays of the setup
+    estimated, and only those: the user sees how far the estimate was from a measurement."""
+    runner = CliRunner()
+    shipped = load_reference("h200-llama-3.1-8b")
+    engines = {r["engine"] for r in shipped.replays}
+    assert {"hf", "vllm"} <= engines
+    out = runner.invoke(app, ["estimate", "--reference", "h200-llama-3.1-8b", "--trace", "azure-conv-2023",
+                              "--engine", "vllm:graphs", "--json"])
+    doc = json.loads(out.stdout)
+    assert [r["engine"] for r in doc["reference"]["replays"]] == ["vllm"]
+    out = runner.invoke(app, ["estimate", "--reference", "h200-llama-3.1-8b", "--trace", "azure-conv-2023",
+                              "--engine", "hf:eager"])
+    text = " ".join(out.output.split())
+    assert "checked against a direct replay on NVIDIA H200" in text and "hf eager" in text
+    assert "vllm graphs, 1,000" not in text

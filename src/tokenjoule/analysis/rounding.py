@@ -8,8 +8,9 @@ q = N // B full batches and a remainder batch of r = N mod B requests. Three rou
                overcharges sparse bins: one request in a bin of batch 576 costs 576 requests).
 - ``measured`` q x E(B) + E(r): the remainder batch costs its own measured energy, from a stored
                cell of that bin at batch r; when none exists E(r) is PREDICTED (labelled): linear
-               between the two nearest stored batch sizes of the bin when there are two or more,
-               else the paper's r/B x E(B).
+               between the two nearest stored batch sizes of the bin when there are two or more
+               (outside them only when they are far enough apart, MIN_EXTRAPOLATION_SPAN), else
+               the paper's r/B x E(B) of the nearest stored batch.
 
 Pure functions; no store access (the caller passes the energies it has per batch size), so the
 same arithmetic serves estimate, savings, recommend and the report.
@@ -27,6 +28,9 @@ DEFAULT_ROUNDING = "paper"
 # Above this share of a total charged to partly filled batches the CLI warns: the rounding
 # choice then moves the answer by more than measurement noise.
 PARTIAL_WARN_SHARE = 0.10
+# Outside the stored batch sizes E(r) is extrapolated from the two nearest only when they span at
+# least this fraction of the distance carried; closer, their slope is measurement noise.
+MIN_EXTRAPOLATION_SPAN = 0.5
 
 FORMULAS = {
     "paper": "sum of N/B x E_batch (the paper's formula)",
@@ -82,6 +86,14 @@ def remainder_energy(r: int, batch_size: int, energy_per_batch_j: float,
                                f"predicted: {r}/{batch_size} of the batch-{batch_size} energy (no cell at batch {r})",
                                True)
     lo, hi = _bracket(sizes, r)
+    if not lo < r < hi:
+        nearest = lo if abs(r - lo) <= abs(r - hi) else hi
+        if hi - lo < MIN_EXTRAPOLATION_SPAN * abs(r - nearest):
+            # Two close batch sizes (e.g. a table cell and its re-measurement at 440 and 442) give a
+            # slope that is mostly noise; carried far it would swing E(r) between r/B x E and E.
+            e = min(r / nearest * by_batch[nearest][0], energy_per_batch_j)
+            return RemainderEnergy(e, f"predicted: {r}/{nearest} of the batch-{nearest} energy (stored batches "
+                                      f"{lo} and {hi} too close to extrapolate from; no cell at batch {r})", True)
     e_lo, e_hi = by_batch[lo][0], by_batch[hi][0]
     e = e_lo + (e_hi - e_lo) * (r - lo) / (hi - lo)
     # Extrapolating below the smallest stored batch can fall under zero; a batch never costs

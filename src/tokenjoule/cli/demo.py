@@ -226,32 +226,10 @@ def case_study_table(study, title: str) -> Table:
     return table
 
 
-def replay_lines(ref) -> list[str]:
-    """One line per direct replay shipped with a reference table: the estimate checked against
-    the same requests run for real (tokenjoule validate), as measured on the table's card."""
-    lines = []
-    for r in ref.replays:
-        if not r.get("energy_j") or not r.get("n_kept"):
-            continue
-        pool = r.get("conditional_pool")
-        where = (f" in the {len(pool['bins'])} bins both tables measured ({100 * pool['share_of_trace']:.0f}% of "
-                 "the trace)" if pool else "")
-        fitted = r.get("fit_corrected_j")  # vllm: bins at their mean lengths; hf: rescaled to the batches run
-        what = "at the requests' mean lengths" if r["engine"] != "hf" else "rescaled by the fit to the batches run"
-        at_mean = f", {100 * (fitted / r['energy_j'] - 1):+.1f}% {what}" if fitted else ""
-        # hf replays pad each batch as static batching does; the table's cells have no padding
-        padded = (" — the replay pads its static batches and the table's cells do not, so for a padded "
-                  "deployment the estimate is low" if r["engine"] == "hf" and r["difference_paper"] < -0.10 else "")
-        lines.append(f"checked against a direct replay on {ref.card}, {r['date']}: {r['engine']} {r['mode']}, "
-                     f"{r['n_kept']:,} requests of {r['trace']}{where}: measured {r['energy_j'] / 1e3:,.1f} kJ; "
-                     f"binned estimate {100 * r['difference_paper']:+.1f}% (paper rounding){at_mean}{padded} "
-                     "(tokenjoule validate; docs/RESULTS.md section 11)")
-    return lines
-
-
 def reference_step(ctx: DemoContext) -> None:
     from tokenjoule.analysis.case_study import case_study
     from tokenjoule.reference import list_references, load_reference, reference_store
+    from tokenjoule.reference.replays import replay_lines
 
     studies = {}
     for name in list_references():

@@ -333,7 +333,11 @@ def estimate_cmd(
                "theory": [{**c.to_dict(), "binned_is_estimate": est} for c, est in comparisons],
                "missing_cells": [c for r in results for c in r.missing_cells(batch_value)]}
         if table is not None:
-            doc["reference"] = {**table.summary(), "label": table.label}
+            doc["reference"] = {**table.summary(), "label": table.label,
+                                # the table's checks against direct replays, for the setups estimated here
+                                "replays": [r for r in table.replays
+                                            if any((r.get("engine"), r.get("mode")) == (x.engine, x.mode)
+                                                   for x in results)]}
         typer.echo(json.dumps(doc, indent=2))
     else:
         for k, res in enumerate(results):
@@ -343,6 +347,10 @@ def estimate_cmd(
                 _print_at_mean(console, at_mean[k], res)
             if table is not None:
                 console.print(f"[yellow]{table.label}[/]")
+                from tokenjoule.reference.replays import replay_lines
+
+                for line in replay_lines(table, res.engine, res.mode):
+                    console.print(line, soft_wrap=True)
         console.print(bins_line(bins, bins_source), soft_wrap=True)
         if footprint.note():
             console.print(footprint.note(), soft_wrap=True)
