@@ -172,14 +172,54 @@ def padding_note(q, db: Path, rec: Any) -> list[str]:
     if within_edges and full_ratios and min(full_ratios) > 1:
         text += (" So the gap is neither the lengths (the edges charge more tokens than the padded batches compute) "
                  "nor only the partly filled batches: padding itself changes what a batch costs.")
-    text += (" The suspected cause, "
-             "not yet measured on the GPU: a table cell has one length per batch, so transformers drops its "
-             "all-ones attention mask and SDPA runs the grouped-query kernel; with any padding the mask stays, and "
-             "on CUDA transformers then leaves that kernel (`use_gqa_in_sdpa` requires `attention_mask is None`; "
+    cause = (" a table cell has one length per batch, so transformers drops its all-ones attention mask and "
+             "SDPA runs the grouped-query kernel; with any padding the mask stays, and on CUDA transformers then "
+             "leaves that kernel (`use_gqa_in_sdpa` requires `attention_mask is None`; "
              f"`huggingface/transformers#39412`), repeating or packing the {q.q(heads['num_key_value_heads'])} "
              f"key-value heads for the {q.q(heads['num_attention_heads'])} query heads of {q.q(model)} (its preset) "
-             "with a masked kernel on every layer of every step. `benchmarks/padding_check.py` "
-             "measures exactly that (the same batch with and without one pad token, and which path each took). "
-             "Until then, for a padded hf deployment the binned estimate is a lower bound, "
-             f"{_pct(q, rec.metrics.get('difference_paper'))} on this sample.")
-    return rows + ["", text]
+             "with a masked kernel on every layer of every step.")
+    check = padding_check_lines(q, db.parent.parent / PADDING_CHECK)
+    if check:
+        return rows + ["", text + " The cause:" + cause + " Measured in isolation (`benchmarks/padding_check.py`: "
+                       "the same batch with and without one pad token, the same computed tokens, alternating):"] \
+            + check + ["", "For a padded hf deployment the binned estimate is therefore a lower bound, "
+                           f"{_pct(q, rec.metrics.get('difference_paper'))} on this sample."]
+    return rows + ["", text + " The suspected cause, not yet measured on the GPU:" + cause
+                   + " `benchmarks/padding_check.py` measures exactly that (the same batch with and without one pad "
+                   "token, and which path each took). Until then, for a padded hf deployment the binned estimate is "
+                   f"a lower bound, {_pct(q, rec.metrics.get('difference_paper'))} on this sample."]
+
+
+PADDING_CHECK = "padding_check_h200.json"
+
+
+def padding_check_lines(q, path: Path) -> list[str]:
+    """The one-pad vs uniform A/B of benchmarks/padding_check.py (committed as PADDING_CHECK)."""
+    import json
+
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    rows = ["", f"| shape (input x output x batch) | uniform: energy, time, attention path | one pad token: energy, "
+                f"time, attention path | energy, one-pad / uniform | time, one-pad / uniform |",
+            "|---|---|---|---|---|"]
+
+    def path_of(counts: dict | None) -> str:
+        if not counts:
+            return "path not recorded"
+        return (f"grouped-query kernel {q.q(counts.get('gqa_kernel', 0), '{:,}')}, masked fallback "
+                f"{q.q(counts.get('masked_fallback', 0), '{:,}')} calls")
+
+    for r in doc.get("shapes_summary", []):
+        u, p = r["uniform"], r["one-pad"]
+        if u.get("energy_j") is None or p.get("energy_j") is None:
+            continue
+        rows.append(f"| {q.q(r['input_tokens'])} x {q.q(r['output_tokens'])} x {q.q(r['batch_size'])} | "
+                    f"{q.q(u['energy_j'] / 1e3, '{:.2f}')} kJ, {q.q(u['duration_s'], '{:.1f}')} s, {path_of(u['sdpa_path'])} | "
+                    f"{q.q(p['energy_j'] / 1e3, '{:.2f}')} kJ, {q.q(p['duration_s'], '{:.1f}')} s, {path_of(p['sdpa_path'])} | "
+                    f"{q.q(r['energy_ratio'], '{:.2f}')}x | {q.q(r['time_ratio'], '{:.2f}')}x |")
+    if len(rows) == 3:
+        return []
+    return rows + ["", f"({q.q(doc.get('gpu_name') or 'unknown GPU')}, {q.q(str(doc.get('date_utc', ''))[:10])}, "
+                       f"median of {q.q(doc.get('repeats'))} windows per variant; transformers "
+                       f"{q.q((doc.get('provenance') or {}).get('transformers_version', '?'))}.)"]

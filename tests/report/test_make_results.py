@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -165,7 +166,8 @@ def test_replay_padding_note_sets_each_padded_batch_beside_its_table_cell(tmp_pa
     from tokenjoule.store.db import CellRecord, ResultStore
 
     gen = _gen()
-    db = tmp_path / "bt.db"
+    (tmp_path / "bin_table_h200").mkdir()
+    db = tmp_path / "bin_table_h200" / "bt.db"
     cell = offline_record("llama-3.1-8b", "hf", "eager", "greedy", 8, 512, 64)
     cell_j = cell.metrics["energy_j"]
     batches = [{"bin": [512, 64], "requests": 8, "table_batch_size": 8, "energy_j": 3 * cell_j, "duration_s": 9.0,
@@ -187,6 +189,23 @@ def test_replay_padding_note_sets_each_padded_batch_beside_its_table_cell(tmp_pa
     assert "0.50x to 3.00x" in text and "exactly the cell's rows, it drew 3.00x" in text
     assert "So the gap is neither the lengths" in text and "-60.0% on this sample" in text
     assert "8 key-value heads for the 32 query heads" in text  # from the model's preset
+    assert "not yet measured on the GPU" in text
+
+    # the A/B of benchmarks/padding_check.py, once committed, replaces the suspicion by its numbers
+    check = {"gpu_name": "NVIDIA H200", "date_utc": "2026-12-04T10:00:00+00:00", "repeats": 2,
+             "provenance": {"transformers_version": "5.17.0"},
+             "shapes_summary": [{"input_tokens": 512, "output_tokens": 128, "batch_size": 256,
+                                 "uniform": {"energy_j": 4000.0, "duration_s": 10.0,
+                                             "sdpa_path": {"gqa_kernel": 4128, "masked_fallback": 0}},
+                                 "one-pad": {"energy_j": 9000.0, "duration_s": 21.0,
+                                             "sdpa_path": {"gqa_kernel": 0, "masked_fallback": 4128}},
+                                 "energy_ratio": 2.25, "time_ratio": 2.1}]}
+    (tmp_path / results_replays.PADDING_CHECK).write_text(json.dumps(check))
+    q = gen.Quotes()
+    text = "\n".join(results_replays.padding_note(q, db, rec))
+    gen.verify(text, q)
+    assert "not yet measured" not in text and "| 512 x 128 x 256 |" in text and "| 2.25x | 2.10x |" in text
+    assert "grouped-query kernel 4,128, masked fallback 0 calls" in text and "transformers 5.17.0" in text
 
     # a batch whose rows ran past the bin's edges: no claim that the cell's rows compute more
     batches[1]["computed_input_tokens"] = 3 * 600
