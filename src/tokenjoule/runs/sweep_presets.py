@@ -87,7 +87,7 @@ def paper_lengths(models: list[str], quick: bool, **_: Any) -> dict[str, Any]:
 
 
 def paper_decoding(models: list[str], quick: bool, **_: Any) -> dict[str, Any]:
-    cells = []
+    cells: list[dict[str, Any]] = []
     for m in models:
         strategies: list[Any] = ["greedy", {"strategy": "sample", "temperature": 0.7, "top_p": 0.9},
                                  {"strategy": "beam", "num_beams": 4}]
