@@ -347,24 +347,23 @@ def section_h200_case_study() -> str:
     return text
 
 
-def section_h200_replays(results: Path = RESULTS) -> str:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import results_replays
+def _store_section(module_name: str, db: Path) -> str:
+    """A section written by a benchmarks/results_*.py module from one committed store, verified."""
+    import importlib
 
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     q = Quotes()
-    text = results_replays.section(q, results / "bin_table_h200" / "bin_table.db")
+    text = importlib.import_module(module_name).section(q, db)
     verify(text, q)
     return text
+
+
+def section_h200_replays(results: Path = RESULTS) -> str:
+    return _store_section("results_replays", results / "bin_table_h200" / "bin_table.db")
 
 
 def section_h200_paper_figures(results: Path = RESULTS) -> str:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import results_paper_figures
-
-    q = Quotes()
-    text = results_paper_figures.section(q, results / "paper_figures_h200" / "paper_figures.db")
-    verify(text, q)
-    return text
+    return _store_section("results_paper_figures", results / "paper_figures_h200" / "paper_figures.db")
 
 
 def render(doc: str, name: str, section: str) -> str:
