@@ -207,6 +207,15 @@ def summarize(rows: list[Row], gpu_seconds: dict[str, float], gpus: dict[str, in
     return out
 
 
+def row_from_record(table: str, protocol: str, b: Bin, rec: Any) -> Row:
+    """The output row of one stored cell of bin `b` (also used to rebuild a call's rows file)."""
+    m = rec.metrics
+    return Row(table, protocol, b.input_tokens, b.output_tokens, b.n_requests, rec.batch_size,
+               m.get("max_batch_predicted"), m.get("max_batch_probes"), m.get("max_batch_method"),
+               m.get("windows"), m.get("stop_reason"), m.get("energy_j"), m.get("energy_cv"),
+               m.get("energy_per_request_j"), m.get("sweep_wall_s"), rec.id, rec.status, rec.error)
+
+
 def write_rows(rows: list[Row], path: Path) -> None:
     cols = list(asdict(rows[0]).keys()) if rows else [f for f in Row.__dataclass_fields__]
     with path.open("w", newline="") as fh:
@@ -401,12 +410,7 @@ class BinTablePlan:
                     yield step
 
     def _row(self, protocol: str, b: Bin, rec: Any) -> Row:
-        m = rec.metrics
-        row = Row(self.table, protocol, b.input_tokens, b.output_tokens, b.n_requests, rec.batch_size,
-                  m.get("max_batch_predicted"), m.get("max_batch_probes"), m.get("max_batch_method"),
-                  m.get("windows"), m.get("stop_reason"), m.get("energy_j"), m.get("energy_cv"),
-                  m.get("energy_per_request_j"), m.get("sweep_wall_s"), rec.id, rec.status, rec.error)
-        return row
+        return row_from_record(self.table, protocol, b, rec)
 
 
 # -- saying before running ------------------------------------------------------------------------

@@ -126,12 +126,6 @@ def summarize(windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _called(value: Any) -> dict[str, Any]:
-    """A provenance attribute or method, as a dict (meters and engines differ)."""
-    value = value() if callable(value) else value
-    return dict(value or {})
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="llama-3.1-8b")
@@ -189,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)
             report["windows"], report["shapes_summary"] = windows, summarize(windows)
             path.write_text(json.dumps(report, indent=1, default=str))  # after every shape: a cut run keeps it
-        report["provenance"] = {**base_provenance(), **_called(meter.provenance), **_called(engine.provenance)}
+        report["provenance"] = {**base_provenance(), **meter.provenance(), **engine.provenance()}
         report["gpu_name"] = report["provenance"].get("gpu_name")
     finally:
         counter.uninstall()

@@ -47,12 +47,7 @@ def rebuild(db: Path, table: str, call: int, cells: set[int], gpu_minutes: float
             rec = latest.get((b.input_tokens, b.output_tokens))
             if rec is None:
                 continue
-            m = rec.metrics
-            row = bin_table.Row(table, "adaptive", b.input_tokens, b.output_tokens, b.n_requests, rec.batch_size,
-                                m.get("max_batch_predicted"), m.get("max_batch_probes"), m.get("max_batch_method"),
-                                m.get("windows"), m.get("stop_reason"), m.get("energy_j"), m.get("energy_cv"),
-                                m.get("energy_per_request_j"), m.get("sweep_wall_s"), rec.id, rec.status, rec.error)
-            rows.append(replace(row, resumed=rec.id not in cells))
+            rows.append(replace(bin_table.row_from_record(table, "adaptive", b, rec), resumed=rec.id not in cells))
         gpus = {r.gpu_name for r in latest.values() if r.gpu_name}
         # the call's date: when its last cell was stored
         date_utc = max((r.created_at for r in latest.values() if r.id in cells), default=None)

@@ -333,11 +333,12 @@ def estimate_cmd(
                "theory": [{**c.to_dict(), "binned_is_estimate": est} for c, est in comparisons],
                "missing_cells": [c for r in results for c in r.missing_cells(batch_value)]}
         if table is not None:
+            from tokenjoule.reference.replays import replays_of
+
+            # the table's checks against direct replays, for the setups estimated here
             doc["reference"] = {**table.summary(), "label": table.label,
-                                # the table's checks against direct replays, for the setups estimated here
-                                "replays": [r for r in table.replays
-                                            if any((r.get("engine"), r.get("mode")) == (x.engine, x.mode)
-                                                   for x in results)]}
+                                "replays": [r for e, m in dict.fromkeys((x.engine, x.mode) for x in results)
+                                            for r in replays_of(table, e, m)]}
         typer.echo(json.dumps(doc, indent=2))
     else:
         for k, res in enumerate(results):

@@ -14,13 +14,17 @@ from typing import Any
 PADDED_UNDERCHARGE = -0.10
 
 
+def replays_of(ref: Any, engine: str | None = None, mode: str | None = None) -> list[dict[str, Any]]:
+    """The replays shipped with `ref`, only `engine`/`mode`'s when given."""
+    return [r for r in ref.replays
+            if (engine is None or r.get("engine") == engine) and (mode is None or r.get("mode") == mode)]
+
+
 def replay_lines(ref: Any, engine: str | None = None, mode: str | None = None) -> list[str]:
     """One line per replay shipped with `ref` (only `engine`/`mode`'s when given)."""
     lines = []
-    for r in ref.replays:
+    for r in replays_of(ref, engine, mode):
         if not r.get("energy_j") or not r.get("n_kept"):
-            continue
-        if (engine is not None and r.get("engine") != engine) or (mode is not None and r.get("mode") != mode):
             continue
         pool = r.get("conditional_pool")
         where = (f" in the {len(pool['bins'])} bins both tables measured ({100 * pool['share_of_trace']:.0f}% of "
