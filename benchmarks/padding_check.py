@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             report["windows"], report["shapes_summary"] = windows, summarize(windows)
             path.write_text(json.dumps(report, indent=1, default=str))  # after every shape: a cut run keeps it
         report["provenance"] = {**base_provenance(), **meter.provenance(), **engine.provenance()}
-        report["gpu_name"] = report["provenance"].get("gpu_name")
+        report["gpu_name"] = ", ".join(report["provenance"].get("gpu_names") or []) or None
     finally:
         counter.uninstall()
         engine.close()

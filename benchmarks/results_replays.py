@@ -220,6 +220,8 @@ def padding_check_lines(q, path: Path) -> list[str]:
                     f"{q.q(r['energy_ratio'], '{:.2f}')}x | {q.q(r['time_ratio'], '{:.2f}')}x |")
     if len(rows) == 3:
         return []
-    return rows + ["", f"({q.q(doc.get('gpu_name') or 'unknown GPU')}, {q.q(str(doc.get('date_utc', ''))[:10])}, "
+    # Files written before padding_check named the GPU at the top level hold it only in provenance.
+    gpu = doc.get("gpu_name") or ", ".join((doc.get("provenance") or {}).get("gpu_names") or []) or "unknown GPU"
+    return rows + ["", f"({q.q(gpu)}, {q.q(str(doc.get('date_utc', ''))[:10])}, "
                        f"median of {q.q(doc.get('repeats'))} windows per variant; transformers "
                        f"{q.q((doc.get('provenance') or {}).get('transformers_version', '?'))}.)"]
