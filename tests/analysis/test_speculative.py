@@ -173,3 +173,20 @@ def test_ngram_and_draft_model_cells_bracket_only_within_their_family(tmp_path):
     assert (found["ngram"].low.acceptance_rate, found["ngram"].high.acceptance_rate) == (0.1, 0.9)
     assert found["ngram"].high.repeat_prompt and not found["ngram"].low.repeat_prompt
     assert (found["draft-model"].low.draft, found["draft-model"].high.draft) == ("tiny", "self")
+
+
+def test_the_baseline_is_the_greedy_cell_of_the_brackets_protocol_not_the_latest(tmp_path):
+    # a later sweep (e.g. paper-lengths --quick) measures the same greedy shape with fewer
+    # warm-ups and repeats; the brackets keep comparing with the greedy cell run like them
+    clock = FakeClock()
+    engine = SpeculativeSimEngine(clock)
+    with ResultStore(tmp_path / "p.db") as store:
+        same = _measure(store, engine, clock, GREEDY, 1)
+        _measure(store, engine, clock, LOW, 1)
+        _measure(store, engine, clock, HIGH, 1)
+        quick = _spec(GREEDY, 1).model_copy(update={"warmup": 1, "repeats": 2})
+        engine.load(quick)
+        later = measure_cell(quick, engine, ScriptedMeter(clock, power_w=2 * POWER_W))
+        later.id = store.add(later)
+        (b,) = brackets(store.find())
+        assert b.baseline_cell_id == same.id != later.id

@@ -101,6 +101,25 @@ def test_bin_table_section_counts_each_bin_once_and_adds_the_calls_minutes(tmp_p
     assert "75.0%" in hf_line  # 300 of 400 requests covered
 
 
+def test_bin_table_faithfulness_sets_each_old_protocol_bin_beside_its_fast_cell(tmp_path):
+    from types import SimpleNamespace as B
+
+    bt, gen = _bin_tables(), _gen()
+    bins = [B(input_tokens=512, output_tokens=128, n_requests=300), B(input_tokens=256, output_tokens=64, n_requests=100)]
+    fast = {"input_tokens": 512, "output_tokens": 128, "n_requests": 300, "batch_size": 102, "windows": 2,
+            "energy_cv": 0.004, "energy_per_request_j": 10.3, "wall_s": 60}
+    _plant_call(tmp_path, "vllm-graphs", 1, [fast, {**fast, "input_tokens": 256, "output_tokens": 64}], 3.0)
+    _plant_call(tmp_path, "vllm-graphs", 2, [{**fast, "protocol": "full", "batch_size": 100,
+                                              "energy_per_request_j": 10.0, "max_batch_probes": 14}], 2.0)
+    _plant_call(tmp_path, "hf-eager", 1, [fast], 2.0)
+    q = gen.Quotes()
+    text = bt.section(q, tmp_path, bins, {})
+    gen.verify(text, q)
+    assert "| 512/128 | 102, 10.30 | 100 (14 probes), 10.00 | +3.0% | +2.0% |" in text
+    assert "energy 3.00%, batch 2.00%, outside the targets (2% and 5%) on 1 of the 5 bins" in text
+    assert "Faithfulness, hf eager: no bin re-measured with the old protocol yet." in text
+
+
 def test_bin_table_projection_scales_seconds_per_token_and_labels_itself():
     from types import SimpleNamespace as B
 

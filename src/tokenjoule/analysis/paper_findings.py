@@ -32,6 +32,7 @@ class Finding:
     observed: dict[str, Any] = field(default_factory=dict)
     cell_ids: list[int] = field(default_factory=list)
     reason: str = ""  # why shows is None
+    summary: str = ""  # the observed numbers behind the verdict, in one line (computed, never typed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +59,22 @@ def _by_batch(cells: list[CellRecord]) -> dict[int, list[CellRecord]]:
     return out
 
 
+def _one_per(group: list[CellRecord], length: Callable[[CellRecord], int]) -> list[CellRecord]:
+    """One cell per length of a series: where another sweep measured the same shape under other
+    warm-ups and repeats, the cell run like most of the series (a fit across protocols would mix
+    their few-percent differences into the shape), then the latest."""
+    protocol = lambda r: (r.spec.get("warmup"), r.spec.get("repeats"))  # noqa: E731
+    counts: dict[Any, int] = {}
+    for r in group:
+        counts[protocol(r)] = counts.get(protocol(r), 0) + 1
+    best: dict[int, CellRecord] = {}
+    for r in group:
+        old = best.get(length(r))
+        if old is None or (counts[protocol(r)], int(r.id or 0)) > (counts[protocol(old)], int(old.id or 0)):
+            best[length(r)] = r
+    return [best[k] for k in sorted(best)]
+
+
 def prefill_convergence(records: list[CellRecord], model: str) -> Finding:
     f = Finding("Figure 2", "Prefill energy grows with input length at the same rate for every batch size above "
                 "about 128 input tokens; below that it is roughly flat.",
@@ -68,8 +85,11 @@ def prefill_convergence(records: list[CellRecord], model: str) -> Finding:
              if r.output_tokens == REF_OUTPUT and _metric(r, "prefill_energy_j")]
     knees: dict[int, int] = {}
     slopes_above: dict[int, list[float]] = {}
+    slopes_without_knee: dict[int, list[float]] = {}
+    longest_input = 0
     for b, group in sorted(_by_batch(cells).items()):
-        pts = sorted({int(r.input_tokens or 0): _metric(r, "prefill_energy_j") for r in group}.items())
+        group = _one_per(group, lambda r: int(r.input_tokens or 0))
+        pts = [(int(r.input_tokens or 0), _metric(r, "prefill_energy_j")) for r in group]
         if len(pts) < 3:
             continue
         slopes = [(x1, math.log(y1 / y0) / math.log(x1 / x0)) for (x0, y0), (x1, y1) in zip(pts, pts[1:])
@@ -82,7 +102,19 @@ def prefill_convergence(records: list[CellRecord], model: str) -> Finding:
         if knee is not None:
             knees[b] = knee
             slopes_above[b] = [round(s, 3) for x, s in slopes if x > knee]
+        else:
+            slopes_without_knee[b] = [round(s, 3) for _, s in slopes]
+        longest_input = max(longest_input, pts[-1][0])
         f.cell_ids += [int(r.id or 0) for r in group]
+    if not knees and slopes_without_knee:
+        # Measured, but prefill has not started to grow yet within the measured inputs: the
+        # claim is about longer inputs than these, so it is undecided, not contradicted.
+        f.observed = {"log_log_slopes_by_batch": slopes_without_knee, "longest_input_tokens": longest_input}
+        f.summary = "; ".join(f"batch {b}: log-log slopes {', '.join(f'{x:.2f}' for x in v)}"
+                              for b, v in slopes_without_knee.items())
+        f.reason = (f"no input from which every log-log slope is >= {GROWING_SLOPE} within the inputs measured "
+                    f"(up to {longest_input} tokens); needs the longer inputs of paper-lengths")
+        return f
     if not knees:
         f.reason = "needs prefill energies at >= 3 input lengths for one batch (paper-lengths)"
         return f
@@ -90,6 +122,7 @@ def prefill_convergence(records: list[CellRecord], model: str) -> Finding:
     f.shows = PREFILL_KNEE_TOKENS / 2 <= median <= PREFILL_KNEE_TOKENS * 2
     f.observed = {"knee_input_tokens_by_batch": knees, "median_knee_input_tokens": median,
                   "log_log_slopes_above_knee_by_batch": slopes_above}
+    f.summary = "; ".join(f"batch {b}: knee at {k} input tokens" for b, k in knees.items())
     return f
 
 
@@ -101,7 +134,8 @@ def decode_linear(records: list[CellRecord], model: str) -> Finding:
              if r.input_tokens == REF_INPUT and _metric(r, "decode_energy_j") is not None]
     fits: dict[int, dict[str, float]] = {}
     for b, group in sorted(_by_batch(cells).items()):
-        pts = sorted({int(r.output_tokens or 0): _metric(r, "decode_energy_j") for r in group}.items())
+        group = _one_per(group, lambda r: int(r.output_tokens or 0))
+        pts = [(int(r.output_tokens or 0), _metric(r, "decode_energy_j")) for r in group]
         if len(pts) < 3:
             continue
         xs, ys = [float(x) for x, _ in pts], [float(y) for _, y in pts]
@@ -120,6 +154,9 @@ def decode_linear(records: list[CellRecord], model: str) -> Finding:
         return f
     f.shows = all(v["r2"] >= LINEAR_R2 and v["slope_j_per_token"] > 0 for v in fits.values())
     f.observed = {"fit_by_batch": fits}
+    f.summary = "; ".join(f"batch {b}: R^2 {v['r2']:.5f}, slope {v['slope_j_per_token']:.2f} J per output token, "
+                          f"decode {100 * v['decode_share_at_longest_output']:.0f}% of the longest output's energy"
+                          for b, v in fits.items())
     return f
 
 
@@ -186,6 +223,8 @@ def moe_vs_dense(records: list[CellRecord], moe: str = "olmoe-1b-7b", same_activ
         f.cell_ids += [int(per[m][b].id or 0) for m in (moe, same_active, same_total)]
     f.shows = all(v["vs_same_active"] > 1 and v["vs_same_total"] < 1 for v in rows.values())
     ratios = [rows[b]["vs_same_active"] for b in common]
+    f.summary = "; ".join(f"batch {b}: {moe} / {same_active} {v['vs_same_active']:.2f}x, {moe} / {same_total} "
+                          f"{v['vs_same_total']:.2f}x" for b, v in rows.items())
     f.observed = {"ratio_by_batch": rows, "excess_over_same_active_grows_with_batch":
                   all(b >= a for a, b in zip(ratios, ratios[1:])) if len(ratios) > 1 else None}
     return f

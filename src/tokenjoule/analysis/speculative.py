@@ -134,30 +134,43 @@ def _setup(rec: CellRecord) -> tuple[Any, ...]:
             int(rec.spec.get("tensor_parallel", 1) or 1))
 
 
+def _protocol(rec: CellRecord) -> tuple[Any, Any]:
+    return rec.spec.get("warmup"), rec.spec.get("repeats")
+
+
+def _baseline(greedy: list[CellRecord], spec_protocols: set[tuple[Any, Any]]) -> CellRecord | None:
+    """The greedy cell to compare speculation with: measured over estimated, then the one run with the
+    speculative cells' warm-ups and repeats (a batch-1 window of a few seconds moves by several
+    percent between protocols, so mixing them would move the bracket's ratio too), then the latest."""
+    if not greedy:
+        return None
+    return max(greedy, key=lambda r: (not r.is_estimate, _protocol(r) in spec_protocols, int(r.id or 0)))
+
+
 def brackets(records: Iterable[CellRecord], model: str | None = None) -> list[Bracket]:
     """Every (setup, batch, look-ahead) with speculative cells: the lowest- and highest-acceptance
     cells and the greedy baseline of the same setup and batch (measured preferred)."""
     cells, _ = usable_cells(records)
     if model:
         cells = [r for r in cells if r.model == model]
-    baselines: dict[tuple[Any, ...], CellRecord] = {}
+    baselines: dict[tuple[Any, ...], list[CellRecord]] = {}
     groups: dict[tuple[Any, ...], list[SpecCell]] = {}
+    protocols: dict[tuple[Any, ...], set[tuple[Any, Any]]] = {}
     for rec in cells:
         key = (*_setup(rec), rec.batch_size)
         if rec.decoding == "greedy":
-            old = baselines.get(key)
-            if old is None or (old.is_estimate and not rec.is_estimate) or (old.is_estimate == rec.is_estimate):
-                baselines[key] = rec
+            baselines.setdefault(key, []).append(rec)
         elif rec.decoding == "speculative":
             sc = _spec_cell(rec)
             if sc is not None:
                 groups.setdefault((*key, sc.lookahead_tokens, sc.family), []).append(sc)
+                protocols.setdefault(key, set()).add(_protocol(rec))
     out = []
     for key, group in sorted(groups.items(), key=lambda kv: (tuple(str(x) for x in kv[0][:6]), kv[0][6:])):
         measured = [c for c in group if not c.is_estimate] or group
         low = min(measured, key=lambda c: (c.acceptance_rate, -c.cell_id))
         high = max(measured, key=lambda c: (c.acceptance_rate, c.cell_id))
-        base = baselines.get(key[:7])  # setup + batch
+        base = _baseline(baselines.get(key[:7], []), protocols.get(key[:7], set()))  # setup + batch
         out.append(Bracket(model=key[0], engine=key[1], mode=key[2], input_tokens=key[3], output_tokens=key[4],
                            batch_size=key[6], lookahead_tokens=key[7], family=key[8], low=low,
                            high=high if high is not low else None,
