@@ -18,7 +18,7 @@ next to each figure, the paper's finding and whether the store shows it (analysi
 paper_findings.py: computed from the cells, never typed).
 
     python benchmarks/paper_figures.py --budget-minutes 25
-    python benchmarks/paper_figures.py --seed-db benchmarks/results/paper_figures_h200.db --budget-minutes 25
+    python benchmarks/paper_figures.py --seed-db benchmarks/results/paper_figures_h200/paper_figures.db --budget-minutes 25
     python benchmarks/paper_figures.py --db some.db --summary-only
 
 Outputs: paper_figures.db, paper_figures_findings.json (GPU, date, command, findings),
@@ -167,15 +167,26 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         runs = [r for r in runs if r.name in wanted]
     argv_text = " ".join(argv if argv is not None else sys.argv[1:])
-    resume = ("copy the database back into the repository, then: python benchmarks/paper_figures.py --seed-db "
-              f"benchmarks/results/{db.name} --budget-minutes {args.budget_minutes:g}"
-              + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else ""))
+    # The same store again skips what is done, so this command runs as printed on this machine; on
+    # a fresh one, --seed-db a copy of the store (the committed one: benchmarks/results/...).
+    flags = ({True: " --with-vllm", False: " --without-vllm"}.get(args.with_vllm, "")
+             + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else ""))
+    def resume_with(minutes: float) -> str:
+        return (f"python benchmarks/paper_figures.py --db {db} --out {out} --budget-minutes {minutes:g}"
+                f"{flags} (on a fresh machine: --seed-db a copy of {db.name})")
+    resume = resume_with(args.budget_minutes)
     store = ResultStore(db)
     try:
+        cells_before = len(store.find())
         stopped, gpu_min = (False, 0.0) if args.summary_only else run_plan(runs, store, args, resume)
         if args.dry_run:
             return 0
-        if stopped:
+        if stopped and len(store.find()) == cells_before:
+            # the same command would measure nothing again: ask for more time instead
+            resume = resume_with(max(2 * args.budget_minutes, 5.0))
+            print(f"stopped by the budget before any cell was measured: {args.budget_minutes:g} min is less "
+                  f"than the next cell needs; resume with more, e.g.: {resume}")
+        elif stopped:
             print(f"stopped by the budget; resume with: {resume}")
         model = args.model or "llama-3.1-8b"
         found, md = findings_report(store, model, args.acceptance)

@@ -120,3 +120,32 @@ def test_fig5_with_one_engine_mode_lists_the_others(tmp_path):
     sec = F.fig5_engines(cells_frame(store), tmp_path / "out", MODEL)
     assert not sec.drawn and {(m.engine, m.mode) for m in sec.missing} >= {("vllm", "graphs"), ("hf", "compile")}
     store.close()
+
+
+def test_fig4_names_every_batch_even_when_the_first_model_lacks_one(tmp_path, monkeypatch):
+    # llama-3.1-8b (sorted first among the dense models) measured at batch 1 only: batch 8's bars
+    # still get their legend entry
+    recs = [offline_record("llama-3.1-8b", "hf", "eager", "greedy", 1, 512, 64)]
+    recs += [offline_record(m, "hf", "eager", "greedy", b, 512, 64) for m in ("olmo-1b", "olmoe-1b-7b") for b in (1, 8)]
+    store, _ = _store(tmp_path, recs)
+    figs = []
+    monkeypatch.setattr(F, "save", lambda sec, fig, data, out: figs.append(fig) or sec)
+    F.fig4_moe(cells_frame(store), tmp_path / "out", MODEL, store)
+    assert figs[0].axes[0].get_legend_handles_labels()[1] == ["batch 1", "batch 8"]
+    store.close()
+
+
+def test_a_shape_measured_by_two_sweeps_is_one_point_of_the_series(tmp_path):
+    from tokenjoule.report.data import one_per_point
+
+    frame = pd.DataFrame({"id": [1, 2, 3, 4, 5], "output_tokens": [1, 4, 64, 16, 64],
+                          "warmup": [1, 1, 2, 1, 1], "repeats": [2, 2, 3, 2, 2],
+                          "decode_energy_j": [0.0, 17.8, 321.9, 109.2, 292.6]})
+    # cell 3 (another sweep's protocol) and cell 5 share output 64: the series' own protocol wins
+    kept = one_per_point(frame, "output_tokens")
+    assert list(kept["id"]) == [1, 2, 4, 5]
+    # a tie in protocol counts keeps the newest
+    tie = frame[frame["id"].isin([3, 5])]
+    assert list(one_per_point(tie, "output_tokens")["id"]) == [5]
+    # a frame without duplicates comes back as it is
+    assert one_per_point(frame.iloc[:2], "output_tokens").equals(frame.iloc[:2])

@@ -67,7 +67,12 @@ def test_a_tiny_bracket_run_records_acceptance_and_resumes(script, tmp_path, cap
 def test_a_spent_budget_stops_and_prints_the_resume_command(script, tmp_path, capsys):
     assert script.main(["--out", str(tmp_path), "--budget-minutes", "0", "--without-vllm", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "resume with:" in out and "--seed-db benchmarks/results/paper_figures.db" in out
+    # runnable as printed: the same store (which skips what is done), the same vLLM choice
+    assert f"python benchmarks/paper_figures.py --db {tmp_path / 'paper_figures.db'}" in out
+    resume = out.split("e.g.: ")[1]
+    assert "--without-vllm" in resume
+    # nothing was measured, so the command it prints is not the one that just measured nothing
+    assert "before any cell was measured" in out and "--budget-minutes 5 " in resume
     data = json.loads((tmp_path / "paper_figures_findings.json").read_text())
     assert data["stopped_by_budget"] and data["resume_command"]
 

@@ -124,6 +124,21 @@ def latest_per_spec(df):
     return df.sort_values("id").drop_duplicates("spec_hash", keep="last")
 
 
+def one_per_point(data, x: str):
+    """One row per x of a plotted series. Two sweeps can measure the same shape under different
+    warm-ups and repeats (e.g. paper-decoding and paper-lengths --quick both hold batch 1 at
+    512/64); a curve through both would draw a vertical step. Keep the row run like most of the
+    series, then the newest (the rule of analysis.paper_findings, so a figure and its finding
+    use the same cells)."""
+    if data.empty or x not in data.columns or not data[x].duplicated().any():
+        return data
+    cols = [c for c in ("warmup", "repeats") if c in data.columns]
+    protocol = data[cols].astype(str).agg("/".join, axis=1) if cols else data["id"].astype(str).map(lambda _: "")
+    counts = protocol.map(protocol.value_counts())
+    ranked = data.assign(_n=counts.values).sort_values(["_n", "id"])
+    return ranked.drop_duplicates(x, keep="last").drop(columns="_n").sort_values(x)
+
+
 def ids(rows) -> list[int]:
     return sorted(int(i) for i in rows["id"]) if len(rows) else []
 

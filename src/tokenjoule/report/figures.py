@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tokenjoule.report.data import (REF_INPUT_TOKENS, REF_OUTPUT_TOKENS, MissingCell, Section, ids,
-                                    latest_per_spec, missing_grid, offline)
+                                    latest_per_spec, missing_grid, offline, one_per_point)
 
 PAPER_INPUTS = (128, 256, 512, 1024, 2048)
 PAPER_OUTPUTS = (8, 16, 32, 64, 128)
@@ -57,7 +57,7 @@ def _rows(sel, columns: list[str]):
 
 
 def _plot_series(ax, data, x: str, y: str, label: str, **kw: Any) -> None:
-    data = data.sort_values(x)
+    data = one_per_point(data, x).sort_values(x)
     measured = data[~data["is_estimate"].astype(bool)]
     est = data[data["is_estimate"].astype(bool)]
     if len(measured):
@@ -253,13 +253,15 @@ def fig4_moe(df, out_dir: Path, model: str, store=None) -> Section:
     batches = sorted(sel["batch_size"].unique())
     width = 0.8 / max(len(batches), 1)
     for k, b in enumerate(batches):
+        labelled = False  # one legend entry per batch, on its first bar (not the first model's)
         for j, m in enumerate(models):
             part = sel[(sel["model"] == m) & (sel["batch_size"] == b)]
             if len(part):
                 r = part.iloc[-1]
                 ax.bar(j + k * width, r["energy_per_output_token_j"], width, color=f"C{k}",
-                       hatch="//" if r["moe"] else None, label=f"batch {b}" if j == 0 else None,
+                       hatch="//" if r["moe"] else None, label=None if labelled else f"batch {b}",
                        alpha=0.5 if r["is_estimate"] else 1.0)
+                labelled = True
     ax.set_xticks([j + width * (len(batches) - 1) / 2 for j in range(len(models))],
                   [_param_label(m, sel[sel["model"] == m]) for m in models], fontsize=8)
     ax.set_ylabel("energy per output token (J)")
