@@ -118,6 +118,8 @@ def test_bin_table_faithfulness_sets_each_old_protocol_bin_beside_its_fast_cell(
     assert "| 512/128 | 102, 10.30 | 100 (14 probes), 10.00 | +3.0% | +2.0% |" in text
     assert "energy 3.00%, batch 2.00%, outside the targets (2% and 5%) on 1 of the 5 bins" in text
     assert "Faithfulness, hf eager: no bin re-measured with the old protocol yet." in text
+    # the check's 60 s are its own cost: the table's GPU-minutes are 3.0 + 2.0 - 1.0
+    assert "| vllm graphs | 2 | 4.0 |" in text and "took 1.0 GPU-minutes, left out" in text
 
 
 def test_bin_table_projection_scales_seconds_per_token_and_labels_itself():
