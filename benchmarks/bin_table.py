@@ -514,8 +514,11 @@ def print_plan(plan: dict) -> dict:
     for table, t in plan["tables"].items():
         within = "" if plan["budget_minutes"] is None else \
             f"; {t['bins_within_budget']} fit in {plan['budget_minutes']:g} min"
+        check_s = sum(f["predicted_s"] for f in t.get("faithfulness", []))
+        check = f", of which {check_s / 60:.1f} min the faithfulness re-measurements" if check_s else ""
         print(f"  {table}: {t['bins_done']} bins stored, {t['bins_left']} left, about "
-              f"{t['predicted_minutes']:.0f} min with one engine load (guessed {t['load_guess_s']:.0f} s){within}")
+              f"{t['predicted_minutes']:.0f} min with one engine load (guessed {t['load_guess_s']:.0f} s)"
+              f"{check}{within}")
         for b in t["bins"][:8]:
             secs = "?" if b["predicted_s"] is None else f"{b['predicted_s']:.0f} s"
             print(f"    {b['input_tokens']}/{b['output_tokens']} ({b['n_requests']} requests): batch "

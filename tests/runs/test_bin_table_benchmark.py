@@ -159,7 +159,7 @@ def test_coverage_keeps_the_most_requested_bins_up_to_the_share(bench):
         bench.bins_covering(bins, 0)
 
 
-def test_dry_run_counts_the_faithfulness_re_measurements_it_would_make(bench, tmp_path, monkeypatch):
+def test_dry_run_counts_the_faithfulness_re_measurements_it_would_make(bench, tmp_path, monkeypatch, capsys):
     _run(bench, tmp_path, monkeypatch)  # measures the fast bins only
     more = [bench.Bin(256, 64, 900), bench.Bin(512, 128, 40)]
     args = ["--out", str(tmp_path), "--tables", "hf-eager", "--model", "tiny", "--device", "cpu",
@@ -171,3 +171,6 @@ def test_dry_run_counts_the_faithfulness_re_measurements_it_would_make(bench, tm
     assert (f["input_tokens"], f["output_tokens"]) == (256, 64) and f["predicted_s"] > 0
     assert f["search_probes_guessed"] == bench.SEARCH_PROBES_GUESS
     assert checked["predicted_minutes"] == pytest.approx(plain["predicted_minutes"] + f["predicted_s"] / 60)
+    # the printed total says how much of it is the check, and the plain plan says nothing of it
+    out = capsys.readouterr().out.split("dry run")
+    assert "faithfulness re-measurements" not in out[-2] and "of which" in out[-1] and "faithfulness re-measurements" in out[-1]
