@@ -107,8 +107,7 @@ def findings_report(store, model: str, acceptance: float | None) -> tuple[list[d
     found = [f.to_dict() for f in check_findings(store.find(status="ok"), model, acceptance)]
     lines = []
     for f in found:
-        verdict = {True: "yes", False: "no", None: "not decided yet" if f["cell_ids"] else "not measured yet"}[f["shows"]]
-        lines.append(f"- **{f['figure']}**: paper: {f['paper']} — store shows it: **{verdict}** "
+        lines.append(f"- **{f['figure']}**: paper: {f['paper']} — store shows it: **{f['verdict']}** "
                      f"({f['reason'] or f['criterion']}" + (f"; observed: {f['summary']}" if f["summary"] else "")
                      + f"; cells {', '.join(map(str, f['cell_ids'][:12]))}"
                      f"{' ...' if len(f['cell_ids']) > 12 else ''})")

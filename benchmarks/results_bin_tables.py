@@ -171,8 +171,8 @@ def faithfulness_lines(q: Any, calls: dict[str, list[dict[str, Any]]],
     for table, cs in calls.items():
         full = {(int(r["input_tokens"]), int(r["output_tokens"])): r for c in cs for r in c.get("rows", [])
                 if r["protocol"] == "full" and r["status"] == "ok"}
-        pairs = [(k, per_table_bins.get(table, {}).get(k), r) for k, r in full.items()]
-        pairs = [(k, fast, r) for k, fast, r in pairs if fast is not None]
+        fast_bins = per_table_bins.get(table, {})
+        pairs = [(k, fast_bins[k], r) for k, r in full.items() if k in fast_bins]
         label = TABLE_LABELS.get(table, table)
         if not pairs:
             out += ["", f"Faithfulness, {label}: no bin re-measured with the old protocol yet."]

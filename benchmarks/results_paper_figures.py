@@ -14,8 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-VERDICT = {True: "yes", False: "no", None: "not measured yet"}
-
 
 def read_cells(db: Path) -> list[Any]:
     import sys
@@ -88,7 +86,7 @@ def section(q, db: Path) -> str:
                       "the plan)."]
     lines += ["", "Each figure's finding, computed from these cells by `analysis/paper_findings.py`:", ""]
     for f in check_findings(cells):
-        lines.append(f"- **{q.q(f.figure)}**: paper: {q.q(f.paper)} Store shows it: **{VERDICT[f.shows] if f.shows is not None or not f.cell_ids else 'not decided yet'}** "
+        lines.append(f"- **{q.q(f.figure)}**: paper: {q.q(f.paper)} Store shows it: **{f.verdict}** "
                      f"({q.q(f.reason or f.criterion)}"
                      + (f"; observed: {q.q(f.summary)}" if f.summary else "")
                      + (f"; cells {q.q(', '.join(map(str, f.cell_ids[:12])))}" if f.cell_ids else "") + ").")

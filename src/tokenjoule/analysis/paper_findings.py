@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
-from tokenjoule.analysis.selection import usable_cells
+from tokenjoule.analysis.selection import one_per_length, usable_cells
 from tokenjoule.analysis.speculative import analyse, brackets, break_even
 from tokenjoule.records import CellRecord
 
@@ -34,8 +34,15 @@ class Finding:
     reason: str = ""  # why shows is None
     summary: str = ""  # the observed numbers behind the verdict, in one line (computed, never typed)
 
+    @property
+    def verdict(self) -> str:
+        """yes / no; undecided: "not decided yet" when cells exist, else "not measured yet"."""
+        if self.shows is None:
+            return "not decided yet" if self.cell_ids else "not measured yet"
+        return "yes" if self.shows else "no"
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"verdict": self.verdict}
 
 
 def _cells(records: Iterable[CellRecord], **eq: Any) -> list[CellRecord]:
@@ -59,22 +66,6 @@ def _by_batch(cells: list[CellRecord]) -> dict[int, list[CellRecord]]:
     return out
 
 
-def _one_per(group: list[CellRecord], length: Callable[[CellRecord], int]) -> list[CellRecord]:
-    """One cell per length of a series: where another sweep measured the same shape under other
-    warm-ups and repeats, the cell run like most of the series (a fit across protocols would mix
-    their few-percent differences into the shape), then the latest."""
-    protocol = lambda r: (r.spec.get("warmup"), r.spec.get("repeats"))  # noqa: E731
-    counts: dict[Any, int] = {}
-    for r in group:
-        counts[protocol(r)] = counts.get(protocol(r), 0) + 1
-    best: dict[int, CellRecord] = {}
-    for r in group:
-        old = best.get(length(r))
-        if old is None or (counts[protocol(r)], int(r.id or 0)) > (counts[protocol(old)], int(old.id or 0)):
-            best[length(r)] = r
-    return [best[k] for k in sorted(best)]
-
-
 def prefill_convergence(records: list[CellRecord], model: str) -> Finding:
     f = Finding("Figure 2", "Prefill energy grows with input length at the same rate for every batch size above "
                 "about 128 input tokens; below that it is roughly flat.",
@@ -88,7 +79,7 @@ def prefill_convergence(records: list[CellRecord], model: str) -> Finding:
     slopes_without_knee: dict[int, list[float]] = {}
     longest_input = 0
     for b, group in sorted(_by_batch(cells).items()):
-        group = _one_per(group, lambda r: int(r.input_tokens or 0))
+        group = one_per_length(group, lambda r: int(r.input_tokens or 0))
         pts = [(int(r.input_tokens or 0), _metric(r, "prefill_energy_j")) for r in group]
         if len(pts) < 3:
             continue
@@ -134,7 +125,7 @@ def decode_linear(records: list[CellRecord], model: str) -> Finding:
              if r.input_tokens == REF_INPUT and _metric(r, "decode_energy_j") is not None]
     fits: dict[int, dict[str, float]] = {}
     for b, group in sorted(_by_batch(cells).items()):
-        group = _one_per(group, lambda r: int(r.output_tokens or 0))
+        group = one_per_length(group, lambda r: int(r.output_tokens or 0))
         pts = [(int(r.output_tokens or 0), _metric(r, "decode_energy_j")) for r in group]
         if len(pts) < 3:
             continue

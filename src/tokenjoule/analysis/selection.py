@@ -137,3 +137,22 @@ def choose_cell(cells: Iterable[CellRecord], n_requests: int,
     if not pool:
         return None
     return min(pool, key=lambda r: (bin_cost(r, n_requests, rounding, by_batch).energy_j, -(r.id or 0)))
+
+
+def protocol_of(rec: CellRecord) -> tuple[Any, Any]:
+    """A cell's measurement protocol: its warm-ups and repeats (sweeps differ in these)."""
+    return rec.spec.get("warmup"), rec.spec.get("repeats")
+
+
+def one_per_length(group: list[CellRecord], length: Callable[[CellRecord], int]) -> list[CellRecord]:
+    """One cell per length of a series, in length order. Two sweeps can measure the same shape
+    under different warm-ups and repeats (paper-decoding and paper-lengths --quick both hold
+    batch 1 at 512/64); a fit or a curve through both mixes their few-percent differences into
+    the shape. Keep the cell run like most of the series, then the newest."""
+    from collections import Counter
+
+    counts = Counter(protocol_of(r) for r in group)
+    best: dict[int, CellRecord] = {}
+    for r in sorted(group, key=lambda r: (counts[protocol_of(r)], int(r.id or 0))):
+        best[length(r)] = r  # the last one sorted wins
+    return [best[k] for k in sorted(best)]

@@ -27,7 +27,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-from tokenjoule.analysis.selection import usable_cells
+from tokenjoule.analysis.selection import protocol_of, usable_cells
 from tokenjoule.records import CellRecord
 
 INTERPOLATED = "interpolated, not measured"
@@ -134,17 +134,13 @@ def _setup(rec: CellRecord) -> tuple[Any, ...]:
             int(rec.spec.get("tensor_parallel", 1) or 1))
 
 
-def _protocol(rec: CellRecord) -> tuple[Any, Any]:
-    return rec.spec.get("warmup"), rec.spec.get("repeats")
-
-
 def _baseline(greedy: list[CellRecord], spec_protocols: set[tuple[Any, Any]]) -> CellRecord | None:
     """The greedy cell to compare speculation with: measured over estimated, then the one run with the
     speculative cells' warm-ups and repeats (a batch-1 window of a few seconds moves by several
     percent between protocols, so mixing them would move the bracket's ratio too), then the latest."""
     if not greedy:
         return None
-    return max(greedy, key=lambda r: (not r.is_estimate, _protocol(r) in spec_protocols, int(r.id or 0)))
+    return max(greedy, key=lambda r: (not r.is_estimate, protocol_of(r) in spec_protocols, int(r.id or 0)))
 
 
 def brackets(records: Iterable[CellRecord], model: str | None = None) -> list[Bracket]:
@@ -164,7 +160,7 @@ def brackets(records: Iterable[CellRecord], model: str | None = None) -> list[Br
             sc = _spec_cell(rec)
             if sc is not None:
                 groups.setdefault((*key, sc.lookahead_tokens, sc.family), []).append(sc)
-                protocols.setdefault(key, set()).add(_protocol(rec))
+                protocols.setdefault(key, set()).add(protocol_of(rec))
     out = []
     for key, group in sorted(groups.items(), key=lambda kv: (tuple(str(x) for x in kv[0][:6]), kv[0][6:])):
         measured = [c for c in group if not c.is_estimate] or group

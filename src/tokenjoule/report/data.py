@@ -125,17 +125,13 @@ def latest_per_spec(df):
 
 
 def one_per_point(data, x: str):
-    """One row per x of a plotted series. Two sweeps can measure the same shape under different
-    warm-ups and repeats (e.g. paper-decoding and paper-lengths --quick both hold batch 1 at
-    512/64); a curve through both would draw a vertical step. Keep the row run like most of the
-    series, then the newest (the rule of analysis.paper_findings, so a figure and its finding
-    use the same cells)."""
+    """One row per x of a plotted series: analysis.selection.one_per_length's rule on a frame (the
+    row run like most of the series, then the newest), so a figure and its finding use the same
+    cells and a shape measured by two sweeps is not drawn as a vertical step."""
     if data.empty or x not in data.columns or not data[x].duplicated().any():
         return data
-    cols = [c for c in ("warmup", "repeats") if c in data.columns]
-    protocol = data[cols].astype(str).agg("/".join, axis=1) if cols else data["id"].astype(str).map(lambda _: "")
-    counts = protocol.map(protocol.value_counts())
-    ranked = data.assign(_n=counts.values).sort_values(["_n", "id"])
+    protocol = data[[c for c in ("warmup", "repeats") if c in data.columns]].astype(str).agg("/".join, axis=1)
+    ranked = data.assign(_n=protocol.map(protocol.value_counts()).values).sort_values(["_n", "id"])
     return ranked.drop_duplicates(x, keep="last").drop(columns="_n").sort_values(x)
 
 
